@@ -1,0 +1,125 @@
+"""The `jaxscale` console script: a dispatcher of subcommands.
+
+Each capability registers itself by providing a module ``jaxscale.<package>.command`` with
+
+* ``HELP``: a one-line summary shown by ``jaxscale --help``;
+* ``add_arguments(parser)``: its argparse arguments (use :func:`add_config_argument` for configs);
+* ``run(args) -> int``: does the work; ``args.config_overrides`` holds ``--config.x=v`` items.
+
+A subcommand whose module does not exist is not listed. A :class:`JaxscaleError` is printed as
+one line and exits with status 2; any other exception keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from typing import Sequence
+
+from jaxscale import __version__
+from jaxscale.errors import JaxscaleError
+
+# Subcommand name -> module providing it, in the order `--help` lists them.
+COMMANDS = {
+    "study": "jaxscale.study.command",
+    "train": "jaxscale.train.command",
+    "fit": "jaxscale.laws.command",
+    "report": "jaxscale.report.command",
+    "data": "jaxscale.data.command",
+}
+
+EXIT_USER_ERROR = 2
+
+
+def available_commands() -> dict[str, str]:
+  """The subcommands whose modules exist in this installation."""
+  found = {}
+  for name, module in COMMANDS.items():
+    try:
+      if importlib.util.find_spec(module) is not None:
+        found[name] = module
+    except ModuleNotFoundError:
+      pass
+  return found
+
+
+def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:
+  """Adds ``--config PATH[:ARG]``; ``--config.a.b=v`` overrides are collected separately."""
+  parser.add_argument(
+      "--config", required=required, metavar="PATH[:ARG]",
+      help="config file with get_config(arg); override any field with --config.FIELD=VALUE, "
+           "e.g. --config.pretrain.optim.lr=3e-4")
+
+
+def load_config(args: argparse.Namespace):
+  """Loads and validates the config named by ``args.config`` with its overrides."""
+  from jaxscale import config as config_lib
+  return config_lib.load(args.config, getattr(args, "config_overrides", []))
+
+
+def build_parser(commands: dict[str, str] | None = None, load: str | None = None) -> argparse.ArgumentParser:
+  """The top-level parser; only the module of subcommand `load` is imported."""
+  commands = available_commands() if commands is None else commands
+  parser = argparse.ArgumentParser(
+      prog="jaxscale",
+      description="Data-efficient visual transfer-learning scaling studies: pretrain, distil, "
+                  "fine-tune, fit scaling laws and find the distillation boundary.")
+  parser.add_argument("--version", action="version", version=f"jaxscale {__version__}")
+  parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  for name, module_name in commands.items():
+    if name == load:
+      module = importlib.import_module(module_name)
+      p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+      module.add_arguments(p)
+      p.set_defaults(_run=module.run)
+    else:
+      sub.add_parser(name, help=_summary(module_name), add_help=False)
+  return parser
+
+
+def _summary(module_name: str) -> str:
+  """The HELP line of a command module, read without importing heavy dependencies."""
+  spec = importlib.util.find_spec(module_name)
+  try:
+    import ast
+    tree = ast.parse(open(spec.origin, encoding="utf-8").read())
+    for node in tree.body:
+      if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "HELP" for t in node.targets):
+        return ast.literal_eval(node.value)
+  except Exception:  # pragma: no cover - a broken module shows its error when run
+    pass
+  return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  from jaxscale.config import split_config_args
+  overrides, rest = split_config_args(argv)
+  commands = available_commands()
+  chosen = next((a for a in rest if not a.startswith("-")), None)
+  parser = build_parser(commands, load=chosen if chosen in commands else None)
+  args = parser.parse_args(rest)
+  args.config_overrides = overrides
+  from jaxscale.progress import setup_logging
+  setup_logging(args.verbose)
+  if args.command is None:
+    parser.print_help()
+    return EXIT_USER_ERROR
+  if overrides and not hasattr(args, "config"):
+    print(f"jaxscale: error: '{args.command}' takes no --config overrides ({overrides[0]})", file=sys.stderr)
+    return EXIT_USER_ERROR
+  try:
+    return int(args._run(args) or 0)
+  except JaxscaleError as e:
+    print(f"jaxscale: error: {e}", file=sys.stderr)
+    return EXIT_USER_ERROR
+  except KeyboardInterrupt:
+    print("jaxscale: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

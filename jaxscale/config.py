@@ -1,0 +1,261 @@
+"""Configs: the schema every config extends, loading with overrides, and validation.
+
+A config file is Python with ``get_config(arg=None) -> ml_collections.ConfigDict`` that starts
+from :func:`base_config` and changes fields. It is loaded through
+``ml_collections.config_flags`` so any field can be overridden on the command line
+(``--config.pretrain.optim.lr=3e-4``). :func:`validate` runs before any work starts: a field the
+schema does not know, a value of the wrong type or out of range fails with one line naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import ml_collections
+from ml_collections import ConfigDict
+
+from jaxscale.errors import JaxscaleError
+
+OPTIMIZERS = ("adamw", "sgd")
+KD_STAGES = ("pretrain", "finetune", "both")
+DTYPES = ("float32", "bfloat16")
+
+
+def optim_config(**overrides) -> ConfigDict:
+  """Optimizer and schedule of one training stage.
+
+  Training length: ``steps = max(min_steps, ceil(epochs * subset_size / batch_size))``, capped by
+  ``max_steps`` when that is positive. Tiny subsets therefore still get ``min_steps`` updates.
+  """
+  c = ConfigDict(dict(
+      optimizer="adamw",      # adamw | sgd (with momentum)
+      lr=1e-3,                # peak learning rate after warmup
+      weight_decay=1e-4,      # decoupled weight decay (adamw) / L2 added to grads (sgd)
+      momentum=0.9,           # sgd momentum; adamw b1
+      warmup_frac=0.1,        # fraction of steps with linear warmup, then cosine decay to 0
+      grad_clip=1.0,          # global-norm clipping; 0 disables
+      label_smoothing=0.0,
+      batch_size=128,         # global batch (all processes)
+      eval_batch_size=256,
+      epochs=10.0,            # passes over the subset
+      min_steps=100,
+      max_steps=0,            # 0 = no cap
+      eval_every=0,           # steps between periodic evals; 0 = only at the end
+  ))
+  c.update(overrides)
+  return c
+
+
+def base_config() -> ConfigDict:
+  """The complete schema with defaults; every config starts from this."""
+  c = ConfigDict()
+  c.seed = 0
+  c.model = ConfigDict(dict(
+      name="vit_tiny_s",      # a registered model (see `jaxscale.models.names()`)
+      dtype="float32",        # compute dtype; parameters stay float32
+  ))
+  c.data = ConfigDict(dict(
+      data_dir="",            # tfds data dir; "" = tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+      image_size=16,          # model input resolution (pixels)
+      num_workers=0,          # grain worker processes (0 = in-process)
+      prefetch=2,             # batches prefetched per worker
+  ))
+  c.mesh = ConfigDict(dict(data=-1, fsdp=1))  # -1 = all remaining devices
+  c.pretrain = ConfigDict(dict(
+      dataset="jaxscale_glyphs",
+      train_split="train",
+      eval_split="test",
+      size=1000,              # Dp: number of pretraining images (class-balanced, nested)
+      flip=False,             # horizontal flips (off for glyphs: letters are not symmetric)
+      crop_padding=2,         # random-crop padding in pixels
+      optim=optim_config(),
+  ))
+  c.finetune = ConfigDict(dict(
+      dataset="jaxscale_digits",
+      train_split="train",
+      eval_split="test",
+      size=500,               # Df: number of downstream images
+      flip=False,
+      crop_padding=1,
+      init_checkpoint="",     # pretrain checkpoint dir; "" = <workdir>/pretrain
+      optim=optim_config(lr=5e-4, epochs=20.0, min_steps=100, warmup_frac=0.05),
+  ))
+  c.distill = ConfigDict(dict(
+      teacher_checkpoint="",  # "" = no distillation (plain arm)
+      teacher_model="",       # model name of the teacher; "" = same as student
+      stage="pretrain",       # pretrain | finetune | both
+      alpha=0.5,              # weight of the KD term
+      temperature=2.0,
+  ))
+  c.checkpoint = ConfigDict(dict(every_steps=500, keep=2))
+  c.study = ConfigDict(dict(
+      models=("vit_tiny_s",),   # model rungs M
+      dp=(1000,),               # pretraining sizes Dp
+      df=(500,),                # downstream sizes Df
+      arms=("plain", "distilled"),
+      seeds=(0,),
+      teacher_model="",         # "" = smallest rung of `models`
+      teacher_dp=0,             # 0 = largest of `dp`
+      law="transfer_additive",  # joint law fitted per arm
+      bootstrap=200,            # bootstrap resamples for CIs
+  ))
+  return c
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _schema_mismatch(schema: Any, value: Any, path: str) -> str | None:
+  """Returns a one-line problem with `value` against `schema`, or None."""
+  if isinstance(schema, ConfigDict):
+    if not isinstance(value, (ConfigDict, dict)):
+      return f"config field '{path}' must be a group of fields, got {type(value).__name__}"
+    for key in value.keys():
+      if key not in schema:
+        known = ", ".join(sorted(schema.keys()))
+        where = f"'{path}.{key}'" if path else f"'{key}'"
+        return f"unknown config field {where}; known fields here: {known}"
+    for key in value.keys():
+      problem = _schema_mismatch(schema[key], value[key], f"{path}.{key}" if path else key)
+      if problem:
+        return problem
+    return None
+  if isinstance(schema, bool):
+    ok = isinstance(value, bool)
+  elif isinstance(schema, int):
+    ok = isinstance(value, int) and not isinstance(value, bool)
+  elif isinstance(schema, float):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+  elif isinstance(schema, str):
+    ok = isinstance(value, str)
+  elif isinstance(schema, (tuple, list)):
+    ok = isinstance(value, (tuple, list))
+  else:
+    ok = True
+  if not ok:
+    return (f"config field '{path}' must be {type(schema).__name__}, "
+            f"got {value!r} ({type(value).__name__})")
+  return None
+
+
+def _check(cond: bool, message: str) -> None:
+  if not cond:
+    raise JaxscaleError(message)
+
+
+def validate(config: ConfigDict) -> ConfigDict:
+  """Checks `config` against the schema and value ranges; raises JaxscaleError on the first problem."""
+  problem = _schema_mismatch(base_config(), config, "")
+  if problem:
+    raise JaxscaleError(problem)
+  c = config
+  _check(c.model.dtype in DTYPES, f"config.model.dtype must be one of {DTYPES}, got {c.model.dtype!r}")
+  _check(c.data.image_size >= 8, f"config.data.image_size must be >= 8, got {c.data.image_size}")
+  _check(c.mesh.data == -1 or c.mesh.data >= 1, "config.mesh.data must be -1 or >= 1")
+  _check(c.mesh.fsdp == -1 or c.mesh.fsdp >= 1, "config.mesh.fsdp must be -1 or >= 1")
+  _check(not (c.mesh.data == -1 and c.mesh.fsdp == -1), "only one of config.mesh.data and config.mesh.fsdp may be -1")
+  for stage in ("pretrain", "finetune"):
+    s = c[stage]
+    _check(s.size >= 1, f"config.{stage}.size must be >= 1, got {s.size}")
+    _check(s.crop_padding >= 0, f"config.{stage}.crop_padding must be >= 0")
+    o = s.optim
+    _check(o.optimizer in OPTIMIZERS, f"config.{stage}.optim.optimizer must be one of {OPTIMIZERS}, got {o.optimizer!r}")
+    _check(o.lr > 0, f"config.{stage}.optim.lr must be > 0, got {o.lr}")
+    _check(0 <= o.warmup_frac < 1, f"config.{stage}.optim.warmup_frac must be in [0, 1), got {o.warmup_frac}")
+    _check(o.batch_size >= 1, f"config.{stage}.optim.batch_size must be >= 1, got {o.batch_size}")
+    _check(o.eval_batch_size >= 1, f"config.{stage}.optim.eval_batch_size must be >= 1")
+    _check(o.epochs > 0, f"config.{stage}.optim.epochs must be > 0, got {o.epochs}")
+    _check(o.min_steps >= 1, f"config.{stage}.optim.min_steps must be >= 1, got {o.min_steps}")
+    _check(o.max_steps >= 0, f"config.{stage}.optim.max_steps must be >= 0 (0 = no cap)")
+    _check(0 <= o.label_smoothing < 1, f"config.{stage}.optim.label_smoothing must be in [0, 1)")
+  d = c.distill
+  _check(d.stage in KD_STAGES, f"config.distill.stage must be one of {KD_STAGES}, got {d.stage!r}")
+  _check(0.0 <= d.alpha <= 1.0, f"config.distill.alpha must be in [0, 1], got {d.alpha}")
+  _check(d.temperature > 0, f"config.distill.temperature must be > 0, got {d.temperature}")
+  _check(c.checkpoint.keep >= 1, "config.checkpoint.keep must be >= 1")
+  _check(c.checkpoint.every_steps >= 1, "config.checkpoint.every_steps must be >= 1")
+  s = c.study
+  for arm in s.arms:
+    _check(arm in ("plain", "distilled"), f"config.study.arms may hold 'plain' and 'distilled', got {arm!r}")
+  for name in ("dp", "df"):
+    for v in s[name]:
+      _check(isinstance(v, int) and v >= 1, f"config.study.{name} must hold positive integers, got {v!r}")
+  _check(s.bootstrap >= 0, "config.study.bootstrap must be >= 0")
+  return config
+
+
+def config_hash(config: ConfigDict, exclude: Sequence[str] = ()) -> str:
+  """A short stable hash of the config's values (top-level groups in `exclude` left out)."""
+  d = config.to_dict()
+  for key in exclude:
+    d.pop(key, None)
+  blob = json.dumps(d, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load(config_arg: str, overrides: Sequence[str] = ()) -> ConfigDict:
+  """Loads ``path[:arg]`` with ``--config.a.b=value`` overrides and validates it.
+
+  Args:
+    config_arg: a config file path, optionally ``path:arg`` passed to ``get_config(arg)``.
+    overrides: command-line items such as ``--config.pretrain.optim.lr=3e-4``.
+  """
+  from absl import flags
+  from ml_collections import config_flags
+
+  path = config_arg.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise JaxscaleError(f"config file {path!r} does not exist; pass --config PATH to a file with get_config()")
+  def parse(items):
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", default=None, flag_values=fv, lock_config=True)
+    argv = ["jaxscale", f"--config={config_arg}", *items]
+    saved, sys.argv = sys.argv, argv  # config_flags also reads sys.argv for parent fields
+    try:
+      fv(argv)
+      return fv.config
+    finally:
+      sys.argv = saved
+
+  try:
+    config = parse(overrides)
+  except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
+    raise JaxscaleError(_override_error(parse([]), overrides, e)) from None
+  if not isinstance(config, ConfigDict):
+    raise JaxscaleError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+  config.unlock()
+  return validate(config)
+
+
+def _override_error(config: ConfigDict, overrides: Sequence[str], error: Exception) -> str:
+  """One line naming the override that failed: a field that does not exist, or a bad value."""
+  for item in overrides:
+    name = item.lstrip("-").split("=", 1)[0]
+    node = config
+    for part in name.split(".")[1:]:
+      if not isinstance(node, ConfigDict) or part not in node:
+        return f"cannot override '{name}': the config has no field '{name[len('config.'):]}'"
+      node = node[part]
+  detail = " ".join(str(error).split()).replace("flag --", "--")
+  return f"bad config override: {detail}"
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Splits argv into (``--config.x=...`` overrides, everything else)."""
+  overrides, rest = [], []
+  for item in argv:
+    (overrides if item.startswith("--config.") else rest).append(item)
+  return overrides, rest
+
+
+def to_json(config: ConfigDict) -> str:
+  return json.dumps(config.to_dict(), sort_keys=True, indent=2, default=str)
+
+
+__all__ = ["base_config", "optim_config", "validate", "load", "config_hash", "split_config_args",
+           "ml_collections"]

@@ -1,0 +1,131 @@
+"""Logging and progress conventions shared by every long loop.
+
+`Progress` shows step, rate, ETA and the latest metrics. On a terminal it redraws one line in
+place; elsewhere (CI, a log file) it prints a plain line at most every `interval_s` seconds and
+once at the end, so logs stay short and readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import IO
+
+logger = logging.getLogger("jaxscale")
+
+
+def setup_logging(verbose: bool = False) -> None:
+  """Sends jaxscale's log lines to stderr as ``[jaxscale] message``."""
+  if logger.handlers:
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("[jaxscale] %(message)s"))
+  logger.addHandler(handler)
+  logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+  logger.propagate = False
+
+
+def format_duration(seconds: float) -> str:
+  """Formats seconds as ``1h02m``, ``3m05s`` or ``12s``."""
+  if seconds != seconds or seconds == float("inf"):
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  if h:
+    return f"{h}h{m:02d}m"
+  if m:
+    return f"{m}m{s:02d}s"
+  return f"{s}s"
+
+
+class Progress:
+  """Progress over `total` units (steps, cells, ...).
+
+  Usage::
+
+    with Progress(total=1000, desc="pretrain", unit="step") as bar:
+      for step in range(1000):
+        ...
+        bar.update(1, loss=0.3, **{"img/s": 512})
+  """
+
+  def __init__(self, total: int, desc: str = "", unit: str = "step", *,
+               stream: IO[str] | None = None, interval_s: float = 10.0,
+               initial: int = 0, enabled: bool = True):
+    self.total = max(int(total), 0)
+    self.desc = desc
+    self.unit = unit
+    self.stream = stream if stream is not None else sys.stderr
+    self.interval_s = interval_s
+    self.count = int(initial)
+    self.enabled = enabled
+    self.metrics: dict[str, float] = {}
+    self._start_count = self.count
+    self._t0 = time.monotonic()
+    self._last_print = -float("inf")
+    self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self._closed = False
+
+  def __enter__(self) -> "Progress":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  @property
+  def rate(self) -> float:
+    """Units per second since this display started."""
+    elapsed = time.monotonic() - self._t0
+    done = self.count - self._start_count
+    return done / elapsed if elapsed > 0 and done > 0 else 0.0
+
+  @property
+  def eta_s(self) -> float:
+    rate = self.rate
+    return (self.total - self.count) / rate if rate > 0 else float("nan")
+
+  def line(self) -> str:
+    """The current status line, e.g. ``pretrain  120/1000 step  35.1 step/s  ETA 25s  loss=0.31``."""
+    width = len(str(self.total))
+    parts = [f"{self.desc}" if self.desc else "",
+             f"{self.count:>{width}}/{self.total} {self.unit}",
+             f"{self.rate:.3g} {self.unit}/s",
+             f"ETA {format_duration(self.eta_s)}" if self.count < self.total
+             else f"took {format_duration(time.monotonic() - self._t0)}"]
+    parts += [f"{k}={_fmt(v)}" for k, v in self.metrics.items()]
+    return "  ".join(p for p in parts if p)
+
+  def update(self, n: int = 1, **metrics: float) -> None:
+    """Advances by `n` units and records the latest metrics."""
+    self.count += n
+    self.metrics.update(metrics)
+    if not self.enabled:
+      return
+    now = time.monotonic()
+    if self._tty:
+      if now - self._last_print >= 0.1 or self.count >= self.total:
+        self.stream.write("\r\033[K" + self.line())
+        self.stream.flush()
+        self._last_print = now
+    elif now - self._last_print >= self.interval_s:
+      self.stream.write(self.line() + "\n")
+      self.stream.flush()
+      self._last_print = now
+
+  def close(self) -> None:
+    """Prints the final line once."""
+    if self._closed or not self.enabled:
+      self._closed = True
+      return
+    self._closed = True
+    self.stream.write(("\r\033[K" if self._tty else "") + self.line() + "\n")
+    self.stream.flush()
+
+
+def _fmt(v) -> str:
+  if isinstance(v, float):
+    return f"{v:.4g}"
+  return str(v)
