@@ -223,9 +223,14 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ConfigDict:
       sys.argv = saved
 
   try:
-    config = parse(overrides)
+    plain = parse([])
+  except flags.Error as e:  # get_config() itself failed: a mistake in the config file
+    cause = e.__cause__ or e
+    raise JaxscaleError(f"config file {path}: {type(cause).__name__}: {cause}") from None
+  try:
+    config = parse(overrides) if overrides else plain
   except (flags.Error, KeyError, AttributeError, ValueError, TypeError) as e:
-    raise JaxscaleError(_override_error(parse([]), overrides, e)) from None
+    raise JaxscaleError(_override_error(plain, overrides, e)) from None
   if not isinstance(config, ConfigDict):
     raise JaxscaleError(f"{path}: get_config() must return an ml_collections.ConfigDict")
   config.unlock()
