@@ -1,0 +1,1 @@
+"""A scaling study: the grid of cells, the resumable runner and the records they produce."""

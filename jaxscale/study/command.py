@@ -1,0 +1,37 @@
+"""`jaxscale study`: run the whole grid (resumable), fit the laws, solve the boundary, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "run a whole scaling study: grid of cells (resumable), fitted laws, distillation boundary, report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  from jaxscale import cli
+  cli.add_config_argument(parser)
+  parser.add_argument("--workdir", required=True, help="study directory (records, checkpoints, fits, report)")
+  parser.add_argument("--dry-run", action="store_true",
+                      help="print the plan with estimated FLOPs and time; write nothing")
+  parser.add_argument("--force-new", action="store_true",
+                      help="the workdir holds a study with another config: archive it and start anew")
+  parser.add_argument("--no-progress", action="store_true", help="no per-cell progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+  from jaxscale import cli
+  from jaxscale.study import analysis, runner
+  config = cli.load_config(args)
+  workdir = os.path.abspath(args.workdir)
+  if args.dry_run:
+    runner.check_sizes(config, dry_run=True)
+    runner.print_plan(runner.plan(config, workdir))
+    return 0
+  runner.prepare_workdir(config, workdir, force_new=args.force_new)
+  runner.check_sizes(config, dry_run=False)
+  runner.print_plan(runner.plan(config, workdir))
+  runner.run_cells(config, workdir, show_progress=not args.no_progress)
+  summary = analysis.analyze_study(config, workdir)
+  print(summary)
+  return 0
