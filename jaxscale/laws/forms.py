@@ -1,0 +1,306 @@
+"""Scaling-law forms as pure `jax.numpy` functions of named inputs.
+
+A form is a `LawForm`: a function ``fn(p, x) -> E`` of natural-valued parameters ``p`` (a dict of
+scalars) and named inputs ``x`` (a dict of float arrays of one shape ``[N]``) giving the predicted
+target ``E`` (float ``[N]``, positive), plus a spec of its parameters. Each `Param` says whether the
+optimizer works on it in log space (``log=True``: the parameter is ``exp(u)`` of an unconstrained
+``u``, so it stays positive) and gives a grid of initial values in natural units.
+
+Built-in forms (x^-a means x to the power -a; every coefficient is positive):
+
+* ``power``:      E(x) = E_inf + A * x^-alpha
+* ``chinchilla``: E(M, D) = E + A * M^-alpha + B * D^-beta                       (Hoffmann et al. 2022)
+* ``transfer_additive``: E(Dp, M, Df) = E_inf + A * Dp^-alpha + B * M^-beta + C * Df^-gamma
+* ``transfer_multiplicative``:
+                  E(Dp, M, Df) = E_inf + B * M^-beta + (A * Dp^-alpha + C) * Df^-gamma
+* ``m4``:         (E - E_inf) / (E0 - E)^alpha = beta * x^-c,  E_inf < E < E0
+                  (Alabdulmohsin, Neyshabur and Zhai 2022), solved for E; E0 = E_inf + gap.
+* ``broken_power``: E(x) = E_inf + A * x^-c0 * (1 + (x / d)^(1/f))^(-c1 * f)
+                  (one smooth break, Caballero et al. 2023).
+
+Adding a form: write ``fn(p, x)`` and call `register(LawForm(...))`; see docs/laws.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscale.errors import JaxscaleError
+
+Array = jax.Array
+InitFn = Callable[[Mapping[str, np.ndarray], np.ndarray], Sequence[float]]
+
+# Default initial grids (natural units), in the spirit of Hoffmann et al. 2022, Appendix D.2.
+COEF_GRID = tuple(float(np.exp(v)) for v in (0.0, 5.0, 10.0, 15.0, 20.0, 25.0))
+EXP_GRID = (0.0, 0.5, 1.0, 1.5, 2.0)
+FLOOR_GRID = tuple(float(np.exp(v)) for v in (-1.0, -0.5, 0.0, 0.5, 1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+  """One parameter of a law.
+
+  name: the name reported in fits.json.
+  log: optimise ``u = log(value)`` (the value stays positive); else optimise the value itself.
+  init: initial values in natural units, or ``init(x, y) -> values`` computed from the data
+    (inputs ``x`` by name, float64 [N], and target ``y``, float64 [N]).
+  bounds: the plausible natural range (lo, hi); a fit ending outside it is reported as a warning.
+  """
+  name: str
+  log: bool = True
+  init: Sequence[float] | InitFn = COEF_GRID
+  bounds: tuple[float, float] = (0.0, float("inf"))
+
+  def initial_values(self, x: Mapping[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+    vals = self.init(x, y) if callable(self.init) else self.init
+    vals = np.asarray(vals, np.float64)
+    if self.log:
+      vals = np.log(np.maximum(vals, 1e-300))
+    return vals
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LawForm:
+  """A law: ``fn(p, x) -> E`` with its named inputs and parameters.
+
+  fn: p (dict name -> scalar, natural units), x (dict input -> float [N]) -> predicted E, float [N] > 0.
+  inputs: the input names ``x`` must hold (e.g. ("Dp", "M", "Df")).
+  params: the parameter specs, in the order of the optimised vector.
+  formula: the formula as text (shown in fits.json and docs).
+  aliases: other accepted spellings of input names, e.g. {"M": ("params", "N")}.
+  derived: optional ``derived(p) -> dict`` of extra reported quantities (they get CIs too).
+  """
+  name: str
+  fn: Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
+  inputs: tuple[str, ...]
+  params: tuple[Param, ...]
+  formula: str
+  aliases: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  derived: Callable[[Mapping[str, Array]], Mapping[str, Array]] | None = None
+
+  @property
+  def param_names(self) -> tuple[str, ...]:
+    return tuple(p.name for p in self.params)
+
+  def to_natural(self, u: Array) -> dict[str, Array]:
+    """Maps the optimised vector ``u`` [..., P] to natural parameters by name."""
+    return {p.name: (jnp.exp(u[..., i]) if p.log else u[..., i]) for i, p in enumerate(self.params)}
+
+  def to_raw(self, p: Mapping[str, float]) -> np.ndarray:
+    """Maps natural parameters by name to the optimised vector, float64 [P]."""
+    return np.array([np.log(p[s.name]) if s.log else p[s.name] for s in self.params], np.float64)
+
+  def log_predict(self, u: Array, x: Mapping[str, Array]) -> Array:
+    """log E for the optimised vector u [P] at inputs x (each [N]); float [N]."""
+    e = self.fn(self.to_natural(u), x)
+    return jnp.log(jnp.maximum(e, jnp.finfo(e.dtype).tiny))
+
+  def resolve_input(self, name: str) -> str:
+    """The canonical input name for `name` (case-insensitive, aliases allowed), or raises."""
+    for canon in self.inputs:
+      spellings = (canon,) + tuple(self.aliases.get(canon, ()))
+      if name.lower() in (s.lower() for s in spellings):
+        return canon
+    raise JaxscaleError(f"law '{self.name}' has no input '{name}'; its inputs are "
+                        f"{', '.join(self.inputs)}")
+
+
+_REGISTRY: dict[str, LawForm] = {}
+
+
+def register(form: LawForm) -> LawForm:
+  """Adds `form` to the registry (replacing a form of the same name); returns it."""
+  _REGISTRY[form.name] = form
+  return form
+
+
+def get(name: str) -> LawForm:
+  """The registered form called `name`, or a one-line error listing the known ones."""
+  if name not in _REGISTRY:
+    raise JaxscaleError(f"unknown law '{name}'; choose one of: {', '.join(names())}")
+  return _REGISTRY[name]
+
+
+def names() -> list[str]:
+  """Names of the registered forms."""
+  return sorted(_REGISTRY)
+
+
+def predict(law: str, params: Mapping[str, float], inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+  """Evaluates law `law` with natural `params` at `inputs` (name -> array); float64 numpy.
+
+  Input names are matched case-insensitively (aliases allowed); arrays broadcast together.
+  Runs in float64 without changing the process-wide default precision.
+  """
+  from jaxscale.laws.fit import float64  # local import: fit depends on forms
+  form = get(law)
+  x = {form.resolve_input(k): np.asarray(v, np.float64) for k, v in inputs.items()}
+  missing = [n for n in form.inputs if n not in x]
+  if missing:
+    raise JaxscaleError(f"law '{law}' needs inputs {', '.join(missing)} to predict")
+  shape = np.broadcast_shapes(*(v.shape for v in x.values()))
+  x = {k: np.broadcast_to(v, shape).reshape(-1) for k, v in x.items()}
+  p = dict(params)
+  with float64():
+    pj = {k: jnp.asarray(float(v), jnp.float64) for k, v in p.items()}
+    out = form.fn(pj, {k: jnp.asarray(v) for k, v in x.items()})
+    return np.asarray(out, np.float64).reshape(shape)
+
+
+# ----------------------------------------------------------------------------- built-in forms
+
+def _pow(x: Array, a: Array) -> Array:
+  """x^-a for x > 0, as exp(-a log x)."""
+  return jnp.exp(-a * jnp.log(x))
+
+
+def power(p, x):
+  """E(x) = E_inf + A x^-alpha."""
+  return p["E_inf"] + p["A"] * _pow(x["x"], p["alpha"])
+
+
+def chinchilla(p, x):
+  """E(M, D) = E + A M^-alpha + B D^-beta (Hoffmann et al. 2022, eq. 2)."""
+  return p["E"] + p["A"] * _pow(x["M"], p["alpha"]) + p["B"] * _pow(x["D"], p["beta"])
+
+
+def transfer_additive(p, x):
+  """E(Dp, M, Df) = E_inf + A Dp^-alpha + B M^-beta + C Df^-gamma."""
+  return (p["E_inf"] + p["A"] * _pow(x["Dp"], p["alpha"]) + p["B"] * _pow(x["M"], p["beta"])
+          + p["C"] * _pow(x["Df"], p["gamma"]))
+
+
+def transfer_multiplicative(p, x):
+  """E(Dp, M, Df) = E_inf + B M^-beta + (A Dp^-alpha + C) Df^-gamma.
+
+  The fine-tuning term is scaled by how much pretraining data the model saw: the benefit of
+  pretraining (A Dp^-alpha) matters most when Df is small and fades as Df grows, which is the
+  interaction between Dp and Df that an additive law cannot express.
+  """
+  return (p["E_inf"] + p["B"] * _pow(x["M"], p["beta"])
+          + (p["A"] * _pow(x["Dp"], p["alpha"]) + p["C"]) * _pow(x["Df"], p["gamma"]))
+
+
+def broken_power(p, x):
+  """E(x) = E_inf + A x^-c0 (1 + (x/d)^(1/f))^(-c1 f) (Caballero et al. 2023, one break)."""
+  z = jnp.log(x["x"])
+  t = (z - jnp.log(p["d"])) / p["f"]
+  return p["E_inf"] + p["A"] * jnp.exp(-p["c0"] * z - p["c1"] * p["f"] * jnp.logaddexp(0.0, t))
+
+
+def _m4_residual(le, log_x, p):
+  """g(E) = log(E - E_inf) - alpha log(E0 - E) - log beta + c log x, increasing in E."""
+  e = jnp.exp(le)
+  e0 = p["E_inf"] + p["gap"]
+  return (jnp.log(jnp.maximum(e - p["E_inf"], 1e-300)) - p["alpha"] * jnp.log(jnp.maximum(e0 - e, 1e-300))
+          - jnp.log(p["beta"]) + p["c"] * log_x)
+
+
+@jax.custom_jvp
+def _m4_solve(e_inf, gap, alpha, beta, c, log_x):
+  """The E in (E_inf, E_inf + gap) solving M4 at each log x, by bisection in float precision."""
+  lo = jnp.zeros_like(log_x) + e_inf
+  hi = jnp.zeros_like(log_x) + e_inf + gap
+  p = dict(E_inf=e_inf, gap=gap, alpha=alpha, beta=beta, c=c)
+
+  def body(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    g = _m4_residual(jnp.log(mid), log_x, p)
+    return jnp.where(g > 0, lo, mid), jnp.where(g > 0, mid, hi)
+
+  lo, hi = jax.lax.fori_loop(0, 80, body, (lo, hi))
+  return 0.5 * (lo + hi)
+
+
+@_m4_solve.defjvp
+def _m4_solve_jvp(primals, tangents):
+  # Implicit differentiation of g(E, theta) = 0: dE = -(dg/dtheta . dtheta) / (dg/dE).
+  e = _m4_solve(*primals)
+  names = ("E_inf", "gap", "alpha", "beta", "c")
+
+  def g(e, *theta):
+    p = dict(zip(names, theta[:5]))
+    return _m4_residual(jnp.log(e), theta[5], p)
+
+  g_e = jax.grad(lambda e_: jnp.sum(g(e_, *primals)))(e)
+  _, g_dot = jax.jvp(lambda *th: g(e, *th), primals, tangents)
+  return e, -g_dot / g_e
+
+
+def m4(p, x):
+  """M4: (E - E_inf)/(E0 - E)^alpha = beta x^-c, with E0 = E_inf + gap, solved for E."""
+  log_x = jnp.log(x["x"])
+  return _m4_solve(p["E_inf"], p["gap"], p["alpha"], p["beta"], p["c"], log_x)
+
+
+def _quantiles_of(name: str, qs=(0.1, 0.3, 0.5, 0.7, 0.9)) -> InitFn:
+  return lambda x, y: np.quantile(x[name], qs)
+
+
+def _floor_init(x, y):
+  """E_inf starts at fractions of the smallest observed target."""
+  return np.min(y) * np.array([0.05, 0.3, 0.7])
+
+
+def _gap_init(x, y):
+  return (np.max(y) - np.min(y)) * np.array([1.05, 2.0, 5.0]) + 1e-6
+
+
+_EXP = dict(log=False, init=EXP_GRID, bounds=(0.0, 10.0))
+
+register(LawForm(
+    name="power", fn=power, inputs=("x",),
+    params=(Param("E_inf", init=_floor_init), Param("A"), Param("alpha", **_EXP)),
+    formula="E = E_inf + A * x^-alpha"))
+
+register(LawForm(
+    name="chinchilla", fn=chinchilla, inputs=("M", "D"),
+    params=(Param("E", init=FLOOR_GRID), Param("A"), Param("alpha", **_EXP),
+            Param("B"), Param("beta", **_EXP)),
+    formula="E = E + A * M^-alpha + B * D^-beta",
+    aliases={"M": ("N", "params"), "D": ("tokens", "data")}))
+
+_EXP4 = dict(log=False, init=(0.1, 0.4, 0.8, 1.5), bounds=(0.0, 10.0))
+_COEF4 = (1.0, float(np.exp(3.0)), float(np.exp(8.0)))
+
+register(LawForm(
+    name="transfer_additive", fn=transfer_additive, inputs=("Dp", "M", "Df"),
+    params=(Param("E_inf", init=_floor_init),
+            Param("A", init=_COEF4), Param("alpha", **_EXP4),
+            Param("B", init=_COEF4), Param("beta", **_EXP4),
+            Param("C", init=_COEF4), Param("gamma", **_EXP4)),
+    formula="E = E_inf + A * Dp^-alpha + B * M^-beta + C * Df^-gamma",
+    aliases={"M": ("N", "params")}))
+
+register(LawForm(
+    name="transfer_multiplicative", fn=transfer_multiplicative, inputs=("Dp", "M", "Df"),
+    params=(Param("E_inf", init=_floor_init),
+            Param("A", init=_COEF4), Param("alpha", **_EXP4),
+            Param("B", init=_COEF4), Param("beta", **_EXP4),
+            Param("C", init=(0.1, 1.0, 10.0)), Param("gamma", **_EXP4)),
+    formula="E = E_inf + B * M^-beta + (A * Dp^-alpha + C) * Df^-gamma",
+    aliases={"M": ("N", "params")}))
+
+register(LawForm(
+    name="m4", fn=m4, inputs=("x",),
+    params=(Param("E_inf", init=_floor_init), Param("gap", init=_gap_init),
+            Param("alpha", init=(0.25, 1.0, 2.0), bounds=(0.0, 20.0)),
+            Param("beta", init=COEF_GRID[:4]), Param("c", log=False, init=(0.25, 0.5, 1.0, 2.0),
+                                                     bounds=(0.0, 10.0))),
+    formula="(E - E_inf) / (E0 - E)^alpha = beta * x^-c, E0 = E_inf + gap",
+    derived=lambda p: {"E0": p["E_inf"] + p["gap"]}))
+
+register(LawForm(
+    name="broken_power", fn=broken_power, inputs=("x",),
+    params=(Param("E_inf", init=_floor_init), Param("A", init=COEF_GRID[:4]),
+            Param("c0", log=False, init=(0.0, 0.3, 1.0), bounds=(-5.0, 10.0)),
+            Param("d", init=_quantiles_of("x", (0.25, 0.5, 0.75))),
+            Param("c1", log=False, init=(-0.5, 0.3, 1.0), bounds=(-10.0, 10.0)),
+            Param("f", init=(0.3, 1.0), bounds=(1e-3, 100.0))),
+    formula="E = E_inf + A * x^-c0 * (1 + (x/d)^(1/f))^(-c1*f)"))

@@ -1,0 +1,106 @@
+"""Bootstrap uncertainty: refit on resampled data, vmapped over resamples; percentile CIs.
+
+A resample draws clusters with replacement (by default a cluster is the set of records sharing one
+configuration, i.e. the same values of every input, such as the seeds of one cell) and gives each
+record the number of times its cluster was drawn as its weight in the Huber objective. Weights keep
+every resample the same shape, so a chunk of resamples is refitted in one `jit(vmap(vmap(...)))`,
+each from the few diverse end points of the full fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscale.laws import fit as fit_lib
+from jaxscale.laws.fit import FitResult
+from jaxscale.progress import Progress
+
+DEFAULT_ITERS = 30
+DEFAULT_LEVEL = 0.95
+
+
+def cluster_ids(x: Mapping[str, np.ndarray]) -> np.ndarray:
+  """Cluster index of every record: records with equal values of all inputs share one; int [N]."""
+  cols = np.stack([np.asarray(v, np.float64) for v in x.values()], axis=1)
+  _, ids = np.unique(cols, axis=0, return_inverse=True)
+  return ids.reshape(-1).astype(np.int64)
+
+
+def resample_weights(ids: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+  """Weights float64 [n_boot, N]: how often each record's cluster was drawn in each resample."""
+  rng = np.random.default_rng(seed)
+  n_clusters = int(ids.max()) + 1
+  draws = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+  counts = np.stack([np.bincount(d, minlength=n_clusters) for d in draws])
+  return counts[:, ids].astype(np.float64)
+
+
+def percentile_ci(samples: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+  """Percentile interval of the finite samples [B]; (nan, nan) when there are none."""
+  s = np.asarray(samples, np.float64)
+  s = s[np.isfinite(s)]
+  if not len(s):
+    return float("nan"), float("nan")
+  a = (1.0 - level) / 2.0
+  lo, hi = np.quantile(s, [a, 1.0 - a])
+  return float(lo), float(hi)
+
+
+@dataclasses.dataclass
+class Bootstrap:
+  """Refits on resamples. u: float64 [B, P]; params: name -> float64 [B] (incl. derived)."""
+  u: np.ndarray
+  params: dict[str, np.ndarray]
+  objective: np.ndarray
+
+  def ci(self, name: str, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    return percentile_ci(self.params[name], level)
+
+  def derived(self, fn: Callable[[dict[str, float]], float], level: float = DEFAULT_LEVEL):
+    """Samples [B] and the percentile CI of any quantity fn(params by name)."""
+    b = len(self.u)
+    vals = np.array([fn({k: float(v[i]) for k, v in self.params.items()}) for i in range(b)])
+    return vals, percentile_ci(vals, level)
+
+
+def bootstrap(result: FitResult, x: Mapping[str, np.ndarray], y: np.ndarray, n_boot: int, *,
+              seed: int = 0, delta: float = fit_lib.DEFAULT_DELTA, iters: int = DEFAULT_ITERS,
+              clusters: np.ndarray | None = None, chunk: int = 250, progress: bool = True,
+              desc: str = "bootstrap") -> Bootstrap:
+  """Refits `result`'s law on `n_boot` cluster resamples of (x, y), each from result.starts.
+
+  clusters: int [N] cluster ids (default `cluster_ids(x)`; pass np.arange(N) to resample records).
+  """
+  form = result.form
+  x = {k: np.asarray(v, np.float64).reshape(-1) for k, v in x.items()}
+  y = np.asarray(y, np.float64).reshape(-1)
+  ids = cluster_ids(x) if clusters is None else np.asarray(clusters)
+  weights = resample_weights(ids, n_boot, seed)
+  starts = np.asarray(result.starts, np.float64)
+  chunk = max(1, min(chunk, n_boot))
+  us, fs = [], []
+  bar = Progress(n_boot, desc=desc, unit="refit", enabled=progress)
+  with fit_lib.float64():
+    xj = {k: jnp.asarray(v) for k, v in x.items()}
+    log_y = jnp.log(jnp.asarray(y))
+    solve = fit_lib._multistart_resamples(form, iters)  # pylint: disable=protected-access
+    for lo in range(0, n_boot, chunk):
+      w = weights[lo:lo + chunk]
+      n = len(w)
+      if n < chunk:  # pad to one shape so the jitted function compiles once
+        w = np.concatenate([w, np.repeat(w[-1:], chunk - n, axis=0)])
+      u0 = np.broadcast_to(starts, (chunk,) + starts.shape)
+      u, f, _ = solve(jnp.asarray(u0), xj, log_y, jnp.asarray(w), jnp.asarray(delta, jnp.float64))
+      u, f = np.asarray(u)[:n], np.asarray(f)[:n]
+      f = np.where(np.isfinite(f), f, np.inf)
+      best = np.argmin(f, axis=1)
+      us.append(u[np.arange(n), best])
+      fs.append(f[np.arange(n), best])
+      bar.update(n)
+  bar.close()
+  u = np.concatenate(us)
+  return Bootstrap(u=u, params=fit_lib.natural_params(form, u), objective=np.concatenate(fs))
