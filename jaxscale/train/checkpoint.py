@@ -84,8 +84,10 @@ class StageCheckpoints:
 
   def __init__(self, directory: str, *, keep: int = 2, every_steps: int = 500, read_only: bool = False):
     self.directory = str(directory)
+    # Reading needs no read_only manager (orbax only writes on save); create=False keeps it from
+    # making the directory.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=every_steps, create=not read_only, read_only=read_only,
+        max_to_keep=keep, save_interval_steps=every_steps, create=not read_only,
         enable_async_checkpointing=False, save_root_metadata=False)
     import grain.checkpoint  # registers grain's orbax handler  # noqa: F401
     handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
