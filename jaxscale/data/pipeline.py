@@ -12,7 +12,6 @@ batches of all processes (in process order) gives exactly the 1-process global b
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any, Iterator, Sequence
 
@@ -56,14 +55,29 @@ def _read_options(prefetch: int) -> grain.ReadOptions:
   return grain.ReadOptions(num_threads=max(prefetch, 0), prefetch_buffer_size=max(prefetch, 0))
 
 
-class _Load:
-  """Index -> example of `source` (a picklable callable, so worker processes can run it)."""
+def read_batch(source, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+  """(images, int64 labels) of `indices`: one batched read when `source` has ``get_many``."""
+  if hasattr(source, "get_many"):
+    return source.get_many(indices)
+  examples = [source[int(i)] for i in indices]
+  return [np.asarray(ex["image"]) for ex in examples], np.array([ex["label"] for ex in examples], np.int64)
 
-  def __init__(self, source):
+
+def _with_position(position: int, index: int) -> tuple[int, int]:
+  return position, index
+
+
+class _TrainBatch:
+  """(global positions [B], example indices [B]) -> augmented batch (picklable for workers)."""
+
+  def __init__(self, source, *, seed: int, image_size: int, crop_padding: int, flip_ok: bool):
     self.source = source
+    self.kwargs = dict(seed=seed, image_size=image_size, crop_padding=crop_padding, flip_ok=flip_ok)
 
-  def __call__(self, index) -> dict:
-    return self.source[int(index)]
+  def __call__(self, pair: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    positions, indices = pair
+    images, labels = read_batch(self.source, indices)
+    return augment.train_batch(images, labels, positions, **self.kwargs)
 
 
 def train_dataset(source, indices: np.ndarray, *, global_batch_size: int, image_size: int,
@@ -83,12 +97,10 @@ def train_dataset(source, indices: np.ndarray, *, global_batch_size: int, image_
     flip = False
   ds = grain.MapDataset.source(indices)
   ds = ds.shuffle(seed=derive_seed(seed, "shuffle")).repeat(None, reseed_each_epoch=True)
-  ds = ds.map(_Load(source))
-  ds = ds.random_map(functools.partial(augment.train_transform, image_size=image_size,
-                                       crop_padding=crop_padding, flip=flip),
-                     seed=derive_seed(seed, "augment"))
-  ds = ds.batch(local, drop_remainder=True)
-  return ds[p::n_proc]
+  ds = ds.map_with_index(_with_position)                              # global stream position
+  ds = ds.batch(local, drop_remainder=True)[p::n_proc]                # this process's chunks
+  return ds.map(_TrainBatch(source, seed=derive_seed(seed, "augment"), image_size=image_size,
+                            crop_padding=crop_padding, flip_ok=flip))
 
 
 class TrainIterator(grain.DatasetIterator):
@@ -163,21 +175,25 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-class _EvalExample:
-  """Global position -> eval example, or a masked zero example past the end."""
+class _EvalBatch:
+  """Global positions [B] -> eval batch; positions past the end are zero images with mask False."""
 
   def __init__(self, source, indices: np.ndarray | None, image_size: int):
     self.source, self.indices, self.image_size = source, indices, image_size
     self.n = len(source) if indices is None else len(indices)
 
-  def __call__(self, position) -> dict:
-    position = int(position)
-    if position >= self.n:
-      s = self.image_size
-      return {"image": np.zeros((s, s, 3), np.float32), "label": np.int32(0), "mask": np.bool_(False)}
-    index = position if self.indices is None else int(self.indices[position])
-    out = augment.eval_transform(self.source[index], image_size=self.image_size)
-    out["mask"] = np.bool_(True)
+  def __call__(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    positions = np.asarray(positions, np.int64)
+    mask = positions < self.n
+    real = positions[mask]
+    rows = real if self.indices is None else self.indices[real]
+    images, labels = read_batch(self.source, rows)
+    s, b = self.image_size, len(positions)
+    out = {"image": np.zeros((b, s, s, 3), np.float32), "label": np.zeros((b,), np.int32), "mask": mask}
+    if len(real):
+      got = augment.eval_batch(images, labels, s)
+      out["image"][mask] = got["image"]
+      out["label"][mask] = got["label"]
     return out
 
 
@@ -210,8 +226,8 @@ def eval_batches(source, *, global_batch_size: int, image_size: int,
   _check_image_size(image_size)
   if indices is not None:
     indices = np.asarray(indices, dtype=np.int64)
-  example = _EvalExample(source, indices, image_size)
-  num_batches = -(-example.n // global_batch_size)
-  ds = grain.MapDataset.range(num_batches * global_batch_size).map(example)
-  ds = ds.batch(local, drop_remainder=True)[p::n_proc]
-  return EvalBatches(ds, example.n, prefetch)
+  batch_fn = _EvalBatch(source, indices, image_size)
+  num_batches = -(-batch_fn.n // global_batch_size)
+  ds = grain.MapDataset.range(num_batches * global_batch_size)
+  ds = ds.batch(local, drop_remainder=True)[p::n_proc].map(batch_fn)
+  return EvalBatches(ds, batch_fn.n, prefetch)

@@ -133,6 +133,17 @@ class Source:
       label = int(self.label_map[label])
     return {"image": image, "label": label}
 
+  def get_many(self, indices) -> tuple[list[np.ndarray], np.ndarray]:
+    """Batched read: (uint8 [H, W, C] images, int64 [len(indices)] labels)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    rows = self.rows[idx] if self.rows is not None else idx
+    examples = self.records.__getitems__(rows.tolist()) if len(rows) else []
+    images = [np.asarray(ex[self.image_key], dtype=np.uint8) for ex in examples]
+    labels = np.fromiter((int(ex[self.label_key]) for ex in examples), np.int64, len(examples))
+    if self.label_map is not None:
+      labels = self.label_map[labels]
+    return images, labels
+
 
 def open_source(name: str, split: str, data_dir: str = "") -> Source:
   """Opens split `split` of prepared dataset (or view) `name`; data_dir "" = the tfds default."""
