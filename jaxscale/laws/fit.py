@@ -32,6 +32,8 @@ DEFAULT_DELTA = 1e-3
 DEFAULT_MAX_STARTS = 4096
 DEFAULT_SCREEN_ITERS = 10
 DEFAULT_ITERS = 50
+# Problems per jitted call (starts, or resamples x starts).
+CHUNK = 256
 # Dampings tried at each step, relative to the current one.
 _LADDER = np.array([1e-4, 1e-2, 1.0, 1e2, 1e4])
 
@@ -56,7 +58,7 @@ def objective(form: LawForm, u: jax.Array, x: Mapping[str, jax.Array], log_y: ja
   return jnp.sum(w * huber(r, delta))
 
 
-def _newton(form: LawForm, iters: int, u0, x, log_y, w, delta):
+def _newton(form: LawForm, u0, x, log_y, w, delta, iters):
   """Runs `iters` damped Newton steps from u0 [P]; returns (u [P], L, newton decrement)."""
   obj = lambda u: objective(form, u, x, log_y, w, delta)
   grad = jax.grad(obj)
@@ -67,7 +69,7 @@ def _newton(form: LawForm, iters: int, u0, x, log_y, w, delta):
     ev, vec = jnp.linalg.eigh(h)
     return g, ev, vec
 
-  def body(carry, _):
+  def body(_, carry):
     u, f, lam = carry
     g, ev, vec = direction(u)
     scale = jnp.max(jnp.abs(ev))
@@ -83,29 +85,73 @@ def _newton(form: LawForm, iters: int, u0, x, log_y, w, delta):
     u = jnp.where(ok, cand[k], u)
     f = jnp.where(ok, f_cand[k], f)
     lam = jnp.clip(jnp.where(ok, lams[k] * 0.5, lam * 1e3), 1e-14, 1e14)
-    return (u, f, lam), None
+    return u, f, lam
 
   f0 = obj(u0)
   f0 = jnp.where(jnp.isfinite(f0), f0, jnp.inf)
-  (u, f, _), _ = jax.lax.scan(body, (u0, f0, jnp.asarray(1e-3, u0.dtype)), None, length=iters)
+  u, f, _ = jax.lax.fori_loop(0, iters, body, (u0, f0, jnp.asarray(1e-3, u0.dtype)))
   g, ev, vec = direction(u)
   dec = jnp.sum((vec.T @ g) ** 2 / (jnp.abs(ev) + 1e-12 * jnp.max(jnp.abs(ev)) + 1e-300))
   return u, f, dec
 
 
 @functools.lru_cache(maxsize=None)
-def _multistart(form: LawForm, iters: int):
-  """jit(vmap over starts): (u0 [S, P], x, log_y [N], w [N], delta) -> (u [S, P], L [S], dec [S])."""
-  fn = functools.partial(_newton, form, iters)
-  return jax.jit(jax.vmap(fn, in_axes=(0, None, None, None, None)))
+def _solver(form: LawForm):
+  """jit(vmap over problems): (u0 [C, P], x [N], log_y [N], w [C, N], delta, iters) -> u, L, dec.
+
+  The iteration count is a traced argument, so one compilation serves every phase (screening,
+  refinement, bootstrap) for a given chunk size C and padded data size N.
+  """
+  fn = functools.partial(_newton, form)
+  return jax.jit(jax.vmap(fn, in_axes=(0, None, None, 0, None, None)))
 
 
-@functools.lru_cache(maxsize=None)
-def _multistart_resamples(form: LawForm, iters: int):
-  """jit(vmap over resamples, vmap over starts): u0 [B, K, P], w [B, N] -> u [B, K, P], L [B, K]."""
-  fn = functools.partial(_newton, form, iters)
-  inner = jax.vmap(fn, in_axes=(0, None, None, None, None))
-  return jax.jit(jax.vmap(inner, in_axes=(0, None, None, 0, None)))
+def _bucket(n: int) -> int:
+  """The padded data size for n points: 16, 24, 32, 48, 64, 96, ... (at most 1.5x n)."""
+  size = 16
+  while size < n:
+    size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+  return size
+
+
+def solve(form: LawForm, u0: np.ndarray, x: Mapping[str, np.ndarray], y: np.ndarray,
+          w: np.ndarray, *, delta: float, iters: int, chunk: int = CHUNK,
+          on_chunk=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Runs damped Newton from every row of u0 [S, P] with weights w [S, N] (or [N]) on (x, y).
+
+  Problems run `chunk` at a time through one jitted vmap; data are padded to `_bucket(N)` points
+  of weight 0 so that compilations are shared across data sizes. Returns u [S, P], L [S] (inf
+  where not finite) and the Newton decrement [S]. `on_chunk(n)` is called after each chunk.
+  """
+  n = len(y)
+  size = _bucket(n)
+  pad = size - n
+  xp = {k: np.concatenate([np.asarray(v, np.float64), np.ones(pad)]) for k, v in x.items()}
+  yp = np.concatenate([np.asarray(y, np.float64), np.ones(pad)])
+  w = np.asarray(w, np.float64)
+  s = len(u0)
+  us, fs, ds = [], [], []
+  with float64():
+    xj = {k: jnp.asarray(v) for k, v in xp.items()}
+    log_y = jnp.log(jnp.asarray(yp))
+    fn = _solver(form)
+    for lo in range(0, s, chunk):
+      u_c = np.asarray(u0[lo:lo + chunk], np.float64)
+      m = len(u_c)
+      w_c = w[lo:lo + chunk] if w.ndim == 2 else np.broadcast_to(w, (m, n))
+      w_c = np.concatenate([w_c, np.zeros((m, pad))], axis=1)
+      if m < chunk:  # pad the last chunk to the same shape
+        u_c = np.concatenate([u_c, np.repeat(u_c[-1:], chunk - m, axis=0)])
+        w_c = np.concatenate([w_c, np.repeat(w_c[-1:], chunk - m, axis=0)])
+      u, f, d = fn(jnp.asarray(u_c), xj, log_y, jnp.asarray(w_c), jnp.asarray(delta, jnp.float64),
+                   jnp.asarray(iters, jnp.int32))
+      us.append(np.asarray(u)[:m])
+      fs.append(np.asarray(f)[:m])
+      ds.append(np.asarray(d)[:m])
+      if on_chunk is not None:
+        on_chunk(m)
+  f = np.concatenate(fs)
+  return np.concatenate(us), np.where(np.isfinite(f), f, np.inf), np.concatenate(ds)
 
 
 # ----------------------------------------------------------------------------- data checks
@@ -223,16 +269,11 @@ def fit(form: LawForm | str, x: Mapping[str, np.ndarray], y: np.ndarray, *,
   check_data(form, x, y, columns, target)
   w = np.ones_like(y) if weights is None else np.asarray(weights, np.float64)
   u0 = initial_grid(form, x, y, max_starts, seed) if init is None else np.asarray(init, np.float64)
-  with float64():
-    xj = {k: jnp.asarray(v) for k, v in x.items()}
-    args = (xj, jnp.log(jnp.asarray(y)), jnp.asarray(w), jnp.asarray(delta, jnp.float64))
-    # Phase 1: every start takes `screen_iters` steps; phase 2: the best `keep` take `iters` more.
-    u, f, dec = _multistart(form, screen_iters)(jnp.asarray(u0), *args)
-    f = np.where(np.isfinite(np.asarray(f)), np.asarray(f), np.inf)
-    keep = min(len(u0), max(64, len(u0) // 16))
-    top = np.argsort(f, kind="stable")[:keep]
-    u, f, dec = _multistart(form, iters)(u[top], *args)
-    u, f, dec = np.asarray(u), np.asarray(f), np.asarray(dec)
+  # Phase 1: every start takes `screen_iters` steps; phase 2: the best `keep` take `iters` more.
+  u, f, _ = solve(form, u0, x, y, w, delta=delta, iters=screen_iters)
+  keep = min(len(u0), max(64, len(u0) // 16))
+  top = np.argsort(f, kind="stable")[:keep]
+  u, f, dec = solve(form, u[top], x, y, w, delta=delta, iters=iters)
   f = np.where(np.isfinite(f), f, np.inf)
   best = int(np.argmin(f))
   if not np.isfinite(f[best]):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxscale.laws import fit as fit_lib
@@ -69,7 +68,7 @@ class Bootstrap:
 
 def bootstrap(result: FitResult, x: Mapping[str, np.ndarray], y: np.ndarray, n_boot: int, *,
               seed: int = 0, delta: float = fit_lib.DEFAULT_DELTA, iters: int = DEFAULT_ITERS,
-              clusters: np.ndarray | None = None, chunk: int = 250, progress: bool = True,
+              clusters: np.ndarray | None = None, progress: bool = True,
               desc: str = "bootstrap") -> Bootstrap:
   """Refits `result`'s law on `n_boot` cluster resamples of (x, y), each from result.starts.
 
@@ -81,26 +80,14 @@ def bootstrap(result: FitResult, x: Mapping[str, np.ndarray], y: np.ndarray, n_b
   ids = cluster_ids(x) if clusters is None else np.asarray(clusters)
   weights = resample_weights(ids, n_boot, seed)
   starts = np.asarray(result.starts, np.float64)
-  chunk = max(1, min(chunk, n_boot))
-  us, fs = [], []
-  bar = Progress(n_boot, desc=desc, unit="refit", enabled=progress)
-  with fit_lib.float64():
-    xj = {k: jnp.asarray(v) for k, v in x.items()}
-    log_y = jnp.log(jnp.asarray(y))
-    solve = fit_lib._multistart_resamples(form, iters)  # pylint: disable=protected-access
-    for lo in range(0, n_boot, chunk):
-      w = weights[lo:lo + chunk]
-      n = len(w)
-      if n < chunk:  # pad to one shape so the jitted function compiles once
-        w = np.concatenate([w, np.repeat(w[-1:], chunk - n, axis=0)])
-      u0 = np.broadcast_to(starts, (chunk,) + starts.shape)
-      u, f, _ = solve(jnp.asarray(u0), xj, log_y, jnp.asarray(w), jnp.asarray(delta, jnp.float64))
-      u, f = np.asarray(u)[:n], np.asarray(f)[:n]
-      f = np.where(np.isfinite(f), f, np.inf)
-      best = np.argmin(f, axis=1)
-      us.append(u[np.arange(n), best])
-      fs.append(f[np.arange(n), best])
-      bar.update(n)
+  k = len(starts)
+  u0 = np.tile(starts, (n_boot, 1))              # [B * K, P], resample-major
+  w = np.repeat(weights, k, axis=0)              # [B * K, N]
+  bar = Progress(n_boot * k, desc=desc, unit="refit", enabled=progress)
+  u, f, _ = fit_lib.solve(form, u0, x, y, w, delta=delta, iters=iters, on_chunk=bar.update)
   bar.close()
+  u, f = u.reshape(n_boot, k, -1), f.reshape(n_boot, k)
+  best = np.argmin(f, axis=1)
+  us, fs = [u[np.arange(n_boot), best]], [f[np.arange(n_boot), best]]
   u = np.concatenate(us)
   return Bootstrap(u=u, params=fit_lib.natural_params(form, u), objective=np.concatenate(fs))

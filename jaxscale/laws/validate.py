@@ -47,7 +47,7 @@ def backtest(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, 
   of metrics. Returns {"law", "target", "inputs", "rows": [{"group", "kind", "input", "column",
   "value", "n_train", "n_test", "log_rmse", "are" | "error"}]}, JSON-serialisable.
   """
-  from jaxscale.laws.analyze import resolve_inputs, target_values  # shared parsing
+  from jaxscale.laws.api import resolve_inputs, target_values  # shared parsing
   form = forms_lib.get(law)
   columns = resolve_inputs(form, inputs)
   names = form.inputs if by is None else tuple(form.resolve_input(b) for b in by)
