@@ -66,6 +66,7 @@ class Progress:
     self._start_count = self.count
     self._t0 = time.monotonic()
     self._last_print = -float("inf")
+    self._printed_count = -1
     self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
     self._closed = False
 
@@ -114,6 +115,7 @@ class Progress:
       self.stream.write(self.line() + "\n")
       self.stream.flush()
       self._last_print = now
+      self._printed_count = self.count
 
   def close(self) -> None:
     """Prints the final line once."""
@@ -121,7 +123,10 @@ class Progress:
       self._closed = True
       return
     self._closed = True
-    self.stream.write(("\r\033[K" if self._tty else "") + self.line() + "\n")
+    if self._tty:
+      self.stream.write("\r\033[K" + self.line() + "\n")
+    elif self._printed_count != self.count:  # the last plain line already shows the end
+      self.stream.write(self.line() + "\n")
     self.stream.flush()
 
 

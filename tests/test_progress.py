@@ -44,3 +44,12 @@ def test_format_duration():
   assert format_duration(65) == "1m05s"
   assert format_duration(3720) == "1h02m"
   assert format_duration(float("nan")) == "?"
+
+
+def test_final_line_not_repeated_when_last_update_printed_it():
+  stream = io.StringIO()
+  with Progress(total=2, stream=stream, interval_s=0) as bar:
+    bar.update(1)
+    bar.update(1)
+  lines = stream.getvalue().splitlines()
+  assert len(lines) == 2 and "2/2" in lines[-1] and "1/2" in lines[0]
