@@ -154,7 +154,9 @@ def _seen(log):
   return [json.loads(line) for line in open(log)]
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(pretrained, config, tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted_run(pretrained, config, tmp_path, monkeypatch):
+  """A subprocess is SIGKILLed at a random update; resuming here ends where the plain run ended."""
+  from jaxscale.train import steps as steps_lib
   workdir, _ = pretrained
   config.checkpoint.every_steps = 4
   kill = random.Random().randint(5, 19)
@@ -162,8 +164,22 @@ def test_sigkill_then_resume_matches_uninterrupted_run(pretrained, config, tmp_p
   first = _run_script(config, work, log, kill, "KILL")
   assert first.returncode == -9, first.stderr[-2000:]
   assert not os.path.exists(os.path.join(work, "records.jsonl"))
-  second = _run_script(config, work, log)
-  assert second.returncode == 0, second.stderr[-2000:]
+  # Resume in this process, logging the same way as the script.
+  real_shard, real_lr, pending = sharding.shard_batch, steps_lib.learning_rate, {}
+
+  def shard(batch, mesh):
+    if "mask" not in batch:
+      pending["labels"] = [int(x) for x in batch["label"]]
+    return real_shard(batch, mesh)
+
+  def lr(optim, step, total):
+    with open(log, "a") as f:
+      f.write(json.dumps({"step": step, "labels": pending["labels"]}) + "\n")
+    return real_lr(optim, step, total)
+
+  monkeypatch.setattr(sharding, "shard_batch", shard)
+  monkeypatch.setattr(steps_lib, "learning_rate", lr)
+  loop.run_stage(config, "pretrain", work, show_progress=False)
   seen = _seen(log)
   resumed_at = (kill // 4) * 4
   steps = [s["step"] for s in seen]
@@ -179,18 +195,30 @@ def test_sigkill_then_resume_matches_uninterrupted_run(pretrained, config, tmp_p
   assert len(loop.read_records(os.path.join(work, "records.jsonl"))) == 1
 
 
-def test_sigterm_saves_and_exits_cleanly(config, tmp_path):
+def test_sigterm_saves_checkpoint_and_resumes(config, tmp_path, monkeypatch):
+  """In-process: SIGTERM during update 3 -> checkpoint at step 4, Preempted; a rerun finishes."""
+  import signal
+  from jaxscale.train import steps as steps_lib
   config.pretrain.optim.min_steps = 8
-  work, log = str(tmp_path / "w"), str(tmp_path / "log.jsonl")
-  first = _run_script(config, work, log, 3, "TERM")
-  assert first.returncode == 143, first.stderr[-2000:]
-  assert "SIGTERM at step 4" in first.stdout
-  with ckpt_lib.StageCheckpoints(os.path.join(work, "pretrain")) as ck:
+  seen, real = [], steps_lib.learning_rate
+
+  def lr(optim, step, total):
+    seen.append(step)
+    if step == 3 and seen.count(3) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(optim, step, total)
+
+  monkeypatch.setattr(steps_lib, "learning_rate", lr)
+  with pytest.raises(loop.Preempted, match="SIGTERM at step 4") as e:
+    loop.run_stage(config, "pretrain", str(tmp_path), show_progress=False)
+  assert "\n" not in str(e.value)
+  assert signal.getsignal(signal.SIGTERM) is not None  # handler restored
+  with ckpt_lib.StageCheckpoints(str(tmp_path / "pretrain")) as ck:
     assert ck.latest_step() == 4
-  second = _run_script(config, work, log)
-  assert second.returncode == 0, second.stderr[-2000:]
-  assert [s["step"] for s in _seen(log)] == list(range(8))
-  assert len(loop.read_records(os.path.join(work, "records.jsonl"))) == 1
+  assert not os.path.exists(tmp_path / "records.jsonl")
+  record = loop.run_stage(config, "pretrain", str(tmp_path), show_progress=False)
+  assert seen == list(range(8)) and record["steps"] == 8
+  assert loop.read_records(str(tmp_path / "records.jsonl")) == [record]
 
 
 def test_append_record_survives_a_partial_line(tmp_path):
