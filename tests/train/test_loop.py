@@ -233,3 +233,19 @@ def test_append_record_survives_a_partial_line(tmp_path):
 def test_purpose_seeds_differ_and_are_stable():
   assert loop.purpose_seed(0, "init") == loop.purpose_seed(0, "init")
   assert len({loop.purpose_seed(s, p) for s in (0, 1) for p in ("init", "pretrain/subset", "pretrain/data")}) == 6
+
+
+@pytest.mark.slow
+def test_stage_on_8_devices_matches_1_device(config, tmp_path):
+  """Slow (a subprocess running 3 stages; the step-level test in test_steps covers the same):
+  vit_tiny_xs on the real pipeline gives the same loss curve on data=8 and data=2 x fsdp=4."""
+  cfg = tmp_path / "c.json"
+  cfg.write_text(json.dumps(config.to_dict()))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  out = tmp_path / "out.json"
+  subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "stage_meshes.py"), str(cfg),
+                  str(out), str(tmp_path / "w"), "1x1", "8x1", "2x4"], env=env, check=True, timeout=600)
+  r = json.loads(out.read_text())
+  for mesh in ("8x1", "2x4"):
+    np.testing.assert_allclose(r[mesh]["losses"], r["1x1"]["losses"], rtol=0, atol=1e-5)
+    assert r[mesh]["eval_loss"] == pytest.approx(r["1x1"]["eval_loss"], abs=1e-5)
