@@ -59,7 +59,10 @@ def objective(form: LawForm, u: jax.Array, x: Mapping[str, jax.Array], log_y: ja
 
 
 def _newton(form: LawForm, u0, x, log_y, w, delta, iters):
-  """Runs `iters` damped Newton steps from u0 [P]; returns (u [P], L, newton decrement)."""
+  """Runs `iters` damped Newton steps from u0 [P]; returns (u [P], L, Newton decrement).
+
+  The decrement g^T |H|^-1 g is the one computed at the start of the last step.
+  """
   obj = lambda u: objective(form, u, x, log_y, w, delta)
   grad = jax.grad(obj)
   hess = jax.hessian(obj)
@@ -70,10 +73,12 @@ def _newton(form: LawForm, u0, x, log_y, w, delta, iters):
     return g, ev, vec
 
   def body(_, carry):
-    u, f, lam = carry
+    u, f, lam, _ = carry
     g, ev, vec = direction(u)
     scale = jnp.max(jnp.abs(ev))
     gv = vec.T @ g
+    # Newton decrement at u (the one at the returned point is not recomputed: compile time).
+    dec = jnp.sum(gv ** 2 / (jnp.abs(ev) + 1e-12 * scale + 1e-300))
     # Try a ladder of dampings around the current one and keep the best (a cheap line search).
     lams = lam * _LADDER
     steps = -((gv[None, :] / (jnp.abs(ev)[None, :] + lams[:, None] * scale + 1e-300)) @ vec.T)
@@ -85,13 +90,12 @@ def _newton(form: LawForm, u0, x, log_y, w, delta, iters):
     u = jnp.where(ok, cand[k], u)
     f = jnp.where(ok, f_cand[k], f)
     lam = jnp.clip(jnp.where(ok, lams[k] * 0.5, lam * 1e3), 1e-14, 1e14)
-    return u, f, lam
+    return u, f, lam, dec
 
   f0 = obj(u0)
   f0 = jnp.where(jnp.isfinite(f0), f0, jnp.inf)
-  u, f, _ = jax.lax.fori_loop(0, iters, body, (u0, f0, jnp.asarray(1e-3, u0.dtype)))
-  g, ev, vec = direction(u)
-  dec = jnp.sum((vec.T @ g) ** 2 / (jnp.abs(ev) + 1e-12 * jnp.max(jnp.abs(ev)) + 1e-300))
+  init = (u0, f0, jnp.asarray(1e-3, u0.dtype), jnp.asarray(jnp.inf, u0.dtype))
+  u, f, _, dec = jax.lax.fori_loop(0, iters, body, init)
   return u, f, dec
 
 

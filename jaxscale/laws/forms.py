@@ -193,50 +193,41 @@ def broken_power(p, x):
   return p["E_inf"] + p["A"] * jnp.exp(-p["c0"] * z - p["c1"] * p["f"] * jnp.logaddexp(0.0, t))
 
 
-def _m4_residual(le, log_x, p):
-  """g(E) = log(E - E_inf) - alpha log(E0 - E) - log beta + c log x, increasing in E."""
-  e = jnp.exp(le)
-  e0 = p["E_inf"] + p["gap"]
-  return (jnp.log(jnp.maximum(e - p["E_inf"], 1e-300)) - p["alpha"] * jnp.log(jnp.maximum(e0 - e, 1e-300))
-          - jnp.log(p["beta"]) + p["c"] * log_x)
-
-
 @jax.custom_jvp
-def _m4_solve(e_inf, gap, alpha, beta, c, log_x):
-  """The E in (E_inf, E_inf + gap) solving M4 at each log x, by bisection in float precision."""
-  lo = jnp.zeros_like(log_x) + e_inf
-  hi = jnp.zeros_like(log_x) + e_inf + gap
-  p = dict(E_inf=e_inf, gap=gap, alpha=alpha, beta=beta, c=c)
+def _m4_logit(alpha, r):
+  """The root s of h(s) = log sigmoid(s) - alpha log sigmoid(-s) - r (elementwise).
 
-  def body(_, bounds):
-    lo, hi = bounds
-    mid = 0.5 * (lo + hi)
-    g = _m4_residual(jnp.log(mid), log_x, p)
-    return jnp.where(g > 0, lo, mid), jnp.where(g > 0, mid, hi)
+  h is increasing with h' = sigmoid(-s) + alpha sigmoid(s) > 0 and convex (alpha > 1) or concave
+  (alpha < 1), so Newton converges from any start; it starts from the asymptotes' root.
+  """
+  s = jnp.where(r > 0, r / alpha, r)
 
-  lo, hi = jax.lax.fori_loop(0, 80, body, (lo, hi))
-  return 0.5 * (lo + hi)
+  def step(_, s):
+    h = jax.nn.log_sigmoid(s) - alpha * jax.nn.log_sigmoid(-s) - r
+    return s - h / (jax.nn.sigmoid(-s) + alpha * jax.nn.sigmoid(s))
+
+  return jax.lax.fori_loop(0, 16, step, s)
 
 
-@_m4_solve.defjvp
-def _m4_solve_jvp(primals, tangents):
-  # Implicit differentiation of g(E, theta) = 0: dE = -(dg/dtheta . dtheta) / (dg/dE).
-  e = _m4_solve(*primals)
-  names = ("E_inf", "gap", "alpha", "beta", "c")
-
-  def g(e, *theta):
-    p = dict(zip(names, theta[:5]))
-    return _m4_residual(jnp.log(e), theta[5], p)
-
-  g_e = jax.grad(lambda e_: jnp.sum(g(e_, *primals)))(e)
-  _, g_dot = jax.jvp(lambda *th: g(e, *th), primals, tangents)
-  return e, -g_dot / g_e
+@_m4_logit.defjvp
+def _m4_logit_jvp(primals, tangents):
+  # Implicit differentiation: ds = (log sigmoid(-s) dalpha + dr) / h'(s).
+  alpha, r = primals
+  d_alpha, d_r = tangents
+  s = _m4_logit(alpha, r)
+  dh = jax.nn.sigmoid(-s) + alpha * jax.nn.sigmoid(s)
+  return s, (jax.nn.log_sigmoid(-s) * d_alpha + d_r) / dh
 
 
 def m4(p, x):
-  """M4: (E - E_inf)/(E0 - E)^alpha = beta x^-c, with E0 = E_inf + gap, solved for E."""
-  log_x = jnp.log(x["x"])
-  return _m4_solve(p["E_inf"], p["gap"], p["alpha"], p["beta"], p["c"], log_x)
+  """M4: (E - E_inf)/(E0 - E)^alpha = beta x^-c, with E0 = E_inf + gap, solved for E.
+
+  With E = E_inf + gap * sigmoid(s) the equation reads
+  log sigmoid(s) - alpha log sigmoid(-s) = log beta - c log x - (1 - alpha) log gap.
+  """
+  r = jnp.log(p["beta"]) - p["c"] * jnp.log(x["x"]) - (1.0 - p["alpha"]) * jnp.log(p["gap"])
+  alpha = jnp.broadcast_to(p["alpha"], jnp.shape(r))
+  return p["E_inf"] + p["gap"] * jax.nn.sigmoid(_m4_logit(alpha, r))
 
 
 def _quantiles_of(name: str, qs=(0.1, 0.3, 0.5, 0.7, 0.9)) -> InitFn:
