@@ -38,12 +38,12 @@ FONT_PX = 40         # font size on the canvas
 STROKES = (0, 1, 2)  # extra stroke width on the canvas (0 = the font's own weight)
 
 # Random-transform ranges (on a unit canvas).
-ROTATE_DEG = 15.0
-SCALE = (0.75, 1.1)
-SHEAR = 0.25
-SHIFT = 0.12         # fraction of the canvas
-NOISE_STD = (0.0, 0.08)
-MIN_CONTRAST = 0.3
+ROTATE_DEG = 12.0
+SCALE = (0.85, 1.15)
+SHEAR = 0.2
+SHIFT = 0.08         # fraction of the canvas
+NOISE_STD = (0.0, 0.05)
+MIN_CONTRAST = 0.4
 
 # Seed streams: the train and test splits never share an example.
 STREAMS = {"train": 0, "test": 1}
