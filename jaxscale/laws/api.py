@@ -117,6 +117,9 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
     if not hold_mask.any():
       raise JaxscaleError(f"no rows have {hcol}={hval}; choose a holdout value present in the data")
 
+  if boundary is not None:  # check the request before any fitting
+    _boundary_request(form, columns, split_by, len(split), boundary, at or {})
+
   groups_out: dict[str, dict] = {}
   fits: dict[str, tuple] = {}
   for gi, (gkey, gmask) in enumerate(split):
@@ -186,10 +189,11 @@ def _group_entry(form, columns, target, x, res, boot, level) -> dict:
           "params": params, "statistics": res.statistics(), "warnings": warnings}
 
 
-def _boundary(form, columns, fits, split_by, name, at, level, boundary_range) -> dict:
-  if split_by is None or len(fits) != 2:
+def _boundary_request(form, columns, split_by, n_groups, name, at) -> tuple[str, dict]:
+  """(input, {other input: value}) of a boundary request, or a one-line error."""
+  if split_by is None or n_groups != 2:
     raise JaxscaleError(f"a boundary needs --split-by naming a column with exactly two values; "
-                        f"{'no split was given' if split_by is None else f'{split_by} has {len(fits)}'}")
+                        f"{'no split was given' if split_by is None else f'{split_by} has {n_groups}'}")
   inp = _input_or_column(form, columns, name)
   at_c = {_input_or_column(form, columns, k): float(v) for k, v in at.items()}
   at_c.pop(inp, None)
@@ -197,6 +201,11 @@ def _boundary(form, columns, fits, split_by, name, at, level, boundary_range) ->
   if missing:
     raise JaxscaleError(f"the boundary along {inp} needs the other inputs fixed: pass --at "
                         f"{','.join(f'{m}=VALUE' for m in missing)}")
+  return inp, at_c
+
+
+def _boundary(form, columns, fits, split_by, name, at, level, boundary_range) -> dict:
+  inp, at_c = _boundary_request(form, columns, split_by, len(fits), name, at)
   (ka, (ra, ba, xa)), (kb, (rb, bb, xb)) = fits.items()
   if boundary_range is None:
     lo = float(min(xa[inp].min(), xb[inp].min()))

@@ -31,7 +31,7 @@ from jaxscale.laws.forms import LawForm
 DEFAULT_DELTA = 1e-3
 DEFAULT_MAX_STARTS = 4096
 DEFAULT_SCREEN_ITERS = 10
-DEFAULT_ITERS = 50
+DEFAULT_ITERS = 100
 # Problems per jitted call (starts, or resamples x starts).
 CHUNK = 256
 # Dampings tried at each step, relative to the current one.

@@ -18,7 +18,7 @@ from jaxscale.laws import fit as fit_lib
 from jaxscale.laws.fit import FitResult
 from jaxscale.progress import Progress
 
-DEFAULT_ITERS = 30
+DEFAULT_ITERS = 40
 DEFAULT_LEVEL = 0.95
 
 
