@@ -262,7 +262,7 @@ def fit(form: LawForm | str, x: Mapping[str, np.ndarray], y: np.ndarray, *,
         target: str = "target") -> FitResult:
   """Fits `form` to y [N] at inputs x (name -> [N]) from a grid of starts; float64 throughout.
 
-  Every start takes `screen_iters` Newton steps; the best max(64, S // 16) then take `iters` more
+  Every start takes `screen_iters` Newton steps; the best max(64, S // 32) then take `iters` more
   (n_best_basin counts among those).
   init: optional starts [S, P] in the optimised space (default: `initial_grid`).
   columns: input name -> column name, only to name columns in error messages.
@@ -275,7 +275,7 @@ def fit(form: LawForm | str, x: Mapping[str, np.ndarray], y: np.ndarray, *,
   u0 = initial_grid(form, x, y, max_starts, seed) if init is None else np.asarray(init, np.float64)
   # Phase 1: every start takes `screen_iters` steps; phase 2: the best `keep` take `iters` more.
   u, f, _ = solve(form, u0, x, y, w, delta=delta, iters=screen_iters)
-  keep = min(len(u0), max(64, len(u0) // 16))
+  keep = min(len(u0), max(64, len(u0) // 32))
   top = np.argsort(f, kind="stable")[:keep]
   u, f, dec = solve(form, u[top], x, y, w, delta=delta, iters=iters)
   f = np.where(np.isfinite(f), f, np.inf)
