@@ -13,6 +13,7 @@ axis names (see `jaxscale.models.partitioning`). `dtype` is the compute dtype.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Union
 
 import jax
@@ -146,6 +147,11 @@ def create(name: str, num_classes: int, image_size: int, rngs: nnx.Rngs,
 def param_count(name: str, num_classes: int, image_size: int) -> int:
   """Exact number of parameters, computed from shapes only (`nnx.eval_shape`, nothing allocated)."""
   check(name, num_classes, image_size)
+  return _param_count(name, num_classes, image_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _param_count(name: str, num_classes: int, image_size: int) -> int:
   abstract = nnx.eval_shape(lambda: create(name, num_classes, image_size, nnx.Rngs(0)))
   return count_params(abstract)
 

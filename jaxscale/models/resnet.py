@@ -22,13 +22,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.models import initializers as init
 from jaxscale.models.partitioning import annotate, make_param
 
 Dtype = jnp.dtype
-
-# He initialisation with an untruncated normal (as PyTorch's kaiming_normal_): the truncated normal
-# compiles to a much larger XLA program, which made model creation slow on a CPU.
-HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +75,7 @@ class StdConv(nnx.Module):
     self.stride = stride
     self.pad = kernel // 2
     self.dtype = dtype
-    self.kernel = make_param(HE_NORMAL, rngs.params(),
+    self.kernel = make_param(init.he_normal, rngs.params(),
                              (kernel, kernel, cin, cout), (None, None, "conv_in", "conv_out"))
 
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -18,12 +18,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.models import initializers as init
 from jaxscale.models.partitioning import annotate, make_param
 
 Dtype = jnp.dtype
-
-# LeCun initialisation with an untruncated normal: cheaper to compile than the truncated one.
-LECUN_NORMAL = nnx.initializers.variance_scaling(1.0, "fan_in", "normal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +60,7 @@ def _norm(width: int, dtype: Dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 def _dense(cin: int, cout: int, axes: tuple[str, str], dtype: Dtype, rngs: nnx.Rngs,
-           kernel_init=nnx.initializers.xavier_uniform(),
+           kernel_init=init.xavier_uniform,
            bias_init=nnx.initializers.zeros_init()) -> nnx.Linear:
   return nnx.Linear(cin, cout, dtype=dtype, rngs=rngs,
                     kernel_init=annotate(kernel_init, axes),
@@ -94,7 +92,7 @@ class Mlp(nnx.Module):
   """Two-layer GELU MLP. [B, N, D] -> [B, N, D]."""
 
   def __init__(self, width: int, mlp_dim: int, *, dtype: Dtype, rngs: nnx.Rngs):
-    bias = nnx.initializers.normal(1e-6)
+    bias = init.normal(1e-6)
     self.fc1 = _dense(width, mlp_dim, ("embed", "mlp"), dtype, rngs, bias_init=bias)
     self.fc2 = _dense(mlp_dim, width, ("mlp", "embed"), dtype, rngs, bias_init=bias)
 
@@ -141,8 +139,8 @@ class ViT(nnx.Module):
     self.dtype = dtype
     p, d = cfg.patch_size, cfg.width
     self.patch_embed = _dense(p * p * 3, d, ("patch", "embed"), dtype, rngs,
-                              kernel_init=LECUN_NORMAL)
-    self.pos_embed = make_param(nnx.initializers.normal(0.02), rngs.params(),
+                              kernel_init=init.lecun_normal)
+    self.pos_embed = make_param(init.normal(0.02), rngs.params(),
                                 (1, grid * grid, d), (None, "tokens", "embed"))
     if cfg.pool == "token":
       self.cls_token = make_param(nnx.initializers.zeros_init(), rngs.params(), (1, 1, d),
