@@ -196,6 +196,18 @@ def config_hash(config: ConfigDict, exclude: Sequence[str] = ()) -> str:
   return hashlib.sha256(blob).hexdigest()[:16]
 
 
+# Fields that say where things are, not what a run computes (left out of `result_hash`).
+PATH_FIELDS = (("data", "data_dir"), ("finetune", "init_checkpoint"), ("distill", "teacher_checkpoint"))
+
+
+def result_hash(config: ConfigDict) -> str:
+  """Hash of the fields that determine one run's result: the study grid and local paths left out."""
+  c = ConfigDict(config.to_dict())
+  for group, field in PATH_FIELDS:
+    c[group][field] = ""
+  return config_hash(c, exclude=("study",))
+
+
 # ----------------------------------------------------------------------------- loading
 
 def load(config_arg: str, overrides: Sequence[str] = ()) -> ConfigDict:

@@ -81,3 +81,14 @@ def test_config_hash_is_stable_and_sensitive():
   b.seed = 1
   assert config_lib.config_hash(a) != config_lib.config_hash(b)
   assert config_lib.config_hash(a, exclude=["seed"]) == config_lib.config_hash(b, exclude=["seed"])
+
+
+def test_result_hash_ignores_paths_and_grid():
+  a, b = config_lib.base_config(), config_lib.base_config()
+  b.data.data_dir = "/elsewhere"
+  b.finetune.init_checkpoint = "/x/pretrain"
+  b.distill.teacher_checkpoint = "/y/pretrain"
+  b.study.dp = (1, 2, 3)
+  assert config_lib.result_hash(a) == config_lib.result_hash(b)
+  b.pretrain.optim.lr = 0.5
+  assert config_lib.result_hash(a) != config_lib.result_hash(b)

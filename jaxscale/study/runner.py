@@ -179,10 +179,9 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
     for cell in todo:
       cfg = grid.cell_config(config, cell, p["cells"])
       t0 = time.time()
+      # run_stage appends the record, also for a stage that finished before its record landed.
       record = loop.run_stage(cfg, cell.stage, os.path.join(p["cells"], cell.id),
                               records_path=p["records"], cell_id=cell.id, show_progress=False)
-      if cell.id not in records.by_cell(p["records"]):
-        records.append(p["records"], record)  # the stage was finished before its record landed
       bar.update(1, cell=cell.id, err=round(float(record.get("eval_error", float("nan"))), 4),
                  s=round(time.time() - t0, 1))
   return records.read(p["records"])

@@ -40,6 +40,7 @@ from ml_collections import ConfigDict
 import jaxscale
 from jaxscale import config as config_lib
 from jaxscale.errors import JaxscaleError
+from jaxscale.study import records as records_lib
 from jaxscale.progress import Progress
 from jaxscale.train import checkpoint as ckpt_lib
 from jaxscale.train import sharding as sharding_lib
@@ -73,42 +74,6 @@ def purpose_key(seed: int, purpose: str) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- records
-
-def append_record(path: str, record: dict) -> None:
-  """Appends `record` as one JSON line with a single O_APPEND write and fsync.
-
-  A crash can at worst leave a partial last line without a newline; the next append starts on a
-  fresh line so that partial line never merges with (or counts as) a record.
-  """
-  line = json.dumps(record, sort_keys=True) + "\n"
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-  try:
-    size = os.fstat(fd).st_size
-    if size:
-      with open(path, "rb") as f:
-        f.seek(size - 1)
-        if f.read(1) != b"\n":
-          line = "\n" + line
-    os.write(fd, line.encode())
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def read_records(path: str) -> list[dict]:
-  """The complete records in `path` (partial or malformed lines are skipped)."""
-  if not os.path.exists(path):
-    return []
-  out = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return out
-
 
 def _write_json_atomic(path: str, obj: Any) -> None:
   tmp = f"{path}.tmp-{os.getpid()}"
@@ -304,8 +269,8 @@ def run_stage(config: ConfigDict, stage: str, workdir: str, *, records_path: str
 
   done = finished_record(workdir, stage)
   if done is not None:
-    if is_main and done not in read_records(records_path):
-      append_record(records_path, done)
+    if is_main and done not in records_lib.read(records_path):
+      records_lib.append(records_path, done)
     logger.info("%s stage in %s already finished; not retraining", stage, workdir)
     return done
 
@@ -435,7 +400,7 @@ def run_stage(config: ConfigDict, stage: str, workdir: str, *, records_path: str
         "seed": int(config.seed), "subset_hash": data["hash"], "steps": total_steps,
         "flops": float(flops_per_image * total_steps * batch_size),
         "eval_error": result["eval_error"], "eval_loss": result["eval_loss"],
-        "wall_s": round(meta["wall_s"], 3), "config_hash": config_lib.config_hash(config, exclude=("study",)),
+        "wall_s": round(meta["wall_s"], 3), "config_hash": config_lib.result_hash(config),
         "version": jaxscale.__version__, "cell_id": cell_id,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -454,6 +419,6 @@ def _publish(stage_dir: str, records_path: str, record: dict, losses: list[float
   """Marks the stage finished (``record.json``) and appends its record unless already there."""
   if is_main:
     _write_json_atomic(os.path.join(stage_dir, RECORD_FILE), {"record": record, "losses": losses})
-    if record not in read_records(records_path):
-      append_record(records_path, record)
+    if record not in records_lib.read(records_path):
+      records_lib.append(records_path, record)
   return record

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from jaxscale.study import records
 from jaxscale import cli
 from jaxscale.train import loop
 
@@ -28,11 +29,11 @@ def test_train_prints_record_then_refuses_to_retrain(config_file, tmp_path, caps
   out = capsys.readouterr()
   record = json.loads(out.out.strip().splitlines()[-1])
   assert record["stage"] == "pretrain" and record["steps"] == 4
-  assert loop.read_records(os.path.join(work, "records.jsonl")) == [record]
+  assert records.read(os.path.join(work, "records.jsonl")) == [record]
   assert cli.main(args) == 0
   out = capsys.readouterr()
   assert "already finished" in out.err and json.loads(out.out.strip()) == record
-  assert loop.read_records(os.path.join(work, "records.jsonl")) == [record]
+  assert records.read(os.path.join(work, "records.jsonl")) == [record]
 
 
 def test_user_error_exits_2_with_one_line(config_file, tmp_path, capsys):

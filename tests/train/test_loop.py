@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxscale.study import records
 from jaxscale.errors import JaxscaleError
 from jaxscale.train import checkpoint as ckpt_lib, loop, sharding
 
@@ -47,7 +48,7 @@ def test_pretrain_record_and_no_retraining(pretrained, config):
   assert len(losses) == 20 and losses[-1] < losses[0]
   again = loop.run_stage(config, "pretrain", workdir, cell_id="c0", show_progress=False)
   assert again == record
-  assert loop.read_records(os.path.join(workdir, "records.jsonl")) == [record]
+  assert records.read(os.path.join(workdir, "records.jsonl")) == [record]
 
 
 def test_two_runs_are_bit_identical(pretrained, config, tmp_path):
@@ -193,7 +194,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(pretrained, config, tmp_p
   b = _final_params(os.path.join(work, "pretrain"))
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=f"{k}, killed at step {kill}")
-  assert len(loop.read_records(os.path.join(work, "records.jsonl"))) == 1
+  assert len(records.read(os.path.join(work, "records.jsonl"))) == 1
 
 
 def test_sigterm_saves_checkpoint_and_resumes(config, tmp_path, monkeypatch):
@@ -219,16 +220,16 @@ def test_sigterm_saves_checkpoint_and_resumes(config, tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "records.jsonl")
   record = loop.run_stage(config, "pretrain", str(tmp_path), show_progress=False)
   assert seen == list(range(8)) and record["steps"] == 8
-  assert loop.read_records(str(tmp_path / "records.jsonl")) == [record]
+  assert records.read(str(tmp_path / "records.jsonl")) == [record]
 
 
 def test_append_record_survives_a_partial_line(tmp_path):
   path = str(tmp_path / "r.jsonl")
-  loop.append_record(path, {"a": 1})
+  records.append(path, {"a": 1})
   with open(path, "a") as f:
     f.write('{"half": ')  # a crash mid-write
-  loop.append_record(path, {"b": 2})
-  assert loop.read_records(path) == [{"a": 1}, {"b": 2}]
+  records.append(path, {"b": 2})
+  assert records.read(path) == [{"a": 1}, {"b": 2}]
 
 
 def test_purpose_seeds_differ_and_are_stable():
