@@ -6,7 +6,7 @@ from jaxscale.config import base_config
 def get_config(arg=None):
   c = base_config()
   c.data.image_size = 16
-  c.pretrain.dataset = "jaxscale_glyphs/16px_10k"
+  c.pretrain.dataset = "jaxscale_glyphs/16px_1k"
   c.pretrain.optim.update(batch_size=64, lr=2e-3, epochs=1.0, min_steps=8, warmup_frac=0.1)
   c.finetune.dataset = "jaxscale_digits/16px"
   c.finetune.optim.update(batch_size=32, lr=1e-3, epochs=1.0, min_steps=6, warmup_frac=0.1,
@@ -18,7 +18,7 @@ def get_config(arg=None):
   c.study.df = (50, 150)
   c.study.arms = ("plain", "distilled")
   c.study.seeds = (0,)
-  c.study.teacher_dp = 1040
+  c.study.teacher_dp = 1000
   c.study.law = "transfer_additive"
   c.study.bootstrap = 20
   return c
