@@ -115,3 +115,14 @@ def test_write_fits_is_atomic_and_never_overwrites(tmp_path):
   laws.write_fits(str(path), {"a": 1}, force=True)
   assert json.loads(path.read_text()) == {"a": 1}
   assert [p.name for p in tmp_path.iterdir()] == ["fits.json"]  # no temp files left
+
+
+def test_details_return_fits_and_bootstraps(synth):
+  details = {}
+  laws.analyze(_records(synth), law="transfer_additive",
+               inputs={"Dp": "dp", "M": "params", "Df": "df"}, target="eval_error",
+               split_by="distilled", bootstrap=10, max_starts=64, progress=False, details=details)
+  assert set(details) == {"false", "true"}
+  res, boot, x = details["true"]
+  assert res.params.keys() == boot.params.keys() and boot.u.shape == (10, 7)
+  assert set(x) == {"Dp", "M", "Df"} and len(x["Dp"]) == 72
