@@ -28,10 +28,17 @@ def run(args: argparse.Namespace) -> int:
     runner.check_sizes(config, dry_run=True)
     runner.print_plan(runner.plan(config, workdir))
     return 0
-  runner.prepare_workdir(config, workdir, force_new=args.force_new)
+  import jax
+
+  from jaxscale.train import sharding
+  sharding.initialize_distributed()  # a no-op on one host
+  main = jax.process_index() == 0
+  if main:
+    runner.prepare_workdir(config, workdir, force_new=args.force_new)
   runner.check_sizes(config, dry_run=False)
-  runner.print_plan(runner.plan(config, workdir))
-  runner.run_cells(config, workdir, show_progress=not args.no_progress)
-  summary = analysis.analyze_study(config, workdir)
-  print(summary)
+  if main:
+    runner.print_plan(runner.plan(config, workdir))
+  runner.run_cells(config, workdir, show_progress=main and not args.no_progress)
+  if main:
+    print(analysis.analyze_study(config, workdir))
   return 0

@@ -33,7 +33,7 @@ logger = logging.getLogger("jaxscale")
 # Fields that change only the analysis, not any cell: editing them keeps the study's identity.
 ANALYSIS_FIELDS = ("law", "bootstrap")
 # Assumed sustained training throughput for --dry-run estimates when the workdir has no records yet.
-DEFAULT_FLOPS_PER_S = 4e9
+DEFAULT_FLOPS_PER_S = 2e10
 
 
 def study_hash(config: ConfigDict) -> str:
