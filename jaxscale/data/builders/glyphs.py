@@ -42,11 +42,12 @@ def _configs() -> list[GlyphsConfig]:
 class JaxscaleGlyphs(tfds.core.GeneratorBasedBuilder):
   """Synthetic letters A-Z, a-z rendered from matplotlib's fonts; example i is a function of (i, seed)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
   # Set explicitly: tfds infers it through importlib_resources, which editable installs lack.
   code_path = epath.Path(__file__)
   pkg_dir_path = epath.Path(__file__).parent
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "Letters always lighter than the background (one polarity)."}
   BUILDER_CONFIGS = _configs()
   DEFAULT_CONFIG_NAME = "16px_10k"
 
