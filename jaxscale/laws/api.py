@@ -248,18 +248,7 @@ def write_fits(path: str, content: Mapping[str, Any], force: bool = False) -> No
   """
   import json
   import os
-  import tempfile
+  from jaxscale.fileio import atomic_write_text
   if os.path.exists(path) and not force:
     raise JaxscaleError(f"{path} exists; pass --force (write_fits(force=True)) to overwrite it")
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".fits-", suffix=".json.tmp", dir=folder)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(sanitize(content), f, indent=2, allow_nan=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_write_text(path, json.dumps(sanitize(content), indent=2, allow_nan=False) + "\n")

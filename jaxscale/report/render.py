@@ -13,6 +13,7 @@ import math
 import os
 from typing import Any, Sequence
 
+from jaxscale.fileio import atomic_write_text
 from jaxscale.report import plots
 
 Block = tuple
@@ -79,13 +80,6 @@ def to_html(blocks: Sequence[Block], folder: str, title: str) -> str:
            "img{max-width:100%}figcaption{font-size:0.85em;color:#555}")
   return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
           f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def blocks_for(analysis: dict[str, Any], figures: Sequence[str]) -> list[Block]:
@@ -155,6 +149,6 @@ def write_report(analysis: dict[str, Any], folder: str) -> dict[str, str]:
     figures.append(name)
   blocks = blocks_for(analysis, figures)
   md, page = os.path.join(folder, "report.md"), os.path.join(folder, "report.html")
-  _atomic_write(md, to_markdown(blocks))
-  _atomic_write(page, to_html(blocks, folder, "jaxscale study report"))
+  atomic_write_text(md, to_markdown(blocks))
+  atomic_write_text(page, to_html(blocks, folder, "jaxscale study report"))
   return {"markdown": md, "html": page, "folder": folder}

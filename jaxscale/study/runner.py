@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -25,6 +24,7 @@ from ml_collections import ConfigDict
 
 from jaxscale import config as config_lib
 from jaxscale.errors import JaxscaleError
+from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress, format_duration
 from jaxscale.study import grid, records
 
@@ -54,15 +54,6 @@ def paths(workdir: str) -> dict[str, str]:
   }
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def prepare_workdir(config: ConfigDict, workdir: str, force_new: bool = False) -> None:
   """Creates `workdir` or checks it holds this same study; `force_new` archives a different one."""
   p = paths(workdir)
@@ -90,7 +81,7 @@ def prepare_workdir(config: ConfigDict, workdir: str, force_new: bool = False) -
       logger.info("archived the previous study to %s", archive)
   elif os.path.exists(p["records"]):
     raise JaxscaleError(f"workdir {workdir!r} has records.jsonl but no study.json; use an empty --workdir")
-  _atomic_write_text(p["study"], json.dumps(
+  atomic_write_text(p["study"], json.dumps(
       {"hash": digest, "config": config.to_dict()}, indent=2, sort_keys=True, default=str))
 
 
@@ -116,21 +107,15 @@ def check_sizes(config: ConfigDict, dry_run: bool) -> None:
           f"use values up to {n}" + (" (teacher_dp included)" if stage == "pretrain" else ""))
 
 
-def train_steps(optim: ConfigDict, size: int) -> int:
-  """Training length rule: ``max(min_steps, ceil(epochs * size / batch))``, capped by max_steps."""
-  steps = max(int(optim.min_steps), math.ceil(optim.epochs * size / optim.batch_size))
-  return min(steps, int(optim.max_steps)) if optim.max_steps > 0 else steps
-
-
 def cell_flops(config: ConfigDict, cell: grid.Cell) -> float:
   """Estimated training FLOPs of a cell: 3 x forward FLOPs per image x images seen."""
   from jaxscale import models
-  from jaxscale.data import sources  # noqa: F401  (keeps import errors here, not mid-study)
+  from jaxscale.train.steps import num_train_steps
   stage = config[cell.stage]
   size = cell.df if cell.kind == grid.FINETUNE else cell.dp
   classes = 10 if cell.kind == grid.FINETUNE else 52
   per_image = models.flops_per_image(cell.model, classes, config.data.image_size)
-  images = train_steps(stage.optim, size) * stage.optim.batch_size
+  images = num_train_steps(stage.optim, size) * stage.optim.batch_size
   flops = 3.0 * per_image * images
   if cell.arm == "distilled" and config.distill.stage in (cell.stage, "both"):
     teacher = grid.teacher_of(config.study).model

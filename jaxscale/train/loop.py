@@ -40,6 +40,7 @@ from ml_collections import ConfigDict
 import jaxscale
 from jaxscale import config as config_lib
 from jaxscale.errors import JaxscaleError
+from jaxscale.fileio import atomic_write_text
 from jaxscale.study import records as records_lib
 from jaxscale.progress import Progress
 from jaxscale.train import checkpoint as ckpt_lib
@@ -74,15 +75,6 @@ def purpose_key(seed: int, purpose: str) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- records
-
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
 
 def finished_record(workdir: str, stage: str) -> dict | None:
   """The record of a finished stage in `workdir`, or None when it has not finished."""
@@ -418,7 +410,8 @@ def run_stage(config: ConfigDict, stage: str, workdir: str, *, records_path: str
 def _publish(stage_dir: str, records_path: str, record: dict, losses: list[float], is_main: bool) -> dict:
   """Marks the stage finished (``record.json``) and appends its record unless already there."""
   if is_main:
-    _write_json_atomic(os.path.join(stage_dir, RECORD_FILE), {"record": record, "losses": losses})
+    atomic_write_text(os.path.join(stage_dir, RECORD_FILE),
+                      json.dumps({"record": record, "losses": losses}, sort_keys=True))
     if record not in records_lib.read(records_path):
       records_lib.append(records_path, record)
   return record
