@@ -16,7 +16,8 @@ logger = logging.getLogger("jaxscale")
 
 
 def setup_logging(verbose: bool = False) -> None:
-  """Sends jaxscale's log lines to stderr as ``[jaxscale] message``."""
+  """Sends jaxscale's log lines to stderr as ``[jaxscale] message``; quiets absl unless verbose."""
+  logging.getLogger("absl").setLevel(logging.DEBUG if verbose else logging.ERROR)
   if logger.handlers:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     return
