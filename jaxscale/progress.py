@@ -55,7 +55,7 @@ class Progress:
 
   def __init__(self, total: int, desc: str = "", unit: str = "step", *,
                stream: IO[str] | None = None, interval_s: float = 10.0,
-               initial: int = 0, enabled: bool = True):
+               initial: int = 0, enabled: bool = True, delay_s: float = 0.0):
     self.total = max(int(total), 0)
     self.desc = desc
     self.unit = unit
@@ -63,6 +63,7 @@ class Progress:
     self.interval_s = interval_s
     self.count = int(initial)
     self.enabled = enabled
+    self.delay_s = delay_s  # stay silent for short loops: nothing is shown before this many seconds
     self.metrics: dict[str, float] = {}
     self._start_count = self.count
     self._t0 = time.monotonic()
@@ -107,11 +108,14 @@ class Progress:
     if not self.enabled:
       return
     now = time.monotonic()
+    if now - self._t0 < self.delay_s:
+      return
     if self._tty:
       if now - self._last_print >= 0.1 or self.count >= self.total:
         self.stream.write("\r\033[K" + self.line())
         self.stream.flush()
         self._last_print = now
+        self._printed_count = self.count
     elif now - self._last_print >= self.interval_s:
       self.stream.write(self.line() + "\n")
       self.stream.flush()
@@ -124,6 +128,9 @@ class Progress:
       self._closed = True
       return
     self._closed = True
+    if self._printed_count < 0 and time.monotonic() - self._t0 < self.delay_s:
+      self.stream.flush()
+      return
     if self._tty:
       self.stream.write("\r\033[K" + self.line() + "\n")
     elif self._printed_count != self.count:  # the last plain line already shows the end

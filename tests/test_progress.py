@@ -53,3 +53,11 @@ def test_final_line_not_repeated_when_last_update_printed_it():
     bar.update(1)
   lines = stream.getvalue().splitlines()
   assert len(lines) == 2 and "2/2" in lines[-1] and "1/2" in lines[0]
+
+
+def test_delay_keeps_short_loops_silent():
+  stream = io.StringIO()
+  with Progress(total=3, stream=stream, interval_s=0, delay_s=60) as bar:
+    for _ in range(3):
+      bar.update(1)
+  assert stream.getvalue() == ""

@@ -166,7 +166,8 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
       t0 = time.time()
       # run_stage appends the record, also for a stage that finished before its record landed.
       record = loop.run_stage(cfg, cell.stage, os.path.join(p["cells"], cell.id),
-                              records_path=p["records"], cell_id=cell.id, show_progress=False)
+                              records_path=p["records"], cell_id=cell.id, show_progress=show_progress,
+                              progress_delay_s=5.0)  # only long cells show their steps
       bar.update(1, cell=cell.id, err=round(float(record.get("eval_error", float("nan"))), 4),
                  s=round(time.time() - t0, 1))
   return records.read(p["records"])

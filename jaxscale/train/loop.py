@@ -233,7 +233,7 @@ def _param_count(params: Any) -> int:
 # ----------------------------------------------------------------------------- the stage
 
 def run_stage(config: ConfigDict, stage: str, workdir: str, *, records_path: str | None = None,
-              cell_id: str = "", show_progress: bool = True) -> dict:
+              cell_id: str = "", show_progress: bool = True, progress_delay_s: float = 0.0) -> dict:
   """Trains one stage of one cell, evaluates it and appends its record; returns the record.
 
   Checkpoints live in ``<workdir>/<stage>/`` and a run resumes from them automatically. A stage
@@ -247,6 +247,7 @@ def run_stage(config: ConfigDict, stage: str, workdir: str, *, records_path: str
     records_path: JSON-lines file to append to; default ``<workdir>/records.jsonl``.
     cell_id: stored in the record.
     show_progress: draw a progress display (process 0 only).
+    progress_delay_s: show nothing for stages that end sooner than this (seconds).
 
   Raises:
     JaxscaleError: a user-fixable problem (one line); :class:`Preempted` after SIGTERM.
@@ -342,7 +343,7 @@ def run_stage(config: ConfigDict, stage: str, workdir: str, *, records_path: str
     train_s = 0.0
     desc = f"{stage} {config.model.name}" + (f" {cell_id}" if cell_id else "")
     bar = Progress(total_steps, desc=desc, unit="step", initial=start,
-                   enabled=show_progress and is_main)
+                   enabled=show_progress and is_main, delay_s=progress_delay_s)
     t_setup = time.time() - t_start
     with _sigterm_flag() as sigterm, bar:
       for step in range(start, total_steps):
