@@ -85,10 +85,38 @@ class StdConv(nnx.Module):
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _gn(channels: int, dtype: Dtype, rngs: nnx.Rngs) -> nnx.GroupNorm:
+class GroupNorm(nnx.GroupNorm):
+  """`nnx.GroupNorm` over NHWC maps with the same math and parameters (`scale`, `bias` [C]), faster.
+
+  Statistics are per-channel sums over H, W (a reduction XLA's CPU backend vectorises along
+  the contiguous channel axis) combined per group on the tiny [B, C] arrays, instead of a
+  reduction over a [B, H, W, G, C/G] view with a 2-8 element minor axis. As in nnx: float32
+  statistics, Var = E[x^2] - E[x]^2 clipped at 0, y = (x - mean) * rsqrt(var + eps) * scale + bias,
+  here applied as one fused x * a + c with a, c of shape [B, 1, 1, C].
+  """
+
+  def __call__(self, x: jax.Array, *, mask=None) -> jax.Array:
+    """[B, H, W, C] -> [B, H, W, C] in the compute dtype."""
+    if mask is not None or x.ndim != 4:
+      return super().__call__(x, mask=mask)
+    b, h, w, c = x.shape
+    g = self.num_groups
+    xf = x.astype(jnp.float32)
+    n = h * w * (c // g)
+    mean = xf.sum(axis=(1, 2)).reshape(b, g, c // g).sum(-1) / n              # [B, G]
+    mean2 = jnp.square(xf).sum(axis=(1, 2)).reshape(b, g, c // g).sum(-1) / n
+    inv = jax.lax.rsqrt(jnp.maximum(0.0, mean2 - jnp.square(mean)) + self.epsilon)
+    mean, inv = jnp.repeat(mean, c // g, axis=1), jnp.repeat(inv, c // g, axis=1)  # [B, C]
+    a = inv * self.scale[...].astype(jnp.float32)
+    shift = self.bias[...].astype(jnp.float32) - mean * a
+    y = xf * a[:, None, None, :] + shift[:, None, None, :]
+    return y.astype(self.dtype if self.dtype is not None else x.dtype)
+
+
+def _gn(channels: int, dtype: Dtype, rngs: nnx.Rngs) -> GroupNorm:
   meta = {"out_sharding": ("conv_out",), "eager_sharding": False}
-  return nnx.GroupNorm(channels, num_groups=num_groups(channels), epsilon=1e-5, dtype=dtype,
-                       rngs=rngs, scale_metadata=meta, bias_metadata=meta)
+  return GroupNorm(channels, num_groups=num_groups(channels), epsilon=1e-5, dtype=dtype,
+                   rngs=rngs, scale_metadata=meta, bias_metadata=meta)
 
 
 class Bottleneck(nnx.Module):
