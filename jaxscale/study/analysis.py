@@ -88,7 +88,8 @@ def analyze_records(config: ConfigDict, rows: list[dict[str, Any]], progress: bo
                          split_by="distilled" if two_arms else None, bootstrap=int(s.bootstrap),
                          boundary="Dp" if two_arms else None, at=at if two_arms else None,
                          floor=ERROR_FLOOR, seed=int(config.seed), progress=progress, details=details)
-  arm_of = {k: ARMS.get(k, "plain" if not arms_present[0] else "distilled") for k in details}
+  single_arm = "distilled" if arms_present == [True] else "plain"  # the group key is "all" then
+  arm_of = {k: ARMS.get(k, single_arm) for k in details}
   dp_range = (float(min(dp_values)), float(max(dp_values)))
 
   # The boundary at every (M, Df) of the grid.

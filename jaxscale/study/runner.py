@@ -110,10 +110,11 @@ def check_sizes(config: ConfigDict, dry_run: bool) -> None:
 def cell_flops(config: ConfigDict, cell: grid.Cell) -> float:
   """Estimated training FLOPs of a cell: 3 x forward FLOPs per image x images seen."""
   from jaxscale import models
+  from jaxscale.data import sources
   from jaxscale.train.steps import num_train_steps
   stage = config[cell.stage]
   size = cell.df if cell.kind == grid.FINETUNE else cell.dp
-  classes = 10 if cell.kind == grid.FINETUNE else 52
+  classes = sources.num_classes(stage.dataset, config.data.data_dir)
   per_image = models.flops_per_image(cell.model, classes, config.data.image_size)
   images = num_train_steps(stage.optim, size) * stage.optim.batch_size
   flops = 3.0 * per_image * images
