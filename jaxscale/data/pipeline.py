@@ -13,7 +13,7 @@ batches of all processes (in process order) gives exactly the 1-process global b
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import grain
 import numpy as np

@@ -11,7 +11,6 @@ records.jsonl every time, so `jaxscale report` can redraw them at any point.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import jax.numpy as jnp

@@ -13,7 +13,6 @@ A stage directory holds numbered step directories written atomically by an orbax
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from typing import Any
 
