@@ -206,7 +206,7 @@ def _report_numbers(config, rows, table, form, details, arm_of, model_params, dp
   if "distilled" in s.arms:
     from jaxscale.study import grid
     t = grid.teacher_of(s)
-    teacher = f"{t.model} pretrained on {t.dp} images"
+    teacher = f"{t.model} pretrained on {t.dp:,} images"
   study = {"pretrain_dataset": config.pretrain.dataset, "finetune_dataset": config.finetune.dataset,
            "models": model_params, "dp": dp_values, "df": df_values, "arms": list(s.arms),
            "seeds": list(s.seeds), "teacher": teacher, "records": len(rows),
@@ -235,9 +235,10 @@ def boundary_text(b, at, name_of, dp_range) -> str:
     return (f"{where}, the fitted curves do not cross for Dp in [{dp_range[0]:,}, {dp_range[1]:,}]: "
             f"{side[b['sign_below']]} throughout the measured range (no crossing in range).")
   parts = [f"Dp* = {r['value']:,.0f} ({_ci(r)})" for r in roots]
-  below = "distillation helps" if b["sign_below"] > 0 else "distillation hurts"
+  below, above = (("distillation helps", "the plain arm is better") if b["sign_below"] > 0
+                  else ("distillation hurts", "distillation helps"))
   return (f"{where}, the distilled and plain error curves cross at {'; '.join(parts)}. Below the "
-          f"{'first crossing' if len(roots) > 1 else 'crossing'} {below}; above it the other arm is better.")
+          f"{'first crossing' if len(roots) > 1 else 'crossing'} {below}; above it {above}.")
 
 
 def summary_text(content, at, name_of, dp_range) -> str:
@@ -248,6 +249,10 @@ def summary_text(content, at, name_of, dp_range) -> str:
     fit_bits.append(f"{ARMS.get(key, key)} arm: {g['n']} fine-tunes, R² (log) {st['r2_log']:.3f}")
   text = f"The joint law {content['law']} was fitted per arm ({'; '.join(fit_bits)}). "
   text += boundary_text(content.get("boundary"), at, name_of, dp_range)
+  n_warn = sum(len(g["warnings"]) for g in groups.values())
+  if n_warn:
+    text += (f" The fits carry {n_warn} warning(s) (see below): read the parameters and Dp* as "
+             f"tentative until they are resolved.")
   return text
 
 
