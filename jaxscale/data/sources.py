@@ -26,7 +26,7 @@ logger = logging.getLogger("jaxscale")
 VIEWS = {"imagenet100": ("imagenet2012", "imagenet100.txt")}
 
 # Datasets whose classes change under a horizontal flip (letters, digits): flips are refused.
-NO_FLIP = ("jaxscale_glyphs", "jaxscale_digits", "mnist", "emnist", "kmnist", "svhn_cropped")
+NO_FLIP = ("jaxscale_glyphs", "jaxscale_symbols", "jaxscale_digits", "mnist", "emnist", "kmnist", "svhn_cropped")
 
 _LABEL_CHUNK = 4096  # records read per batch when collecting labels
 

@@ -1,4 +1,5 @@
-"""The embedded tfds datasets (`jaxscale_glyphs`, `jaxscale_digits`) and how to build them.
+"""The embedded tfds datasets (`jaxscale_glyphs`, `jaxscale_symbols`, `jaxscale_digits`) and how to
+build them.
 
 `ensure_built(name, data_dir)` is what other code calls: it builds an embedded dataset into the
 tfds data dir (ArrayRecord, no TensorFlow needed) unless it is already prepared. Builds are atomic:
@@ -22,28 +23,33 @@ logger = logging.getLogger("jaxscale")
 
 GLYPHS = "jaxscale_glyphs"
 DIGITS = "jaxscale_digits"
+SYMBOLS = "jaxscale_symbols"
+
+
+def _classes() -> dict:
+  """Embedded dataset name -> its tfds builder class."""
+  from jaxscale.data.builders import digits, glyphs, symbols
+  return {GLYPHS: glyphs.JaxscaleGlyphs, SYMBOLS: symbols.JaxscaleSymbols, DIGITS: digits.JaxscaleDigits}
 
 
 def embedded_names() -> list[str]:
   """Every embedded ``dataset/config`` name, e.g. ``jaxscale_glyphs/16px_30k``."""
-  from jaxscale.data.builders import digits, glyphs
-  return ([f"{GLYPHS}/{c.name}" for c in glyphs.JaxscaleGlyphs.BUILDER_CONFIGS]
-          + [f"{DIGITS}/{c.name}" for c in digits.JaxscaleDigits.BUILDER_CONFIGS])
+  return [f"{base}/{c.name}" for base, cls in _classes().items() for c in cls.BUILDER_CONFIGS]
 
 
 def is_embedded(name: str) -> bool:
   """Whether `name` (``dataset[/config]``) names one of the datasets this package builds."""
-  return name.split("/", 1)[0].split(":", 1)[0] in (GLYPHS, DIGITS)
+  return name.split("/", 1)[0].split(":", 1)[0] in (GLYPHS, SYMBOLS, DIGITS)
 
 
 def builder(name: str, data_dir: str = ""):
   """The tfds builder of embedded dataset `name`, writing ArrayRecord into `data_dir` ("" = tfds default)."""
   import tensorflow_datasets as tfds
-  from jaxscale.data.builders import digits, glyphs  # noqa: F401  (registers the builders)
+  classes = _classes()  # importing the modules registers the builders with tfds
   base, _, config = name.partition("/")
-  if base not in (GLYPHS, DIGITS):
+  if base not in classes:
     raise JaxscaleError(f"{name!r} is not an embedded dataset; embedded: {', '.join(embedded_names())}")
-  cls = glyphs.JaxscaleGlyphs if base == GLYPHS else digits.JaxscaleDigits
+  cls = classes[base]
   configs = [c.name for c in cls.BUILDER_CONFIGS]
   if config not in configs:
     raise JaxscaleError(f"unknown config {config!r} of {base}; use {base}/NAME with NAME one of {', '.join(configs)}")

@@ -1,6 +1,7 @@
 """Renders one synthetic glyph image: example i is a pure function of (i, seed, split stream).
 
-Each image is one of the 52 Latin letters (label = i mod 52: A-Z are 0-25, a-z 26-51) drawn from a
+Each image is one character of an alphabet (label = i mod its length): for `jaxscale_glyphs` the 52
+Latin letters (A-Z are 0-25, a-z 26-51), for `jaxscale_symbols` the 20 `SYMBOLS`; drawn from a
 TrueType font that ships inside matplotlib, then randomly rotated, scaled, sheared, translated,
 thickened or thinned, given random foreground/background intensities (the letter always the
 lighter one) and Gaussian noise. The base
@@ -22,6 +23,10 @@ from jaxscale.errors import JaxscaleError
 
 LETTERS = string.ascii_uppercase + string.ascii_lowercase
 NUM_CLASSES = len(LETTERS)  # 52
+# The downstream alphabet: characters no letter class uses (digits and symbols), present in every
+# font of FONT_FILES. Pretraining on LETTERS and fine-tuning on SYMBOLS is a transfer to new classes
+# drawn by the same generative model.
+SYMBOLS = string.digits + "#$%&?@+=<>"
 
 # Fonts in matplotlib's mpl-data/fonts/ttf that hold all 52 letters as letters (the STIX size /
 # non-Unicode variants, the DejaVu "Display" files and cmex10/cmsy10 hold symbols instead).
@@ -33,6 +38,12 @@ FONT_FILES = (
     "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
     "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmmi10.ttf", "cmss10.ttf", "cmtt10.ttf",
 )
+
+# Fonts that draw every SYMBOLS character as itself: the TeX fonts cmr10, cmb10, cmti10 and cmss10
+# put other glyphs at '<' and '>' (and cmti10 a pound sign at '$'), cmmi10 Greek letters at most
+# symbols; cmtt10 draws them all. Indices into FONT_FILES.
+SYMBOL_FONTS = tuple(i for i, f in enumerate(FONT_FILES)
+                     if f not in ("cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmmi10.ttf", "cmss10.ttf"))
 
 CANVAS = 64          # base glyph canvas (pixels); images are warped here, then box-downsampled
 FONT_PX = 40         # font size on the canvas
@@ -71,11 +82,11 @@ def _font(path: str) -> ImageFont.FreeTypeFont:
 
 
 @functools.lru_cache(maxsize=None)
-def base_glyph(font_index: int, label: int, stroke: int) -> Image.Image:
-  """The letter `label` of font `font_index`, white on black, centred on a CANVAS x CANVAS 'L' image."""
+def base_glyph(font_index: int, char: str, stroke: int) -> Image.Image:
+  """Character `char` of font `font_index`, white on black, centred on a CANVAS x CANVAS 'L' image."""
   font = _font(font_paths()[font_index])
   img = Image.new("L", (CANVAS, CANVAS), 0)
-  ImageDraw.Draw(img).text((CANVAS / 2, CANVAS / 2), LETTERS[label], fill=255, font=font,
+  ImageDraw.Draw(img).text((CANVAS / 2, CANVAS / 2), char, fill=255, font=font,
                            anchor="mm", stroke_width=stroke, stroke_fill=255)
   # Centre the ink (anchors differ between fonts).
   box = img.getbbox()
@@ -91,12 +102,17 @@ def example_rng(index: int, seed: int, split: str) -> np.random.Generator:
   return np.random.default_rng([seed, STREAMS[split], index])
 
 
-def render(index: int, seed: int, split: str, size: int) -> tuple[np.ndarray, int]:
-  """Example `index`: (uint8 [size, size, 1] image, int label in [0, 52))."""
-  label = index % NUM_CLASSES
+def render(index: int, seed: int, split: str, size: int, alphabet: str = LETTERS,
+           fonts: tuple[int, ...] | None = None) -> tuple[np.ndarray, int]:
+  """Example `index`: (uint8 [size, size, 1] image, int label in [0, len(alphabet))).
+
+  `fonts` are the indices into FONT_FILES to draw from (None = all of them).
+  """
+  label = index % len(alphabet)
   rng = example_rng(index, seed, split)
   u = rng.random(12).tolist()
-  font_index = int(u[0] * len(FONT_FILES))
+  font_index = (int(u[0] * len(FONT_FILES)) if fonts is None
+                else fonts[int(u[0] * len(fonts))])
   stroke = STROKES[int(u[1] * len(STROKES))]
   angle = math.radians(ROTATE_DEG * (2 * u[2] - 1))
   scale = (SCALE[0] + (SCALE[1] - SCALE[0]) * u[3]) * (1.0 - 0.12 * stroke / max(STROKES))
@@ -118,7 +134,7 @@ def render(index: int, seed: int, split: str, size: int) -> tuple[np.ndarray, in
   h = CANVAS / 2
   bx, by = h + tx, h + ty
   coeffs = (i00, i01, h - (i00 * bx + i01 * by), i10, i11, h - (i10 * bx + i11 * by))
-  warped = base_glyph(font_index, label, stroke).transform(
+  warped = base_glyph(font_index, alphabet[label], stroke).transform(
       (CANVAS, CANVAS), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
   small = warped.resize((size, size), Image.Resampling.BOX) if size != CANVAS else warped
   ink = np.asarray(small, dtype=np.float32)
@@ -127,11 +143,17 @@ def render(index: int, seed: int, split: str, size: int) -> tuple[np.ndarray, in
   return img[:, :, None], label
 
 
-def render_chunk(args: tuple[int, int, int, str, int]) -> list[tuple[int, dict]]:
-  """tfds examples (key, features) of indices [start, stop); a top-level function for process pools."""
-  start, stop, seed, split, size = args
+def render_chunk(args: tuple) -> list[tuple[int, dict]]:
+  """tfds examples (key, features) of indices [start, stop); a top-level function for process pools.
+
+  `args` is ``(start, stop, seed, split, size)``, optionally followed by ``alphabet`` and ``fonts``
+  (see `render`).
+  """
+  start, stop, seed, split, size = args[:5]
+  alphabet = args[5] if len(args) > 5 else LETTERS
+  fonts = args[6] if len(args) > 6 else None
   out = []
   for i in range(start, stop):
-    image, label = render(i, seed, split, size)
+    image, label = render(i, seed, split, size, alphabet, fonts)
     out.append((i, {"image": image, "label": label, "index": i}))
   return out
