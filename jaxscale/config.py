@@ -23,6 +23,7 @@ from jaxscale.errors import JaxscaleError
 OPTIMIZERS = ("adamw", "sgd")
 KD_STAGES = ("pretrain", "finetune", "both")
 DTYPES = ("float32", "bfloat16")
+DATA_PLACEMENT = ("auto", "always", "never")
 
 
 def optim_config(**overrides) -> ConfigDict:
@@ -64,7 +65,17 @@ def base_config() -> ConfigDict:
       num_workers=0,          # grain worker processes (0 = in-process)
       prefetch=2,             # batches prefetched per worker
   ))
-  c.mesh = ConfigDict(dict(data=-1, fsdp=1))  # -1 = all remaining devices
+  # Mesh axes: `runs` spreads a group's runs over devices (no communication between runs); `data`
+  # and `fsdp` split each run's batch and large weights. -1 = all remaining devices (one axis only).
+  c.mesh = ConfigDict(dict(runs=1, data=-1, fsdp=1))
+  # The training engine: a group of runs that share a model shape and a step count is one program.
+  c.engine = ConfigDict(dict(
+      group_size=64,          # most runs trained together (vmapped); larger groups are split
+      steps_per_dispatch=50,  # K: train steps per compiled call (lax.scan); 1 = one step per call
+      data_on_device="auto",  # auto | always | never: keep the group's images on device as uint8
+      device_data_mb=1024,    # budget (MB) for images kept on device; "auto" stays under it
+      sync_every_step=False,  # wait for each call's metrics before the next (the unbatched baseline)
+  ))
   c.pretrain = ConfigDict(dict(
       dataset="jaxscale_glyphs",
       train_split="train",
@@ -154,9 +165,17 @@ def validate(config: ConfigDict) -> ConfigDict:
   c = config
   _check(c.model.dtype in DTYPES, f"config.model.dtype must be one of {DTYPES}, got {c.model.dtype!r}")
   _check(c.data.image_size >= 8, f"config.data.image_size must be >= 8, got {c.data.image_size}")
-  _check(c.mesh.data == -1 or c.mesh.data >= 1, "config.mesh.data must be -1 or >= 1")
-  _check(c.mesh.fsdp == -1 or c.mesh.fsdp >= 1, "config.mesh.fsdp must be -1 or >= 1")
-  _check(not (c.mesh.data == -1 and c.mesh.fsdp == -1), "only one of config.mesh.data and config.mesh.fsdp may be -1")
+  for axis in ("runs", "data", "fsdp"):
+    _check(c.mesh[axis] == -1 or c.mesh[axis] >= 1, f"config.mesh.{axis} must be -1 or >= 1, got {c.mesh[axis]}")
+  _check([c.mesh.runs, c.mesh.data, c.mesh.fsdp].count(-1) <= 1,
+         "only one of config.mesh.runs, config.mesh.data and config.mesh.fsdp may be -1")
+  e = c.engine
+  _check(e.group_size >= 1, f"config.engine.group_size must be a positive integer, got {e.group_size}")
+  _check(e.steps_per_dispatch >= 1,
+         f"config.engine.steps_per_dispatch must be a positive integer, got {e.steps_per_dispatch}")
+  _check(e.data_on_device in DATA_PLACEMENT,
+         f"config.engine.data_on_device must be one of {DATA_PLACEMENT}, got {e.data_on_device!r}")
+  _check(e.device_data_mb > 0, f"config.engine.device_data_mb must be > 0, got {e.device_data_mb}")
   for stage in ("pretrain", "finetune"):
     s = c[stage]
     _check(s.size >= 1, f"config.{stage}.size must be >= 1, got {s.size}")
@@ -178,11 +197,21 @@ def validate(config: ConfigDict) -> ConfigDict:
   _check(c.checkpoint.keep >= 1, "config.checkpoint.keep must be >= 1")
   _check(c.checkpoint.every_steps >= 1, "config.checkpoint.every_steps must be >= 1")
   s = c.study
+  for name in ("models", "dp", "df", "arms", "seeds"):  # the grid's axes
+    values = list(s[name])
+    _check(len(values) > 0, f"config.study.{name} is empty; give at least one value")
+    _check(len(set(values)) == len(values), f"config.study.{name} repeats a value ({values}); list each once")
   for arm in s.arms:
     _check(arm in ("plain", "distilled"), f"config.study.arms may hold 'plain' and 'distilled', got {arm!r}")
   for name in ("dp", "df"):
     for v in s[name]:
-      _check(isinstance(v, int) and v >= 1, f"config.study.{name} must hold positive integers, got {v!r}")
+      _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+             f"config.study.{name} must hold positive integers, got {v!r}")
+  for v in s.seeds:
+    _check(isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+           f"config.study.seeds must hold non-negative integers, got {v!r}")
+  for v in s.models:
+    _check(isinstance(v, str) and v != "", f"config.study.models must hold model names, got {v!r}")
   _check(s.bootstrap >= 0, "config.study.bootstrap must be >= 0")
   return config
 

@@ -1,36 +1,24 @@
-"""Image ops for the input pipelines, on numpy batches.
+"""Image ops: decoding-side resizing on the host (numpy) and training augmentation on the device (jax).
 
-Images enter as uint8 [H, W, C] (C = 1 or 3) and leave as float32 [B, S, S, 3] in [-1, 1].
-Random choices come from `uniforms(seed, positions, n)`: counter-based, so the augmentation of an
-example depends only on the seed and the example's global position in the stream (not on the
-batch it lands in, the process that reads it, or the worker that computes it).
+Images are stored and moved as uint8 ``[..., S, S, C]`` (C = 1 or 3) and become float32
+``[..., S, S, 3]`` in [-1, 1] only inside the compiled step (:func:`normalize`). Training
+augmentation (a padded random crop and an optional horizontal flip) runs on the device for every
+input path, so the same config gives the same batches whether the images were kept on the device
+or read by grain. Its random choices are a pure function of a per-run key and an example's global
+position in the run's stream (``step * batch_size + b``): :func:`example_uniforms`.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 MIN_IMAGE_SIZE = 8  # smallest model resolution the pipeline produces (pixels)
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-  x = x + _GOLDEN
-  x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-  x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-  return x ^ (x >> np.uint64(31))
-
-
-def uniforms(seed: int, positions: np.ndarray, n: int) -> np.ndarray:
-  """float64 [len(positions), n] in [0, 1): a pure function of (seed, position, column)."""
-  pos = np.asarray(positions, dtype=np.uint64)[:, None]
-  cols = np.arange(n, dtype=np.uint64)[None, :]
-  with np.errstate(over="ignore"):
-    x = _splitmix64(_splitmix64(np.uint64(seed) ^ _splitmix64(pos)) + cols)
-  return (x >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
-
+# ----------------------------------------------------------------------------- host (decode side)
 
 def square_resize(image: np.ndarray, size: int) -> np.ndarray:
   """uint8 [H, W, C] -> uint8 [size, size, C]: central square crop, then bilinear resize."""
@@ -48,54 +36,63 @@ def square_resize(image: np.ndarray, size: int) -> np.ndarray:
   return out.reshape(size, size, c)
 
 
-def stack_square(images: list[np.ndarray], size: int) -> np.ndarray:
-  """uint8 [B, size, size, C] from images of any size (channels made equal: 1 -> 3 if mixed)."""
+def stack_square(images: list[np.ndarray], size: int, channels: int | None = None) -> np.ndarray:
+  """uint8 [B, size, size, C] from images of any size (1 -> 3 channels if mixed or if `channels` is 3)."""
   out = [square_resize(im, size) for im in images]
-  if len({im.shape[-1] for im in out}) > 1:
-    out = [np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im for im in out]
+  want = channels or max((im.shape[-1] for im in out), default=1)
+  out = [np.repeat(im, want, axis=-1) if im.shape[-1] != want else im for im in out]
+  if not out:
+    return np.zeros((0, size, size, want), np.uint8)
   return np.stack(out)
 
 
-def random_crop(images: np.ndarray, padding: int, u_top: np.ndarray, u_left: np.ndarray) -> np.ndarray:
+# ----------------------------------------------------------------------------- device (in the step)
+
+def normalize(images: jax.Array) -> jax.Array:
+  """uint8 [..., S, S, C] -> float32 [..., S, S, 3] in [-1, 1]; one channel is replicated to three."""
+  x = images.astype(jnp.float32) * jnp.float32(2.0 / 255.0) - jnp.float32(1.0)
+  if x.shape[-1] == 1:
+    x = jnp.repeat(x, 3, axis=-1)
+  return x
+
+
+def example_uniforms(key: jax.Array, positions: jax.Array, n: int) -> jax.Array:
+  """float32 [B, n] in [0, 1): ``uniform(fold_in(key, position))`` per example.
+
+  Args:
+    key: raw uint32 key data [2] (one run's augmentation key).
+    positions: int32 [B] global positions of the examples in the run's stream.
+    n: uniforms per example.
+  """
+  key = jax.random.wrap_key_data(key)
+  return jax.vmap(lambda p: jax.random.uniform(jax.random.fold_in(key, p), (n,)))(positions)
+
+
+def random_crop(images: jax.Array, padding: int, u_top: jax.Array, u_left: jax.Array) -> jax.Array:
   """Pads [B, S, S, C] by `padding` pixels (edge values) and crops an S x S window per image.
 
   The window of image i starts at ``floor(u * (2 * padding + 1))`` for its uniforms u in [0, 1).
   """
   if padding <= 0:
     return images
-  b, s = images.shape[0], images.shape[1]
-  padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode="edge")
-  top = (u_top * (2 * padding + 1)).astype(np.int64)
-  left = (u_left * (2 * padding + 1)).astype(np.int64)
-  rows = top[:, None] + np.arange(s)                 # [B, S]
-  cols = left[:, None] + np.arange(s)                # [B, S]
-  return padded[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
+  s = images.shape[1]
+  padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)), mode="edge")
+  top = jnp.floor(u_top * (2 * padding + 1)).astype(jnp.int32)
+  left = jnp.floor(u_left * (2 * padding + 1)).astype(jnp.int32)
+  crop = lambda im, t, l: jax.lax.dynamic_slice(im, (t, l, 0), (s, s, im.shape[-1]))
+  return jax.vmap(crop)(padded, top, left)
 
 
-def flip(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def flip(images: jax.Array, mask: jax.Array) -> jax.Array:
   """Mirrors images [B, S, S, C] left-right where `mask` [B] is True."""
-  return np.where(mask[:, None, None, None], images[:, :, ::-1], images)
+  return jnp.where(mask[:, None, None, None], images[:, :, ::-1], images)
 
 
-def normalize(images: np.ndarray) -> np.ndarray:
-  """uint8 [..., S, S, C] -> float32 [..., S, S, 3] in [-1, 1]; one channel is replicated to three."""
-  x = images.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0)
-  if x.shape[-1] == 1:
-    x = np.repeat(x, 3, axis=-1)
-  return x
-
-
-def train_batch(images: list[np.ndarray], labels: np.ndarray, positions: np.ndarray, *,
-                seed: int, image_size: int, crop_padding: int, flip_ok: bool) -> dict[str, np.ndarray]:
-  """Augments one batch: square resize, padded random crop, optional flip, normalise."""
-  x = stack_square(images, image_size)
-  u = uniforms(seed, positions, 3)
-  x = random_crop(x, crop_padding, u[:, 0], u[:, 1])
+def train_augment(images: jax.Array, key: jax.Array, positions: jax.Array, *, crop_padding: int,
+                  flip_ok: bool) -> jax.Array:
+  """One run's training batch: uint8 [B, S, S, C] -> float32 [B, S, S, 3] (crop, flip, normalise)."""
+  u = example_uniforms(key, positions, 3)
+  x = random_crop(images, crop_padding, u[:, 0], u[:, 1])
   if flip_ok:
     x = flip(x, u[:, 2] < 0.5)
-  return {"image": normalize(x), "label": np.asarray(labels, np.int32)}
-
-
-def eval_batch(images: list[np.ndarray], labels: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
-  """Deterministic eval preprocessing of one batch: square resize and normalise."""
-  return {"image": normalize(stack_square(images, image_size)), "label": np.asarray(labels, np.int32)}
+  return normalize(x)

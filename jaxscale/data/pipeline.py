@@ -1,48 +1,33 @@
-"""grain input pipelines: an infinite, checkpointable train iterator and complete eval batches.
+"""Input paths of the training engine: example order tables, image reading, eval chunks.
 
-Train: subset indices -> per-epoch seeded shuffle -> load -> augment (per-example seed) -> batch
--> this process's slice -> prefetch (threads, or worker processes with ``num_workers > 0``).
-
-Everything random is a function of the config seed and an example's *global* position in the
-stream, never of the process count or of the number of workers. The global stream is cut into
-chunks of ``B_local = global_batch_size // process_count`` examples; global batch b is chunks
-``b * P .. b * P + P - 1``, and process p reads chunk ``b * P + p``. So concatenating the local
-batches of all processes (in process order) gives exactly the 1-process global batch.
+Training order is a table computed on the host: the example that run ``r`` sees at position ``b``
+of step ``t`` is a pure function of the run's data seed, its subset and ``(t, b)``
+(:func:`example_order`): the subset is reshuffled every epoch with a seed of (seed, epoch) and
+batches run on across epoch boundaries. The engine then either gathers the images on the device
+from a uint8 copy of the group's examples (small data), or reads exactly the same examples with
+grain (:class:`DispatchReader`: worker threads read and decode, then the same device step
+augments them). Either way the order and the augmentation are the same, so a config gives the
+same records whichever path a machine takes.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import grain
 import numpy as np
 
 from jaxscale.data import augment
-from jaxscale.data.seeding import derive_seed
 from jaxscale.errors import JaxscaleError
 
 logger = logging.getLogger("jaxscale")
 
-
-def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  if process_index is None or process_count is None:
-    import jax
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
-  return process_index, process_count
+_READ_CHUNK = 2048  # examples per batched read when loading a whole subset
 
 
-def _local_batch(global_batch_size: int, process_count: int) -> int:
-  if global_batch_size < 1 or global_batch_size % process_count:
-    raise JaxscaleError(f"global batch size {global_batch_size} must be a positive multiple of the "
-                        f"process count {process_count}; change the batch_size config field")
-  return global_batch_size // process_count
-
-
-def _check_image_size(image_size: int, crop_padding: int = 0) -> None:
+def check_image_size(image_size: int, crop_padding: int = 0) -> None:
+  """Raises JaxscaleError for a resolution the models cannot take or a crop padding that does not fit."""
   if image_size < augment.MIN_IMAGE_SIZE:
     raise JaxscaleError(f"image size {image_size} is too small for the models; set config.data.image_size "
                         f">= {augment.MIN_IMAGE_SIZE}")
@@ -51,183 +36,110 @@ def _check_image_size(image_size: int, crop_padding: int = 0) -> None:
                         "change the crop_padding config field")
 
 
-def _read_options(prefetch: int) -> grain.ReadOptions:
-  return grain.ReadOptions(num_threads=max(prefetch, 0), prefetch_buffer_size=max(prefetch, 0))
+def example_order(indices: np.ndarray, seed: int, batch_size: int, start_step: int,
+                  num_steps: int) -> np.ndarray:
+  """int64 [num_steps, batch_size]: the examples of steps ``start_step ..`` of one run.
 
-
-def read_batch(source, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-  """(images, int64 labels) of `indices`: one batched read when `source` has ``get_many``."""
-  if hasattr(source, "get_many"):
-    return source.get_many(indices)
-  examples = [source[int(i)] for i in indices]
-  return [np.asarray(ex["image"]) for ex in examples], np.array([ex["label"] for ex in examples], np.int64)
-
-
-def _with_position(position: int, index: int) -> tuple[int, int]:
-  return position, index
-
-
-class _TrainBatch:
-  """(global positions [B], example indices [B]) -> augmented batch (picklable for workers)."""
-
-  def __init__(self, source, *, seed: int, image_size: int, crop_padding: int, flip_ok: bool):
-    self.source = source
-    self.kwargs = dict(seed=seed, image_size=image_size, crop_padding=crop_padding, flip_ok=flip_ok)
-
-  def __call__(self, pair: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
-    positions, indices = pair
-    images, labels = read_batch(self.source, indices)
-    return augment.train_batch(images, labels, positions, **self.kwargs)
-
-
-def train_dataset(source, indices: np.ndarray, *, global_batch_size: int, image_size: int,
-                  seed: int, crop_padding: int = 0, flip: bool = False,
-                  process_index: int | None = None, process_count: int | None = None) -> grain.MapDataset:
-  """The infinite MapDataset of this process's train batches (see `train_iterator`)."""
-  p, n_proc = _processes(process_index, process_count)
-  local = _local_batch(global_batch_size, n_proc)
-  _check_image_size(image_size, crop_padding)
-  indices = np.asarray(indices, dtype=np.int64)
-  if indices.ndim != 1 or indices.size == 0:
+  Position ``p = step * batch_size + b`` of the run's stream is example
+  ``indices[perm_e[p mod n]]`` with ``n = len(indices)``, ``e = p // n`` and ``perm_e`` the
+  permutation of epoch ``e`` drawn from ``numpy.random.default_rng([seed, e])``.
+  """
+  indices = np.asarray(indices, np.int64)
+  n = len(indices)
+  if n == 0:
     raise JaxscaleError("the training subset is empty; use a subset size >= 1")
-  if indices.min() < 0 or indices.max() >= len(source):
+  pos = np.arange(start_step * batch_size, (start_step + num_steps) * batch_size, dtype=np.int64)
+  epoch, offset = np.divmod(pos, n)
+  out = np.empty_like(pos)
+  for e in np.unique(epoch):
+    where = epoch == e
+    perm = np.random.default_rng([int(seed), int(e)]).permutation(n)
+    out[where] = indices[perm[offset[where]]]
+  return out.reshape(num_steps, batch_size)
+
+
+def read_images(source, indices: np.ndarray, image_size: int, channels: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 [N, S, S, C] images, int32 [N] labels) of `indices`, read in batched chunks."""
+  indices = np.asarray(indices, np.int64).reshape(-1)
+  if len(indices) and (indices.min() < 0 or indices.max() >= len(source)):
     raise JaxscaleError(f"subset indices fall outside the split ({len(source)} examples); rebuild the subset")
-  if flip and not getattr(source, "allows_flip", True):
-    logger.warning("flips are off: a flip changes the classes of %s", getattr(source, "name", "this dataset"))
-    flip = False
-  ds = grain.MapDataset.source(indices)
-  ds = ds.shuffle(seed=derive_seed(seed, "shuffle")).repeat(None, reseed_each_epoch=True)
-  ds = ds.map_with_index(_with_position)                              # global stream position
-  ds = ds.batch(local, drop_remainder=True)[p::n_proc]                # this process's chunks
-  return ds.map(_TrainBatch(source, seed=derive_seed(seed, "augment"), image_size=image_size,
-                            crop_padding=crop_padding, flip_ok=flip))
+  images, labels = [], []
+  for start in range(0, len(indices), _READ_CHUNK):
+    ims, labs = source.get_many(indices[start:start + _READ_CHUNK])
+    images.append(augment.stack_square(ims, image_size, channels))
+    labels.append(np.asarray(labs, np.int32))
+  if not images:
+    return np.zeros((0, image_size, image_size, channels or 1), np.uint8), np.zeros((0,), np.int32)
+  return np.concatenate(images), np.concatenate(labels)
 
 
-class TrainIterator(grain.DatasetIterator):
-  """The train iterator: batches of a MapDataset from position ``next_batch`` on.
+def image_channels(source) -> int:
+  """Channels of the first image of `source` (1 or 3)."""
+  ims, _ = source.get_many(np.zeros(1, np.int64))
+  return 1 if np.asarray(ims[0]).ndim == 2 else int(np.asarray(ims[0]).shape[-1])
 
-  Its state, ``{"next_batch": int}``, is the number of batches this process has taken; it is
-  JSON-serialisable and portable across `num_workers` and `prefetch` settings.
+
+class _ReadDispatch:
+  """Dispatch number -> (uint8 [K, R, B, S, S, C], int32 [K, R, B]) for a fixed order table (picklable)."""
+
+  def __init__(self, source, order: np.ndarray, steps_per_dispatch: int, image_size: int, channels: int):
+    self.source, self.order, self.k = source, order, steps_per_dispatch
+    self.image_size, self.channels = image_size, channels
+
+  def __call__(self, d: int) -> tuple[np.ndarray, np.ndarray]:
+    table = self.order[:, d * self.k:(d + 1) * self.k]           # [R, k, B]
+    table = np.swapaxes(table, 0, 1)                             # [k, R, B]
+    images, labels = read_images(self.source, table.reshape(-1), self.image_size, self.channels)
+    return (images.reshape(*table.shape, *images.shape[1:]), labels.reshape(table.shape))
+
+
+class DispatchReader:
+  """grain reads and decodes the images of each dispatch ahead of the device (threads, prefetch).
+
+  ``order`` is int64 [R, T_padded, B] (every run's order table, padded to whole dispatches);
+  iterating from dispatch ``start`` yields ``(images uint8 [K, R, B, S, S, C], labels int32 [K, R, B])``.
   """
 
-  def __init__(self, dataset: grain.MapDataset, *, num_workers: int = 0, prefetch: int = 2):
-    super().__init__()
-    self._dataset = dataset
-    self._num_workers = num_workers
-    self._prefetch = prefetch
-    self._next_batch = 0
-    self._it = None
+  def __init__(self, source, order: np.ndarray, *, steps_per_dispatch: int, image_size: int,
+               channels: int, prefetch: int = 2, num_workers: int = 0):
+    self.num_dispatches = order.shape[1] // steps_per_dispatch
+    self._ds = grain.MapDataset.range(self.num_dispatches).map(
+        _ReadDispatch(source, order, steps_per_dispatch, image_size, channels))
+    self._prefetch, self._workers = max(prefetch, 0), num_workers
 
-  def _open(self) -> None:
-    it_ds = self._dataset[self._next_batch:].to_iter_dataset(_read_options(self._prefetch))
-    if self._num_workers > 0:
-      _ensure_absl_flags_parsed()
-      it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-          num_workers=self._num_workers, per_worker_buffer_size=max(self._prefetch, 1)))
-    self._it = iter(it_ds)
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    if self._it is None:
-      self._open()
-    batch = next(self._it)
-    self._next_batch += 1
-    return batch
-
-  def get_state(self) -> dict[str, int]:
-    return {"next_batch": self._next_batch}
-
-  def set_state(self, state: dict[str, int]) -> None:
-    self._drop()
-    self._next_batch = int(state["next_batch"])
-
-  def _drop(self) -> None:
-    if self._it is not None and hasattr(self._it, "close"):
-      self._it.close()
-    self._it = None
-
-  def close(self) -> None:
-    """Stops prefetch threads and worker processes."""
-    self._drop()
+  def iterate(self, start: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    ds = self._ds[start:].to_iter_dataset(
+        grain.ReadOptions(num_threads=max(self._prefetch, 1), prefetch_buffer_size=self._prefetch))
+    if self._workers > 0:
+      from absl import flags
+      if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._workers,
+                                                       per_worker_buffer_size=max(self._prefetch, 1)))
+    return iter(ds)
 
 
-def train_iterator(source, indices: np.ndarray, *, global_batch_size: int, image_size: int,
-                   seed: int, crop_padding: int = 0, flip: bool = False,
-                   process_index: int | None = None, process_count: int | None = None,
-                   num_workers: int = 0, prefetch: int = 2) -> TrainIterator:
-  """An infinite iterator of this process's train batches.
+def eval_chunks(source, *, chunk_size: int, image_size: int, channels: int,
+                prefetch: int = 2) -> Iterator[dict[str, np.ndarray]]:
+  """Every example of `source` once, in order, in chunks of `chunk_size` (the last padded).
 
-  Yields ``{"image": float32 [B_local, S, S, 3] in [-1, 1], "label": int32 [B_local]}`` with
-  ``B_local = global_batch_size // process_count`` and S = `image_size`. Each epoch over `indices`
-  is reshuffled with a seed of (seed, epoch); batches run on across epoch boundaries. The
-  iterator's ``get_state()`` is JSON-serialisable and ``set_state(state)`` resumes at exactly the
-  next example. Output is identical for any `num_workers` and `prefetch`.
+  Yields ``{"image": uint8 [C, S, S, ch], "label": int32 [C], "mask": bool [C]}``; padding examples
+  are zero images with mask False, so nothing is dropped and every chunk has one shape.
   """
-  ds = train_dataset(source, indices, global_batch_size=global_batch_size, image_size=image_size,
-                     seed=seed, crop_padding=crop_padding, flip=flip,
-                     process_index=process_index, process_count=process_count)
-  return TrainIterator(ds, num_workers=num_workers, prefetch=prefetch)
+  n = len(source)
+  if n == 0:
+    raise JaxscaleError(f"the eval split of {getattr(source, 'name', 'the dataset')} is empty; "
+                        "set the eval_split config field")
 
+  def read(c: int) -> dict[str, np.ndarray]:
+    rows = np.arange(c * chunk_size, min((c + 1) * chunk_size, n))
+    images, labels = read_images(source, rows, image_size, channels)
+    pad = chunk_size - len(rows)
+    return {"image": np.concatenate([images, np.zeros((pad, *images.shape[1:]), np.uint8)]),
+            "label": np.concatenate([labels, np.zeros(pad, np.int32)]),
+            "mask": np.arange(chunk_size) < len(rows)}
 
-def _ensure_absl_flags_parsed() -> None:
-  """grain's worker processes read absl flags; outside an absl app, use their defaults."""
-  from absl import flags
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
-
-
-class _EvalBatch:
-  """Global positions [B] -> eval batch; positions past the end are zero images with mask False."""
-
-  def __init__(self, source, indices: np.ndarray | None, image_size: int):
-    self.source, self.indices, self.image_size = source, indices, image_size
-    self.n = len(source) if indices is None else len(indices)
-
-  def __call__(self, positions: np.ndarray) -> dict[str, np.ndarray]:
-    positions = np.asarray(positions, np.int64)
-    mask = positions < self.n
-    real = positions[mask]
-    rows = real if self.indices is None else self.indices[real]
-    images, labels = read_batch(self.source, rows)
-    s, b = self.image_size, len(positions)
-    out = {"image": np.zeros((b, s, s, 3), np.float32), "label": np.zeros((b,), np.int32), "mask": mask}
-    if len(real):
-      got = augment.eval_batch(images, labels, s)
-      out["image"][mask] = got["image"]
-      out["label"][mask] = got["label"]
-    return out
-
-
-class EvalBatches:
-  """Re-iterable eval batches of one process; ``len()`` is the number of local batches."""
-
-  def __init__(self, dataset: grain.MapDataset, num_examples: int, prefetch: int):
-    self._dataset = dataset
-    self._prefetch = prefetch
-    self.num_examples = num_examples
-
-  def __len__(self) -> int:
-    return len(self._dataset)
-
-  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-    return iter(self._dataset.to_iter_dataset(_read_options(self._prefetch)))
-
-
-def eval_batches(source, *, global_batch_size: int, image_size: int,
-                 indices: Sequence[int] | np.ndarray | None = None,
-                 process_index: int | None = None, process_count: int | None = None,
-                 prefetch: int = 2) -> EvalBatches:
-  """Every example of `source` (or of `indices`) once, in order, in batches of this process.
-
-  Yields ``{"image": float32 [B_local, S, S, 3], "label": int32 [B_local], "mask": bool [B_local]}``.
-  The last global batch is padded with zero images whose mask is False; nothing is dropped.
-  """
-  p, n_proc = _processes(process_index, process_count)
-  local = _local_batch(global_batch_size, n_proc)
-  _check_image_size(image_size)
-  if indices is not None:
-    indices = np.asarray(indices, dtype=np.int64)
-  batch_fn = _EvalBatch(source, indices, image_size)
-  num_batches = -(-batch_fn.n // global_batch_size)
-  ds = grain.MapDataset.range(num_batches * global_batch_size)
-  ds = ds.batch(local, drop_remainder=True)[p::n_proc].map(batch_fn)
-  return EvalBatches(ds, batch_fn.n, prefetch)
+  ds = grain.MapDataset.range(-(-n // chunk_size)).map(read)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=max(prefetch, 1),
+                                                   prefetch_buffer_size=max(prefetch, 0))))

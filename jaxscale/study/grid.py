@@ -1,14 +1,19 @@
-"""Expands a study config into cells with deterministic ids, in dependency order.
+"""Expands a study config into cells and packs the cells into groups, in dependency order.
 
 A study is ``models x Dp x Df x arms x seeds`` plus one teacher. Pretraining is shared: each
 (model, Dp, arm, seed) is pretrained once and all its Df fine-tunes start from that checkpoint;
 the teacher (by default the smallest rung trained on the largest Dp) is trained once and guides
 every distilled pretraining.
+
+Cells that share a model and a step count are trained together as one **group** (one compiled,
+vmapped program): the teacher alone; pretraining per (model, Dp) over arms x seeds; fine-tuning
+per (model, Df) over Dp x arms x seeds. ``config.engine.group_size`` splits larger groups.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterable
 
 from ml_collections import ConfigDict
@@ -89,18 +94,74 @@ def expand(config: ConfigDict) -> list[Cell]:
   return cells
 
 
-def cell_config(config: ConfigDict, cell: Cell, cells_dir: str) -> ConfigDict:
-  """The single-run config of `cell`: the study config with model, sizes, seed and teacher set."""
+@dataclasses.dataclass(frozen=True)
+class Group:
+  """Cells trained together: one model, one stage, one subset size (hence one step count).
+
+  Attributes:
+    kind: "teacher" | "pretrain" | "finetune".
+    model: the model of every cell.
+    size: the subset size (Dp for teacher and pretrain groups, Df for fine-tune groups).
+    cells: the cells, in a fixed order.
+    part: which slice of a group split by ``config.engine.group_size`` (-1 = not split).
+  """
+  kind: str
+  model: str
+  size: int
+  cells: tuple[Cell, ...]
+  part: int = -1
+
+  @property
+  def id(self) -> str:
+    """A stable, readable id, e.g. ``pt-vit_tiny_s-dp1000`` or ``ft-vit_tiny_s-df300-part1``."""
+    if self.kind == TEACHER:
+      return self.cells[0].id
+    base = f"{'pt' if self.kind == PRETRAIN else 'ft'}-{self.model}-{'dp' if self.kind == PRETRAIN else 'df'}{self.size}"
+    return base if self.part < 0 else f"{base}-part{self.part}"
+
+  @property
+  def stage(self) -> str:
+    return self.cells[0].stage
+
+
+def groups(config: ConfigDict) -> list[Group]:
+  """The study's groups in dependency order: the teacher, every pretraining, every fine-tuning."""
+  cells = expand(config)
+  limit = int(config.engine.group_size)
+  packed: dict[tuple, list[Cell]] = {}
+  for cell in cells:
+    size = cell.df if cell.kind == FINETUNE else cell.dp
+    packed.setdefault((cell.kind, cell.model, size), []).append(cell)
+  rank = {TEACHER: 0, PRETRAIN: 1, FINETUNE: 2}
+  out = []
+  for (kind, model, size), members in sorted(packed.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1:])):
+    parts = [members[i:i + limit] for i in range(0, len(members), limit)]
+    for i, part in enumerate(parts):
+      out.append(Group(kind, model, size, tuple(part), i if len(parts) > 1 else -1))
+  order = {m: i for i, m in enumerate(config.study.models)}
+  out.sort(key=lambda g: (rank[g.kind], order.get(g.model, -1), g.size, g.part))
+  return out
+
+
+def run_dir(cells_dir: str, cell: Cell) -> str:
+  """Where a cell's finished parameters live (pretraining and teacher cells)."""
+  return os.path.join(cells_dir, cell.id, cell.stage)
+
+
+def kd_alpha(config: ConfigDict, cell: Cell) -> float:
+  """The KD weight of `cell` during its own stage (0 for the plain arm, the teacher, or another stage)."""
+  if cell.arm != "distilled" or config.distill.stage not in (cell.stage, "both"):
+    return 0.0
+  return float(config.distill.alpha)
+
+
+def group_config(config: ConfigDict, group: Group, cells_dir: str) -> ConfigDict:
+  """The config a group trains with: the study config with its model and its teacher set."""
   c = ConfigDict(config.to_dict())
-  c.model.name = cell.model
-  c.pretrain.size = cell.dp
-  c.seed = cell.seed
-  if cell.kind == FINETUNE:
-    c.finetune.size = cell.df
-    c.finetune.init_checkpoint = f"{cells_dir}/{cell.pretrain_cell().id}/pretrain"
-  if cell.arm == "distilled":
+  c.model.name = group.model
+  if any(kd_alpha(config, cell) > 0 for cell in group.cells):
     teacher = teacher_of(config.study)
-    c.distill.teacher_checkpoint = f"{cells_dir}/{teacher.id}/pretrain"
+    c.distill.teacher_checkpoint = run_dir(cells_dir, teacher)
     c.distill.teacher_model = teacher.model
   else:
     c.distill.teacher_checkpoint = ""

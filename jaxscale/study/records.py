@@ -7,17 +7,41 @@ skip (and that the next append terminates first).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
 from typing import Any
 
+from ml_collections import ConfigDict
+
+import jaxscale
+from jaxscale import config as config_lib
+
 logger = logging.getLogger("jaxscale")
 
-# The fields every record carries (see DESIGN.md); fits read dp, params, df, distilled, eval_error.
-FIELDS = ("stage", "model", "params", "dp", "df", "distilled", "teacher", "seed", "subset_hash",
-          "steps", "flops", "eval_error", "eval_loss", "wall_s", "config_hash", "version",
-          "cell_id", "time")
+def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: str, dp: int, df: int,
+          distilled: bool, teacher: str, alpha: float, seed: int, flops: float) -> dict[str, Any]:
+  """The record of one finished run: everything a fit needs, and how it was measured.
+
+  Fields: ``stage, model, params`` (parameter count of the trained model, the M of the laws),
+  ``dp, df, distilled, teacher, alpha`` (the KD weight during this stage; 0 = plain), ``seed,
+  subset_hash, steps, batch_size, flops`` (training FLOPs of this stage), ``eval_error, eval_loss,
+  eval_count`` (top-1 error and mean cross-entropy on the whole eval split of that many images),
+  ``diverged_at`` (the step whose loss or gradient was not finite, else null), ``wall_s`` (the
+  run's share of its group's wall time), ``group_size``, ``config_hash, version, cell_id, time``.
+  """
+  return {
+      "stage": stage, "model": config.model.name, "params": int(result["params"]), "dp": int(dp),
+      "df": int(df), "distilled": bool(distilled), "teacher": teacher, "alpha": float(alpha),
+      "seed": int(seed), "subset_hash": result["subset_hash"], "steps": int(result["steps"]),
+      "batch_size": int(config[stage].optim.batch_size), "flops": float(flops),
+      "eval_error": float(result["eval_error"]), "eval_loss": float(result["eval_loss"]),
+      "eval_count": int(result["eval_count"]), "diverged_at": result["diverged_at"],
+      "wall_s": float(result["wall_s"]), "group_size": int(result["group_size"]),
+      "config_hash": config_lib.result_hash(config), "version": jaxscale.__version__, "cell_id": cell_id,
+      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
 
 
 def append(path: str, record: dict[str, Any]) -> None:

@@ -4,11 +4,13 @@ Workdir layout::
 
   study.json       the study's config and its hash (a different config is refused)
   records.jsonl    one record per finished cell (teacher, pretrain and fine-tune stages)
-  cells/<id>/      each cell's checkpoints (a killed cell resumes from here)
+  groups/<id>/     each group's checkpoints and, once finished, its results (a killed group resumes)
+  cells/<id>/      the finished parameters of pretraining and teacher cells (what later stages load)
   fits.json        fitted laws per arm and the distillation boundary
   report/          report.md, report.html and the PNG figures
 
-A finished cell is never run again: its record in records.jsonl is the proof it is done.
+A finished cell is never run again: its record in records.jsonl is the proof it is done. The runner
+is the only writer of records: the trainer returns results, the runner turns them into records.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import shutil
 import time
 from typing import Any
 
+import jax
+import numpy as np
 from ml_collections import ConfigDict
 
 from jaxscale import config as config_lib
@@ -27,6 +31,8 @@ from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress, format_duration
 from jaxscale.study import grid, records
+from jaxscale.train import loop
+from jaxscale.train import steps as steps_lib
 
 logger = logging.getLogger("jaxscale")
 
@@ -49,6 +55,7 @@ def paths(workdir: str) -> dict[str, str]:
       "study": os.path.join(workdir, "study.json"),
       "records": os.path.join(workdir, "records.jsonl"),
       "cells": os.path.join(workdir, "cells"),
+      "groups": os.path.join(workdir, "groups"),
       "fits": os.path.join(workdir, "fits.json"),
       "report": os.path.join(workdir, "report"),
   }
@@ -108,20 +115,18 @@ def check_sizes(config: ConfigDict, dry_run: bool) -> None:
 
 
 def cell_flops(config: ConfigDict, cell: grid.Cell) -> float:
-  """Estimated training FLOPs of a cell: 3 x forward FLOPs per image x images seen."""
+  """Estimated training FLOPs of a cell (:func:`jaxscale.train.steps.run_flops`)."""
   from jaxscale import models
   from jaxscale.data import sources
-  from jaxscale.train.steps import num_train_steps
   stage = config[cell.stage]
   size = cell.df if cell.kind == grid.FINETUNE else cell.dp
   classes = sources.num_classes(stage.dataset, config.data.data_dir)
-  per_image = models.flops_per_image(cell.model, classes, config.data.image_size)
-  images = num_train_steps(stage.optim, size) * stage.optim.batch_size
-  flops = 3.0 * per_image * images
-  if cell.arm == "distilled" and config.distill.stage in (cell.stage, "both"):
-    teacher = grid.teacher_of(config.study).model
-    flops += models.flops_per_image(teacher, classes, config.data.image_size) * images
-  return flops
+  image_size = config.data.image_size
+  images = steps_lib.num_train_steps(stage.optim, size) * stage.optim.batch_size
+  teacher = 0.0
+  if grid.kd_alpha(config, cell) > 0:
+    teacher = models.flops_per_image(grid.teacher_of(config.study).model, classes, image_size)
+  return steps_lib.run_flops(models.flops_per_image(cell.model, classes, image_size), teacher, images)
 
 
 def plan(config: ConfigDict, workdir: str) -> dict[str, Any]:
@@ -151,24 +156,49 @@ def print_plan(p: dict[str, Any]) -> None:
         f"about {format_duration(p['eta_s'])} at {p['flops_per_s'] / 1e9:.1f} GFLOP/s ({source})")
 
 
+def _run_of(config: ConfigDict, cell: grid.Cell, cells_dir: str) -> loop.Run:
+  """The trainer's view of a cell: seed, subset size, KD weight, where it starts and is saved."""
+  if cell.kind == grid.FINETUNE:
+    return loop.Run(cell.id, cell.seed, cell.df, alpha=grid.kd_alpha(config, cell),
+                    init=grid.run_dir(cells_dir, cell.pretrain_cell()))
+  distilled = cell.arm == "distilled"
+  teacher = grid.teacher_of(config.study).model if distilled else ""
+  return loop.Run(cell.id, cell.seed, cell.dp, alpha=grid.kd_alpha(config, cell),
+                  out_dir=grid.run_dir(cells_dir, cell),
+                  meta=(("dp", cell.dp), ("distilled", distilled), ("teacher", teacher)))
+
+
+def _record(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> dict[str, Any]:
+  distilled = cell.arm == "distilled"
+  teacher = grid.teacher_of(config.study).model if distilled else ""
+  return records.build(config, cell.stage, result, cell_id=cell.id, dp=cell.dp, df=cell.df,
+                       distilled=distilled, teacher=teacher, alpha=grid.kd_alpha(config, cell),
+                       seed=cell.seed, flops=cell_flops(config, cell))
+
+
 def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> list[dict[str, Any]]:
-  """Runs every unfinished cell in order; returns all records of the study."""
-  from jaxscale.train import loop
+  """Trains every group that has unfinished cells, in order; returns all records of the study."""
   p = paths(workdir)
   cells = grid.expand(config)
   done = records.by_cell(p["records"])
-  todo = [c for c in cells if c.id not in done]
+  todo = [g for g in grid.groups(config) if any(c.id not in done for c in g.cells)]
   if done:
-    logger.info("resuming: %d of %d cells already done", len(cells) - len(todo), len(cells))
-  with Progress(total=len(cells), desc="study", unit="cell", initial=len(cells) - len(todo),
-                enabled=show_progress, interval_s=0) as bar:
-    for cell in todo:
-      cfg = grid.cell_config(config, cell, p["cells"])
+    logger.info("resuming: %d of %d cells already done", sum(c.id in done for c in cells), len(cells))
+  main = jax.process_index() == 0
+  with Progress(total=len(cells), desc="study", unit="cell", initial=sum(c.id in done for c in cells),
+                enabled=show_progress and main, interval_s=0) as bar:
+    for group in todo:
+      cfg = grid.group_config(config, group, p["cells"])
       t0 = time.time()
-      # run_stage appends the record, also for a stage that finished before its record landed.
-      record = loop.run_stage(cfg, cell.stage, os.path.join(p["cells"], cell.id),
-                              records_path=p["records"], cell_id=cell.id, show_progress=show_progress,
-                              progress_delay_s=5.0)  # only long cells show their steps
-      bar.update(1, cell=cell.id, err=round(float(record.get("eval_error", float("nan"))), 4),
+      results = loop.train_group(cfg, group.stage, [_run_of(config, c, p["cells"]) for c in group.cells],
+                                 os.path.join(p["groups"], group.id), show_progress=show_progress,
+                                 progress_delay_s=5.0, desc=f"{group.id} ({len(group.cells)} runs)")
+      for cell, result in zip(group.cells, results):
+        if cell.id not in done:
+          done[cell.id] = _record(cfg, cell, result)
+          if main:
+            records.append(p["records"], done[cell.id])
+      errors = [r["eval_error"] for r in results]
+      bar.update(len(group.cells), group=group.id, err=round(float(np.mean(errors)), 4),
                  s=round(time.time() - t0, 1))
   return records.read(p["records"])

@@ -1,4 +1,5 @@
-"""Training engine: losses, mesh and sharding, jitted steps, checkpoints and the stage loop.
+"""Training engine: losses, mesh and sharding, the compiled group programs, checkpoints, the group loop.
 
-The entry point is :func:`jaxscale.train.loop.run_stage`; the `jaxscale train` command wraps it.
+The entry point is :func:`jaxscale.train.loop.train_group` (a group of runs trained as one vmapped,
+scanned program); the `jaxscale train` command runs a group of one.
 """

@@ -1,18 +1,21 @@
-"""Stage checkpoints with orbax: parameters, optimizer state, step, RNG and data-iterator state.
+"""Checkpoints of the training engine, with orbax.
 
-A stage directory holds numbered step directories written atomically by an orbax
-``CheckpointManager`` (the last ``keep`` are kept). Each step has four items:
+Two kinds:
 
-* ``params``: the student's parameters as a nested dict (what a teacher or a fine-tune loads);
-* ``train``: optimizer state (leaves keyed by position), ``step`` and ``rng``;
-* ``data``: the grain iterator state, one JSON file per process;
-* ``meta``: JSON describing the run (model, classes, image size, whether it was distilled,
-  whether the stage finished and its record).
+* A **group directory** holds the group's resumable train state: numbered step directories written
+  atomically (and asynchronously) by an orbax ``CheckpointManager`` (the last ``keep`` are kept), each
+  with a ``state`` item (parameters, optimizer state, step and divergence flags, all with a leading
+  runs axis) and a ``meta`` item (JSON: the runs, their losses so far, wall time).
+* A **run directory** holds one finished run's final parameters (``final/``, orbax) and
+  ``run.json`` (model, classes, image size, stage, Dp, distilled, teacher): what a fine-tune or a
+  distilled student loads. ``run.json`` is written last, so its presence means the run finished.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -20,13 +23,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
-from flax import nnx
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.fileio import atomic_write_text
 
 logger = logging.getLogger("jaxscale")
 
-ITEMS = ("params", "train", "data", "meta")
+RUN_FILE = "run.json"
+FINAL_DIR = "final"
 
 
 def _is_remote(path: str) -> bool:
@@ -59,10 +63,6 @@ def check_shared_directory(directory: str) -> None:
         "on several hosts use a shared filesystem or a gs:// path for --workdir")
 
 
-def _params_to_tree(params: nnx.State) -> dict:
-  return params.to_pure_dict()
-
-
 def _flat(tree: Any) -> dict[str, Any]:
   return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(tree))}
 
@@ -78,26 +78,27 @@ def _abstract(tree: Any, shardings: Any) -> Any:
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-class StageCheckpoints:
-  """The checkpoints of one stage directory."""
+def _state_item(state: Any) -> dict:
+  return {"params": state.params, "opt_state": _flat(state.opt_state), "step": state.step,
+          "diverged_at": state.diverged_at}
 
-  def __init__(self, directory: str, *, keep: int = 2, every_steps: int = 500, read_only: bool = False):
+
+class GroupCheckpoints:
+  """The resumable checkpoints of one group directory."""
+
+  def __init__(self, directory: str, *, keep: int = 2):
     self.directory = str(directory)
-    # Reading needs no read_only manager (orbax only writes on save); create=False keeps it from
-    # making the directory.
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=every_steps, create=not read_only,
-        enable_async_checkpointing=False, save_root_metadata=False)
-    import grain.checkpoint  # registers grain's orbax handler  # noqa: F401
-    handlers = {"params": ocp.StandardCheckpointHandler(), "train": ocp.StandardCheckpointHandler(),
-                "data": grain.checkpoint.CheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS,
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=True, save_root_metadata=False)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"),
                                           item_handlers=handlers)
 
   def close(self) -> None:
+    self._manager.wait_until_finished()
     self._manager.close()
 
-  def __enter__(self) -> "StageCheckpoints":
+  def __enter__(self) -> "GroupCheckpoints":
     return self
 
   def __exit__(self, *exc) -> None:
@@ -106,81 +107,64 @@ class StageCheckpoints:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def should_save(self, step: int) -> bool:
-    return self._manager.should_save(step)
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    """Starts an asynchronous save of `state` at `step` (orbax copies the arrays before returning)."""
+    self._manager.wait_until_finished()
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_item(state)),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
 
-  def save(self, state: Any, data_iterator: Any, meta: dict, *, force: bool = False) -> bool:
-    """Saves `state` (a TrainState) at its step; returns whether a checkpoint was written."""
-    import grain.checkpoint
-    step = int(jax.device_get(state.step))
-    args = ocp.args.Composite(
-        params=ocp.args.StandardSave(_params_to_tree(state.params)),
-        train=ocp.args.StandardSave({"opt_state": _flat(state.opt_state), "step": state.step,
-                                     "rng": state.rng}),
-        data=grain.checkpoint.CheckpointSave(data_iterator),
-        meta=ocp.args.JsonSave(meta))
-    saved = self._manager.save(step, args=args, force=force)
-    if saved:
-      self._manager.wait_until_finished()
-    return saved
-
-  def read_meta(self, step: int | None = None) -> dict | None:
-    """The ``meta`` item of `step` (default the latest), or None if there is no checkpoint."""
-    step = self.latest_step() if step is None else step
-    if step is None:
-      return None
-    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
-
-  def restore_params(self, like: nnx.State, shardings: Any, step: int | None = None) -> nnx.State:
-    """The ``params`` item restored into the structure of `like` (an nnx.State), sharded."""
-    step = self.latest_step() if step is None else step
-    target = _abstract(_params_to_tree(like), _params_to_tree(shardings))
-    got = self._manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-    params = jax.tree_util.tree_map(lambda x: x, like)  # a copy to fill
-    params.replace_by_pure_dict(got["params"])
-    return params
-
-  def restore(self, like: Any, shardings: Any, data_iterator: Any, step: int | None = None) -> tuple[Any, dict]:
-    """Restores a TrainState shaped like `like` (with `shardings`) and the data iterator's state."""
-    import grain.checkpoint
-    step = self.latest_step() if step is None else step
-    params_target = _abstract(_params_to_tree(like.params), _params_to_tree(shardings.params))
-    train_target = {"opt_state": _flat(_abstract(like.opt_state, shardings.opt_state)),
-                    "step": _abstract(like.step, shardings.step),
-                    "rng": _abstract(like.rng, shardings.rng)}
-    got = self._manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(params_target),
-        train=ocp.args.StandardRestore(train_target),
-        data=grain.checkpoint.CheckpointRestore(data_iterator),
-        meta=ocp.args.JsonRestore()))
-    params = jax.tree_util.tree_map(lambda x: x, like.params)
-    params.replace_by_pure_dict(got["params"])
-    train = got["train"]
-    state = like.replace(step=train["step"], params=params,
-                         opt_state=_unflat(like.opt_state, train["opt_state"]), rng=train["rng"])
+  def restore(self, like: Any, shardings: Any) -> tuple[Any, dict]:
+    """The latest state, shaped like `like` (a TrainState) on `shardings`, and its meta."""
+    step = self.latest_step()
+    target = _abstract(_state_item(like), _state_item(shardings))
+    got = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                              meta=ocp.args.JsonRestore()))
+    item = got["state"]
+    state = like.replace(step=item["step"], params=item["params"],
+                         opt_state=_unflat(like.opt_state, item["opt_state"]), diverged_at=item["diverged_at"])
     return state, dict(got["meta"])
 
 
-def has_checkpoint(directory: str) -> bool:
-  """Whether `directory` holds at least one finished orbax step (cheap; creates nothing)."""
+def save_run(directory: str, params: Any, meta: dict) -> None:
+  """Writes one finished run: its parameters (a nested dict of arrays) and ``run.json`` last."""
   path = epath.Path(directory)
+  path.mkdir(parents=True, exist_ok=True)
+  final = path / FINAL_DIR
+  if final.exists():  # a save interrupted before run.json landed: write it again
+    final.rmtree()
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(final, jax.tree_util.tree_map(np.asarray, params))
+  atomic_write_text(os.fspath(path / RUN_FILE), json.dumps(meta, sort_keys=True))
+
+
+def run_meta(directory: str) -> dict | None:
+  """The ``run.json`` of a finished run directory, or None when it has not finished."""
+  path = epath.Path(directory) / RUN_FILE
   if not path.exists():
-    return False
-  return any(p.is_dir() and p.name.isdigit() for p in path.iterdir())
+    return None
+  return json.loads(path.read_text())
 
 
-def open_finished(directory: str, what: str) -> tuple["StageCheckpoints", dict]:
-  """Opens a stage directory read-only for its final parameters; raises JaxscaleError if unusable.
+def open_finished(directory: str, what: str) -> dict:
+  """The meta of a finished run directory; raises JaxscaleError if it is missing or unfinished.
 
   Args:
-    directory: a stage directory written by :func:`jaxscale.train.loop.run_stage`.
+    directory: a run directory written by :func:`save_run`.
     what: how to name it in an error ("teacher checkpoint", "pretrain checkpoint").
   """
-  if not has_checkpoint(directory):
-    raise JaxscaleError(f"{what} {directory} has no checkpoint; train that stage first or fix the path")
-  ckpt = StageCheckpoints(directory, read_only=True)
-  meta = ckpt.read_meta()
-  if not meta or not meta.get("finished"):
-    ckpt.close()
-    raise JaxscaleError(f"{what} {directory} is not a finished stage; finish training it first")
-  return ckpt, meta
+  meta = run_meta(directory)
+  if meta is None:
+    raise JaxscaleError(f"{what} {directory} is not a finished run (no {RUN_FILE}); train that stage "
+                        "first or fix the path")
+  return meta
+
+
+def load_params(directory: str, like: Any, shardings: Any = None) -> Any:
+  """A finished run's parameters restored into the structure of `like` (nested dict), optionally sharded."""
+  if shardings is None:
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), like)
+  else:
+    target = _abstract(like, shardings)
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(epath.Path(directory) / FINAL_DIR, target)

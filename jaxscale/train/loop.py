@@ -1,47 +1,48 @@
-"""One training stage of one cell: pretrain or fine-tune, optionally distilled, resumable.
+"""Train a group of runs as one program: prepare, create or restore the state, train, evaluate.
 
-:func:`run_stage` reads like a training script: prepare the data subset, build (or restore) the
-student and the teacher, loop over jitted train steps with checkpoints, evaluate, write the record.
+A **group** is R runs of one model on one stage (pretrain or fine-tune) that share a step count:
+in a study, the arms and seeds of one (model, Dp) pretraining, or the Dp, arms and seeds of one
+(model, Df) fine-tuning; a single ``jaxscale train`` run is a group of one. :func:`train_group`
+reads like a training script: :func:`prepare_inputs` draws every run's subset, example order and
+learning-rate table; :func:`initial_params` builds (or loads) the students; the loop dispatches
+K scanned steps at a time (:func:`jaxscale.train.steps.make_train_chunk`) and saves the group every
+``checkpoint.every_steps``; :func:`evaluate` measures every run on the whole eval split.
 
-Training length (see :func:`jaxscale.train.steps.num_train_steps`) is
-``steps = max(min_steps, ceil(epochs * size / batch_size))`` (capped by ``max_steps`` when > 0):
-epochs over the subset, with a floor so tiny subsets still train. Below
-``min_steps * batch_size / epochs`` images every run costs the same compute, which shapes the
-fitted data exponents at small Dp / Df.
+Every random choice comes from a run's seed and a purpose name (:func:`purpose_key`,
+:func:`jaxscale.data.seeding.derive_seed`): the subset (``<stage>/subset``, independent of the size,
+so subsets are nested), the example order (``<stage>/data``), the augmentation (``<stage>/augment``),
+the initialisation (``init``) and a fine-tune head (``finetune/head``). None depends on the group a
+run is trained in, so a run gives the same result alone or in a group of any size.
 
-FLOPs in a record are ``steps * batch_size * (3 * F_student + F_teacher)`` with ``F`` the forward
-FLOPs per image (backward counted as twice the forward; the teacher runs forward only).
-
-Every random choice comes from ``config.seed`` and a purpose name (:func:`purpose_seed`): the
-subset (``<stage>/subset``, independent of the size so subsets are nested), the data order and
-augmentation (``<stage>/data``), the initialisation (``init``) and a fine-tune head
-(``finetune/head``).
+The trainer returns results; it writes only checkpoints, each finished run's parameters (when the
+run names an ``out_dir``) and the group's ``result.json``. Records are the caller's business.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
+import dataclasses
+import functools
 import json
 import logging
-import math
 import os
 import signal
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from ml_collections import ConfigDict
 
-import jaxscale
-from jaxscale import config as config_lib
+from jaxscale import models
+from jaxscale.models import transfer, vit
+from jaxscale.data import builders, pipeline, sources, subsets
+from jaxscale.data.seeding import derive_seed
 from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
-from jaxscale.study import records as records_lib
 from jaxscale.progress import Progress
 from jaxscale.train import checkpoint as ckpt_lib
 from jaxscale.train import sharding as sharding_lib
@@ -50,166 +51,47 @@ from jaxscale.train import steps as steps_lib
 logger = logging.getLogger("jaxscale")
 
 STAGES = ("pretrain", "finetune")
-RECORD_FILE = "record.json"  # in a stage directory once the stage finished
-
-# Seconds spent in the last run_stage of this process: setup (data, models, restore, compile is
-# in the first train step), train steps, final eval, final checkpoint, total.
-LAST_TIMINGS: dict[str, float] = {}
+RESULT_FILE = "result.json"  # in a group directory once every run of the group finished
 
 
 class Preempted(JaxscaleError):
-  """SIGTERM arrived; a checkpoint was saved and the stage stopped (run it again to resume)."""
+  """SIGTERM arrived; the group was saved and stopped (run it again to resume)."""
 
 
-# ----------------------------------------------------------------------------- seeds
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a group.
 
-def purpose_seed(seed: int, purpose: str) -> int:
-  """A 31-bit integer seed for one purpose (``"pretrain/subset"``, ``"init"``, ...)."""
-  digest = hashlib.sha256(f"{int(seed)}/{purpose}".encode()).digest()
-  return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+  Attributes:
+    name: unique within the group (a study uses the cell id).
+    seed: the run's seed (subset, order, augmentation, init).
+    size: its subset size (Dp for pretraining, Df for fine-tuning).
+    alpha: KD weight in [0, 1]; 0 is a plain run.
+    init: fine-tuning: the finished pretraining run directory to start from.
+    out_dir: where to save the finished run's parameters ("" = not saved).
+    meta: extra fields for the saved run's ``run.json`` (e.g. dp, distilled, teacher).
+  """
+  name: str
+  seed: int
+  size: int
+  alpha: float = 0.0
+  init: str = ""
+  out_dir: str = ""
+  meta: tuple = ()
 
 
 def purpose_key(seed: int, purpose: str) -> jax.Array:
-  """A JAX key: ``fold_in(key(seed), hash(purpose))``."""
-  return jax.random.fold_in(jax.random.key(int(seed)), purpose_seed(0, purpose))
+  """A JAX key for one purpose: ``fold_in(key(seed), derive_seed(0, purpose))``."""
+  return jax.random.fold_in(jax.random.key(int(seed)), derive_seed(0, purpose))
 
 
-# ----------------------------------------------------------------------------- records
-
-def finished_record(workdir: str, stage: str) -> dict | None:
-  """The record of a finished stage in `workdir`, or None when it has not finished."""
-  path = os.path.join(workdir, stage, RECORD_FILE)
+def finished(group_dir: str) -> list[dict] | None:
+  """The results of a finished group directory, or None."""
+  path = os.path.join(group_dir, RESULT_FILE)
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
-    return json.load(f)["record"]
-
-
-def stage_losses(workdir: str, stage: str) -> list[float]:
-  """The per-step training losses of a finished stage (its loss curve)."""
-  with open(os.path.join(workdir, stage, RECORD_FILE), encoding="utf-8") as f:
-    return json.load(f)["losses"]
-
-
-# ----------------------------------------------------------------------------- building blocks
-
-def _data():
-  from jaxscale.data import builders, pipeline, sources, subsets
-  return builders, pipeline, sources, subsets
-
-
-def prepare_subset(config: ConfigDict, stage: str) -> dict[str, Any]:
-  """Opens the stage's dataset and draws its nested subset; returns source, indices, hash, classes."""
-  builders, _, sources, subsets = _data()
-  s = config[stage]
-  name, data_dir = s.dataset, config.data.data_dir
-  if name.startswith("jaxscale_"):
-    builders.ensure_built(name, data_dir)
-  source = sources.open_source(name, s.train_split, data_dir)
-  labels = sources.load_labels(name, s.train_split, data_dir)
-  if s.size > len(labels):
-    raise JaxscaleError(f"config.{stage}.size={s.size} is larger than the {len(labels)} images of "
-                        f"{name}:{s.train_split}; lower it")
-  indices = subsets.nested_subset(labels, int(s.size), purpose_seed(config.seed, f"{stage}/subset"))
-  return {"source": source, "indices": indices, "hash": subsets.manifest_hash(indices),
-          "num_classes": int(sources.num_classes(name, data_dir))}
-
-
-def _place(tree: Any, shardings: Any) -> Any:
-  """Puts host-identical values onto (possibly multi-process) shardings."""
-  def put(x, s):
-    host = np.asarray(x)
-    return jax.make_array_from_callback(host.shape, s, lambda idx: host[idx])
-  return jax.tree_util.tree_map(put, tree, shardings)
-
-
-def _split_params(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State]:
-  graphdef, params = nnx.split(model, nnx.Param)
-  return graphdef, params
-
-
-def load_finished_params(directory: str, what: str, mesh, dtype) -> tuple[nnx.GraphDef, nnx.State, dict]:
-  """The final parameters of a finished stage directory, sharded on `mesh`, with its metadata."""
-  from jaxscale import models
-  ckpt, meta = ckpt_lib.open_finished(directory, what)
-  with ckpt:
-    try:
-      abstract = nnx.eval_shape(lambda: models.create(meta["model"], meta["num_classes"], meta["image_size"],
-                                                      rngs=nnx.Rngs(0), dtype=dtype))
-    except JaxscaleError:
-      raise JaxscaleError(f"{what} {directory} holds model {meta['model']!r}, which this version does not know")
-    graphdef, like = nnx.split(abstract, nnx.Param)
-    params = ckpt.restore_params(like, sharding_lib.param_shardings(like, mesh))
-  return graphdef, params, meta
-
-
-def load_teacher(config: ConfigDict, stage: str, num_classes: int, mesh, dtype) -> dict:
-  """Loads the distillation teacher for `stage` and checks it fits the stage's dataset."""
-  d = config.distill
-  directory = d.teacher_checkpoint
-  if not os.path.isdir(directory) and "://" not in directory:
-    raise JaxscaleError(f"teacher checkpoint {directory} does not exist; "
-                        "set config.distill.teacher_checkpoint to a finished pretrain stage directory")
-  graphdef, params, meta = load_finished_params(directory, "teacher checkpoint", mesh, dtype)
-  want = d.teacher_model or config.model.name
-  if meta["model"] != want:
-    raise JaxscaleError(f"incompatible teacher: {directory} holds model {meta['model']!r} but "
-                        f"config.distill.teacher_model asks for {want!r}; fix one of them")
-  if meta["num_classes"] != num_classes or meta["image_size"] != config.data.image_size:
-    raise JaxscaleError(
-        f"incompatible teacher: {directory} predicts {meta['num_classes']} classes at "
-        f"{meta['image_size']}px but the {stage} data has {num_classes} classes at "
-        f"{config.data.image_size}px; use a teacher trained on the same label set or change config.distill.stage")
-  return {"graphdef": graphdef, "params": params, "model": meta["model"], "dir": directory}
-
-
-def build_student(config: ConfigDict, stage: str, workdir: str, num_classes: int, mesh, dtype
-                  ) -> tuple[nnx.Module, dict | None]:
-  """The student: fresh for pretrain; for finetune the pretrained backbone with a fresh head.
-
-  Returns the model (unsharded, host) and, for finetune, the pretrain checkpoint's metadata.
-  """
-  from jaxscale import models
-  image_size = config.data.image_size
-  if stage == "pretrain":
-    model = models.create(config.model.name, num_classes, image_size,
-                          rngs=nnx.Rngs(purpose_key(config.seed, "init")), dtype=dtype)
-    return model, None
-  directory = config.finetune.init_checkpoint or os.path.join(workdir, "pretrain")
-  ckpt, meta = ckpt_lib.open_finished(directory, "pretrain checkpoint")
-  ckpt.close()
-  if meta.get("stage") != "pretrain":
-    raise JaxscaleError(f"{directory} is a {meta.get('stage')} checkpoint; config.finetune.init_checkpoint "
-                        "must name a pretrain stage directory")
-  if meta["model"] != config.model.name:
-    raise JaxscaleError(f"pretrain checkpoint {directory} holds model {meta['model']!r}, not "
-                        f"config.model.name={config.model.name!r}; point config.finetune.init_checkpoint "
-                        "at a pretrain of this model")
-  single = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]).reshape(1, 1), sharding_lib.AXES)
-  graphdef, params, _ = load_finished_params(directory, "pretrain checkpoint", single, dtype)
-  backbone = nnx.merge(graphdef, jax.device_get(params))
-  model = models.with_new_head(backbone, config.model.name, num_classes, image_size,
-                               rngs=nnx.Rngs(purpose_key(config.seed, "finetune/head")), dtype=dtype)
-  return model, meta
-
-
-def evaluate(eval_step, params, config: ConfigDict, stage: str, mesh) -> dict[str, float]:
-  """Top-1 error and mean cross-entropy on the stage's whole eval split."""
-  _, pipeline, sources, _ = _data()
-  s = config[stage]
-  source = sources.open_source(s.dataset, s.eval_split, config.data.data_dir)
-  errors = loss = count = 0.0
-  for batch in pipeline.eval_batches(source, global_batch_size=int(s.optim.eval_batch_size),
-                                     image_size=config.data.image_size,
-                                     process_index=jax.process_index(), process_count=jax.process_count()):
-    batch = {k: batch[k] for k in ("image", "label", "mask")}
-    sums = jax.device_get(eval_step(params, sharding_lib.shard_batch(batch, mesh)))
-    errors += float(sums["errors"])
-    loss += float(sums["loss"])
-    count += float(sums["count"])
-  if count == 0:
-    raise JaxscaleError(f"the eval split {s.dataset}:{s.eval_split} is empty; set config.{stage}.eval_split")
-  return {"eval_error": errors / count, "eval_loss": loss / count, "eval_count": int(count)}
+    return json.load(f)["runs"]
 
 
 @contextlib.contextmanager
@@ -226,193 +108,368 @@ def _sigterm_flag() -> Iterator[threading.Event]:
     signal.signal(signal.SIGTERM, previous)
 
 
-def _param_count(params: Any) -> int:
-  return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))
+# ----------------------------------------------------------------------------- inputs
+
+@functools.lru_cache(maxsize=4)
+def _split_images(name: str, split: str, data_dir: str, image_size: int, channels: int):
+  """A whole (small) split as host arrays, read once per process."""
+  source = sources.open_source(name, split, data_dir)
+  return pipeline.read_images(source, np.arange(len(source)), image_size, channels)
 
 
-# ----------------------------------------------------------------------------- the stage
+def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) -> dict[str, Any]:
+  """Every run's subset, order table and learning rates, and the images on device or a grain reader.
 
-def run_stage(config: ConfigDict, stage: str, workdir: str, *, records_path: str | None = None,
-              cell_id: str = "", show_progress: bool = True, progress_delay_s: float = 0.0) -> dict:
-  """Trains one stage of one cell, evaluates it and appends its record; returns the record.
+  Returns a dict with ``num_classes``, ``channels``, ``total_steps`` T, ``hashes`` [R],
+  ``lr`` float32 [R, T_pad], ``valid`` bool [T_pad] (T_pad = T rounded up to whole dispatches),
+  ``on_device`` and either ``device`` (``images``, ``labels`` on device and ``index`` int32
+  [R, T_pad, B]) or ``reader`` (a :class:`jaxscale.data.pipeline.DispatchReader`).
+  """
+  s, e = config[stage], config.engine
+  name, data_dir, size_px = s.dataset, config.data.data_dir, int(config.data.image_size)
+  if name.startswith("jaxscale_"):
+    builders.ensure_built(name, data_dir)
+  pipeline.check_image_size(size_px, int(s.crop_padding))
+  source = sources.open_source(name, s.train_split, data_dir)
+  labels = sources.load_labels(name, s.train_split, data_dir)
+  batch, k = int(s.optim.batch_size), int(e.steps_per_dispatch)
+  sizes = {r.size for r in runs}
+  if len(sizes) != 1:
+    raise ValueError(f"a group's runs must share a subset size, got {sorted(sizes)}")
+  size = sizes.pop()
+  if size > len(labels):
+    raise JaxscaleError(f"config.{stage}.size={size} is larger than the {len(labels)} images of "
+                        f"{name}:{s.train_split}; lower it")
+  total = steps_lib.num_train_steps(s.optim, size)
+  padded = -(-total // k) * k
+  order, hashes = [], []
+  for r in runs:
+    idx = subsets.nested_subset(labels, size, derive_seed(r.seed, f"{stage}/subset"))
+    hashes.append(subsets.manifest_hash(idx))
+    table = pipeline.example_order(idx, derive_seed(r.seed, f"{stage}/data"), batch, 0, total)
+    order.append(np.concatenate([table, np.repeat(table[-1:], padded - total, axis=0)]))
+  order = np.stack(order)                                              # [R, T_pad, B]
+  lr = steps_lib.learning_rate_table(s.optim, total)
+  lr = np.broadcast_to(np.concatenate([lr, np.zeros(padded - total, np.float32)]), (len(runs), padded))
+  out = {"num_classes": int(sources.num_classes(name, data_dir)), "channels": pipeline.image_channels(source),
+         "total_steps": total, "hashes": hashes, "lr": np.ascontiguousarray(lr),
+         "valid": np.arange(padded) < total}
+  used = np.unique(order)
+  need_mb = len(used) * size_px * size_px * out["channels"] / 1e6
+  budget = float(e.device_data_mb)
+  if e.data_on_device == "always" and need_mb > budget:
+    raise JaxscaleError(f"config.engine.data_on_device='always' needs {need_mb:.0f} MB for the images of "
+                        f"{name} but config.engine.device_data_mb={budget:g}; raise the budget or use 'auto'")
+  out["on_device"] = e.data_on_device == "always" or (e.data_on_device == "auto" and need_mb <= budget)
+  if out["on_device"]:
+    split_mb = len(source) * size_px * size_px * out["channels"] / 1e6
+    if split_mb <= budget:
+      all_images, all_labels = _split_images(name, s.train_split, data_dir, size_px, out["channels"])
+      images, labels_u = all_images[used], all_labels[used]
+    else:
+      images, labels_u = pipeline.read_images(source, used, size_px, out["channels"])
+    repl = sharding_lib.replicated(mesh)
+    out["device"] = {"images": _put(images, repl), "labels": _put(labels_u, repl),
+                     "index": np.searchsorted(used, order).astype(np.int32)}
+  else:
+    out["reader"] = pipeline.DispatchReader(source, order, steps_per_dispatch=k, image_size=size_px,
+                                            channels=out["channels"], prefetch=int(config.data.prefetch),
+                                            num_workers=int(config.data.num_workers))
+  return out
 
-  Checkpoints live in ``<workdir>/<stage>/`` and a run resumes from them automatically. A stage
-  that already finished is not retrained: its record is returned (and appended to
-  `records_path` only if it is missing there).
+
+def _put(x: np.ndarray, sharding) -> jax.Array:
+  """Host-identical values onto a (possibly multi-process) sharding."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def _dispatch_data(inputs: dict, d: int, k: int, batch_iter) -> dict:
+  """The ``data`` argument of dispatch `d`: device gather indices, or the images grain read."""
+  if inputs["on_device"]:
+    dev = inputs["device"]
+    index = np.ascontiguousarray(np.swapaxes(dev["index"][:, d * k:(d + 1) * k], 0, 1))   # [K, R, B]
+    return {"images": dev["images"], "labels": dev["labels"], "index": index}
+  images, labels = next(batch_iter)
+  return {"images": images, "labels": labels}
+
+
+# ----------------------------------------------------------------------------- models
+
+def _abstract_params(name: str, num_classes: int, image_size: int, dtype) -> tuple[Any, dict]:
+  abstract = nnx.eval_shape(lambda: models.create(name, num_classes, image_size, rngs=nnx.Rngs(0), dtype=dtype))
+  graphdef, state = nnx.split(abstract, nnx.Param)
+  return graphdef, state
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(name: str, num_classes: int, image_size: int, dtype):
+  def init(key):
+    model = models.create(name, num_classes, image_size, rngs=nnx.Rngs(jax.random.wrap_key_data(key)),
+                          dtype=dtype)
+    return nnx.split(model, nnx.Param)[1].to_pure_dict()
+  return jax.jit(init)
+
+
+def _fresh_params(name: str, num_classes: int, image_size: int, dtype, keys: np.ndarray) -> dict:
+  """Host parameters of len(keys) freshly initialised models (runs axis first), one key each.
+
+  One compiled initialiser per model serves every group size."""
+  init = _init_fn(name, num_classes, image_size, dtype)
+  per_run = jax.device_get([init(jnp.asarray(key)) for key in keys])
+  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_run)
+
+
+def _keys(runs: Sequence[Run], purpose: str) -> np.ndarray:
+  return np.stack([np.asarray(jax.random.key_data(purpose_key(r.seed, purpose))) for r in runs])
+
+
+def _load_run(directory: str, what: str, dtype) -> tuple[Any, dict, dict]:
+  """(graphdef, host params, run.json) of a finished run directory."""
+  meta = ckpt_lib.open_finished(directory, what)
+  try:
+    graphdef, state = _abstract_params(meta["model"], meta["num_classes"], meta["image_size"], dtype)
+  except JaxscaleError:
+    raise JaxscaleError(f"{what} {directory} holds model {meta['model']!r}, which this version does not know")
+  return graphdef, ckpt_lib.load_params(directory, state.to_pure_dict()), meta
+
+
+def _with_backbone(fresh: dict, backbone: dict) -> dict:
+  """`fresh`'s head on `backbone`'s other parameters (a ViT's position embedding resized if needed)."""
+  out = {k: v for k, v in backbone.items() if k != transfer.HEAD}
+  out[transfer.HEAD] = fresh[transfer.HEAD]
+  if "pos_embed" in out and np.shape(out["pos_embed"]) != np.shape(fresh["pos_embed"]):
+    grid = int(round(np.shape(fresh["pos_embed"])[1] ** 0.5))
+    out["pos_embed"] = vit.interpolate_pos_embed(jnp.asarray(out["pos_embed"]), grid)
+  return out
+
+
+def initial_params(config: ConfigDict, stage: str, runs: Sequence[Run], num_classes: int, dtype
+                   ) -> tuple[Any, dict, list[dict | None]]:
+  """(graphdef, params [R, ...], init metas): fresh models for pretraining; for fine-tuning each
+  run's pretrained backbone with a fresh head (seeded by ``finetune/head``)."""
+  name, size_px = config.model.name, int(config.data.image_size)
+  graphdef, _ = _abstract_params(name, num_classes, size_px, dtype)
+  if stage == "pretrain":
+    return graphdef, _fresh_params(name, num_classes, size_px, dtype, _keys(runs, "init")), [None] * len(runs)
+  heads = jax.device_get(_fresh_params(name, num_classes, size_px, dtype, _keys(runs, "finetune/head")))
+  params, metas = [], []
+  for i, r in enumerate(runs):
+    _, backbone, meta = _load_run(r.init, "pretrain checkpoint", dtype)
+    if meta.get("stage") != "pretrain":
+      raise JaxscaleError(f"{r.init} is a {meta.get('stage')} run; config.finetune.init_checkpoint must name "
+                          "a pretrain run directory")
+    if meta["model"] != name:
+      raise JaxscaleError(f"pretrain checkpoint {r.init} holds model {meta['model']!r}, not "
+                          f"config.model.name={name!r}; point config.finetune.init_checkpoint at a pretrain "
+                          "of this model")
+    params.append(_with_backbone(jax.tree_util.tree_map(lambda x: x[i], heads), backbone))
+    metas.append(meta)
+  return graphdef, jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *params), metas
+
+
+def load_teacher(config: ConfigDict, stage: str, num_classes: int, dtype) -> dict:
+  """The distillation teacher of `stage`, checked against the stage's data."""
+  d = config.distill
+  graphdef, params, meta = _load_run(d.teacher_checkpoint, "teacher checkpoint", dtype)
+  want = d.teacher_model or config.model.name
+  if meta["model"] != want:
+    raise JaxscaleError(f"incompatible teacher: {d.teacher_checkpoint} holds model {meta['model']!r} but "
+                        f"config.distill.teacher_model asks for {want!r}; fix one of them")
+  if meta["num_classes"] != num_classes or meta["image_size"] != config.data.image_size:
+    raise JaxscaleError(
+        f"incompatible teacher: {d.teacher_checkpoint} predicts {meta['num_classes']} classes at "
+        f"{meta['image_size']}px but the {stage} data has {num_classes} classes at "
+        f"{config.data.image_size}px; use a teacher trained on the same label set or change config.distill.stage")
+  return {"graphdef": graphdef, "params": params, "model": meta["model"]}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@functools.lru_cache(maxsize=4)
+def _eval_chunks(name: str, split: str, data_dir: str, image_size: int, channels: int, chunk: int):
+  source = sources.open_source(name, split, data_dir)
+  return tuple(pipeline.eval_chunks(source, chunk_size=chunk, image_size=image_size, channels=channels))
+
+
+def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, mesh, channels: int
+             ) -> dict[str, np.ndarray]:
+  """Top-1 error and mean cross-entropy of every run on the stage's whole eval split ([R] each)."""
+  s = config[stage]
+  eval_chunk = steps_lib.make_eval_chunk(graphdef, mesh, params_sharding)
+  chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, int(config.data.image_size), channels,
+                        int(s.optim.eval_batch_size))
+  sums = [eval_chunk(params, chunk) for chunk in chunks]
+  sums = jax.device_get(sums)
+  count = float(sum(x["count"] for x in sums))
+  errors = np.sum([x["errors"] for x in sums], axis=0)
+  loss = np.sum([x["loss"] for x in sums], axis=0)
+  return {"eval_error": errors / count, "eval_loss": loss / count, "eval_count": int(count)}
+
+
+# ----------------------------------------------------------------------------- the group
+
+def _pad_runs(runs: Sequence[Run], multiple: int) -> list[Run]:
+  """Repeats the first run so the group divides the mesh's runs axis (the copies are discarded)."""
+  runs = list(runs)
+  return runs + [runs[0]] * (-len(runs) % multiple)
+
+
+def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: str, *,
+                show_progress: bool = True, progress_delay_s: float = 0.0, desc: str = "") -> list[dict]:
+  """Trains, evaluates and (optionally) saves every run of a group; returns one result per run.
+
+  A group that finished is not retrained: its saved results are returned. An unfinished one
+  resumes from its last checkpoint in `group_dir`.
 
   Args:
-    config: a validated config (:func:`jaxscale.config.base_config` schema).
+    config: a validated config; ``config.model.name`` is the group's model and
+      ``config.distill.teacher_checkpoint`` the teacher of its runs with ``alpha > 0``.
     stage: ``"pretrain"`` or ``"finetune"``.
-    workdir: the cell's directory.
-    records_path: JSON-lines file to append to; default ``<workdir>/records.jsonl``.
-    cell_id: stored in the record.
-    show_progress: draw a progress display (process 0 only).
-    progress_delay_s: show nothing for stages that end sooner than this (seconds).
+    runs: the runs (equal subset sizes, hence equal step counts).
+    group_dir: checkpoints and ``result.json``.
+
+  Returns:
+    Per run, in order: ``name, eval_error, eval_loss, eval_count, steps, diverged_at`` (the step
+    whose loss or gradient was not finite, or None), ``losses`` (per step), ``subset_hash``,
+    ``params`` (count), ``num_classes``, ``init`` (the run.json it started from, fine-tuning),
+    ``wall_s`` (its share of the group's time), ``group_size``.
 
   Raises:
     JaxscaleError: a user-fixable problem (one line); :class:`Preempted` after SIGTERM.
   """
-  t_start = time.time()
   if stage not in STAGES:
     raise JaxscaleError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-  config = config_lib.validate(config)
-  records_path = records_path or os.path.join(workdir, "records.jsonl")
-  stage_dir = os.path.join(workdir, stage)
-  is_main = jax.process_index() == 0
-
-  done = finished_record(workdir, stage)
+  done = finished(group_dir)
   if done is not None:
-    if is_main and done not in records_lib.read(records_path):
-      records_lib.append(records_path, done)
-    logger.info("%s stage in %s already finished; not retraining", stage, workdir)
     return done
-
-  s = config[stage]
-  optim = s.optim
-  dtype = {"float32": np.float32, "bfloat16": jax.numpy.bfloat16}[config.model.dtype]
+  t_start = time.time()
   mesh = sharding_lib.make_mesh(config.mesh)
-  sharding_lib.check_batch_size(int(optim.batch_size), mesh, f"config.{stage}.optim.batch_size")
-  sharding_lib.check_batch_size(int(optim.eval_batch_size), mesh, f"config.{stage}.optim.eval_batch_size")
-  ckpt_lib.check_shared_directory(stage_dir)
+  sharding_lib.check_batch_size(int(config[stage].optim.batch_size), mesh, f"config.{stage}.optim.batch_size")
+  ckpt_lib.check_shared_directory(group_dir)
+  names = [r.name for r in runs]
+  runs = _pad_runs(runs, mesh.shape["runs"])
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
+  inputs = prepare_inputs(config, stage, runs, mesh)
+  distil = config.distill.stage in (stage, "both") and any(r.alpha > 0 for r in runs)
+  if distil and not config.distill.teacher_checkpoint:
+    raise JaxscaleError("a run distils (alpha > 0) but config.distill.teacher_checkpoint is empty; "
+                        "name a finished pretrain run directory")
+  teacher = load_teacher(config, stage, inputs["num_classes"], dtype) if distil else None
+  graphdef, params, init_metas = initial_params(config, stage, runs, inputs["num_classes"], dtype)
 
-  data = prepare_subset(config, stage)
-  total_steps = steps_lib.num_train_steps(optim, len(data["indices"]))
+  o, k = config[stage].optim, int(config.engine.steps_per_dispatch)
+  settings = steps_lib.optimizer_settings(o)
+  _, one_run = _abstract_params(config.model.name, inputs["num_classes"], int(config.data.image_size), dtype)
+  param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
+  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
+  state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
+  teacher_sh = (sharding_lib.param_shardings(_abstract_params(teacher["model"], inputs["num_classes"],
+                                                              int(config.data.image_size), dtype)[1], mesh
+                                             ).to_pure_dict() if teacher else None)
+  spec = steps_lib.StepSpec(
+      graphdef=graphdef, settings=settings, batch_size=int(o.batch_size),
+      crop_padding=int(config[stage].crop_padding),
+      flip=bool(config[stage].flip) and sources.allows_flip(config[stage].dataset),
+      label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher["graphdef"] if teacher else None,
+      temperature=float(config.distill.temperature), on_device=inputs["on_device"])
+  chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh)
+  consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
+            "key": _keys(runs, f"{stage}/augment")}
+  teacher_params = jax.device_put(teacher["params"], teacher_sh) if teacher else None
 
-  distil_here = bool(config.distill.teacher_checkpoint) and config.distill.stage in (stage, "both")
-  teacher = load_teacher(config, stage, data["num_classes"], mesh, dtype) if distil_here else None
-  model, pretrain_meta = build_student(config, stage, workdir, data["num_classes"], mesh, dtype)
-  graphdef, host_params = _split_params(model)
-  del model
-
-  settings = steps_lib.optimizer_settings(optim)
-  rng = purpose_key(config.seed, f"{stage}/rng")
-  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings, rng), host_params)
-  state_sh = steps_lib.state_shardings(abstract, settings, mesh)
-
-  from jaxscale import models
-  if pretrain_meta is None:
-    dp, df = int(config.pretrain.size), 0
-    distilled, teacher_name = teacher is not None, teacher["model"] if teacher else ""
-  else:
-    dp, df = int(pretrain_meta["dp"]), int(config.finetune.size)
-    distilled = teacher is not None or bool(pretrain_meta.get("distilled"))
-    teacher_name = teacher["model"] if teacher else pretrain_meta.get("teacher", "")
-  meta = {"stage": stage, "model": config.model.name, "num_classes": data["num_classes"],
-          "image_size": int(config.data.image_size), "dataset": s.dataset, "dp": dp, "df": df,
-          "distilled": distilled, "teacher": teacher_name, "subset_hash": data["hash"],
-          "total_steps": total_steps, "finished": False, "losses": [], "wall_s": 0.0}
-
-  _, pipeline, _, _ = _data()
-  iterator = pipeline.train_iterator(
-      data["source"], data["indices"], global_batch_size=int(optim.batch_size),
-      image_size=int(config.data.image_size), seed=purpose_seed(config.seed, f"{stage}/data"),
-      crop_padding=int(s.crop_padding), flip=bool(s.flip), process_index=jax.process_index(),
-      process_count=jax.process_count(), num_workers=int(config.data.num_workers),
-      prefetch=int(config.data.prefetch))
-
-  ckpts = ckpt_lib.StageCheckpoints(stage_dir, keep=int(config.checkpoint.keep),
-                                    every_steps=int(config.checkpoint.every_steps))
+  ckpts = ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep))
   try:
     if ckpts.latest_step() is not None:
-      state, saved = ckpts.restore(abstract, state_sh, iterator)
-      for field in ("model", "subset_hash", "total_steps", "num_classes"):
-        if saved.get(field) != meta[field]:
-          raise JaxscaleError(f"{stage_dir} holds a checkpoint of another run ({field} "
-                              f"{saved.get(field)!r} != {meta[field]!r}); use a fresh --workdir")
-      if saved.get("finished"):  # stopped after the final save, before the record landed
-        return _publish(stage_dir, records_path, saved["record"], saved["losses"], is_main)
-      meta["losses"], wall_before = list(saved["losses"]), float(saved["wall_s"])
-      logger.info("resuming %s from step %d", stage, int(jax.device_get(state.step)))
+      state, saved = ckpts.restore(abstract, state_sh)
+      if saved.get("runs") != names:
+        raise JaxscaleError(f"{group_dir} holds a checkpoint of other runs; use a fresh --workdir")
+      if saved.get("steps_per_dispatch") != k:
+        raise JaxscaleError(f"{group_dir} was checkpointed with config.engine.steps_per_dispatch="
+                            f"{saved.get('steps_per_dispatch')}; resume with that value")
+      losses, wall_before = saved["losses"], float(saved["wall_s"])
+      logger.info("resuming %s from step %d", desc or stage, saved["step"])
     else:
-      wall_before = 0.0
-      params = _place(host_params, state_sh.params)
-      state = jax.jit(lambda p: steps_lib.create_state(p, settings, rng), out_shardings=state_sh)(params)
-    del host_params
-
-    train_step = steps_lib.make_train_step(
-        graphdef, settings, state_sharding=state_sh, mesh=mesh,
-        label_smoothing=float(optim.label_smoothing),
-        teacher_graphdef=teacher["graphdef"] if teacher else None,
-        teacher_sharding=sharding_lib.param_shardings(teacher["params"], mesh) if teacher else None,
-        alpha=float(config.distill.alpha), temperature=float(config.distill.temperature))
-    eval_step = steps_lib.make_eval_step(graphdef, params_sharding=state_sh.params, mesh=mesh)
-    teacher_params = teacher["params"] if teacher else None
-
-    start = int(jax.device_get(state.step))
-    batch_size = int(optim.batch_size)
-    train_s = 0.0
-    desc = f"{stage} {config.model.name}" + (f" {cell_id}" if cell_id else "")
-    bar = Progress(total_steps, desc=desc, unit="step", initial=start,
-                   enabled=show_progress and is_main, delay_s=progress_delay_s)
-    t_setup = time.time() - t_start
-    with _sigterm_flag() as sigterm, bar:
-      for step in range(start, total_steps):
-        if sigterm.is_set():
-          meta["wall_s"] = wall_before + time.time() - t_start
-          if ckpts.latest_step() != step:
-            ckpts.save(state, iterator, meta, force=True)
-          raise Preempted(f"{stage} stopped by SIGTERM at step {step}; checkpoint saved in "
-                          f"{stage_dir}; run again to resume")
-        batch = next(iterator)
-        batch = sharding_lib.shard_batch({"image": batch["image"], "label": batch["label"]}, mesh)
-        lr = np.float32(steps_lib.learning_rate(optim, step, total_steps))
-        t0 = time.perf_counter()
-        state, metrics = train_step(state, batch, teacher_params, lr)
-        metrics = jax.device_get(metrics)
-        train_s += time.perf_counter() - t0
-        loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-          last = ckpts.latest_step()
-          raise JaxscaleError(
-              f"{stage} loss became {'nan' if loss != loss else loss} (grad norm {grad_norm}) at step "
-              f"{step + 1}; stopped; the last good checkpoint is "
-              f"{'step ' + str(last) if last is not None else 'none'}; lower config.{stage}.optim.lr")
-        meta["losses"].append(loss)
-        bar.update(1, loss=loss, **{"img/s": round(batch_size / max(time.perf_counter() - t0, 1e-9))})
-        done_steps = step + 1
-        if optim.eval_every and done_steps % int(optim.eval_every) == 0 and done_steps < total_steps:
-          result = evaluate(eval_step, state.params, config, stage, mesh)
-          logger.info("%s step %d: eval error %.4f, loss %.4f", stage, done_steps,
-                      result["eval_error"], result["eval_loss"])
-        if done_steps < total_steps and ckpts.should_save(done_steps):
-          meta["wall_s"] = wall_before + time.time() - t_start
-          ckpts.save(state, iterator, meta)
-
-    t_eval = time.time()
-    result = evaluate(eval_step, state.params, config, stage, mesh)
-    t_eval = time.time() - t_eval
-    flops_per_image = 3.0 * models.flops_per_image(config.model.name, data["num_classes"],
-                                                   int(config.data.image_size))
-    if teacher:
-      flops_per_image += models.flops_per_image(teacher["model"], data["num_classes"],
-                                                int(config.data.image_size))
-    meta["wall_s"] = wall_before + time.time() - t_start
-    record = {
-        "stage": stage, "model": config.model.name, "params": _param_count(state.params),
-        "dp": dp, "df": df, "distilled": distilled, "teacher": teacher_name,
-        "seed": int(config.seed), "subset_hash": data["hash"], "steps": total_steps,
-        "flops": float(flops_per_image * total_steps * batch_size),
-        "eval_error": result["eval_error"], "eval_loss": result["eval_loss"],
-        "wall_s": round(meta["wall_s"], 3), "config_hash": config_lib.result_hash(config),
-        "version": jaxscale.__version__, "cell_id": cell_id,
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    meta.update(finished=True, record=record)
-    t_save = time.time()
-    ckpts.save(state, iterator, meta, force=True)
-    t_save = time.time() - t_save
+      state = steps_lib.make_init(settings, state_sh)(jax.tree_util.tree_map(_put, params, param_sh))
+      losses, wall_before = [[] for _ in names], 0.0
+    del params
+    total = inputs["total_steps"]
+    state, losses = _train_loop(config, stage, chunk, state, consts, teacher_params, inputs, ckpts, names,
+                                losses, wall_before, t_start, show_progress, progress_delay_s, desc)
+    result = evaluate(config, stage, graphdef, state.params, state_sh.params, mesh, inputs["channels"])
+    host_params = jax.device_get(state.params)
+    diverged = np.asarray(jax.device_get(state.diverged_at))
   finally:
     ckpts.close()
-  LAST_TIMINGS.update(setup_s=t_setup, train_steps_s=train_s, eval_s=t_eval, final_save_s=t_save,
-                      total_s=time.time() - t_start)
-  return _publish(stage_dir, records_path, record, meta["losses"], is_main)
+  wall = wall_before + time.time() - t_start
+  results = []
+  for i, r in enumerate(runs[:len(names)]):
+    if r.out_dir:
+      meta = {"stage": stage, "model": config.model.name, "num_classes": inputs["num_classes"],
+              "image_size": int(config.data.image_size), "dataset": config[stage].dataset, **dict(r.meta)}
+      ckpt_lib.save_run(r.out_dir, jax.tree_util.tree_map(lambda x: x[i], host_params), meta)
+    results.append({
+        "name": r.name, "eval_error": float(result["eval_error"][i]), "eval_loss": float(result["eval_loss"][i]),
+        "eval_count": result["eval_count"], "steps": total,
+        "diverged_at": int(diverged[i]) if diverged[i] else None, "losses": losses[i],
+        "subset_hash": inputs["hashes"][i], "params": models.count_params(one_run),
+        "num_classes": inputs["num_classes"], "init": init_metas[i],
+        "wall_s": round(wall / len(names), 3), "group_size": len(names)})
+  atomic_write_text(os.path.join(group_dir, RESULT_FILE), json.dumps({"runs": results}, sort_keys=True))
+  return results
 
 
-def _publish(stage_dir: str, records_path: str, record: dict, losses: list[float], is_main: bool) -> dict:
-  """Marks the stage finished (``record.json``) and appends its record unless already there."""
-  if is_main:
-    atomic_write_text(os.path.join(stage_dir, RECORD_FILE),
-                      json.dumps({"record": record, "losses": losses}, sort_keys=True))
-    if record not in records_lib.read(records_path):
-      records_lib.append(records_path, record)
-  return record
+def _train_loop(config, stage, chunk, state, consts, teacher_params, inputs, ckpts, names, losses,
+                wall_before, t_start, show_progress, progress_delay_s, desc):
+  """Dispatches K steps at a time until every run has trained; returns (state, per-run losses)."""
+  k = int(config.engine.steps_per_dispatch)
+  total, batch = inputs["total_steps"], int(config[stage].optim.batch_size)
+  start = len(losses[0])
+  every, last_save = int(config.checkpoint.every_steps), start
+  batch_iter = None if inputs["on_device"] else inputs["reader"].iterate(start // k)
+  sync = bool(config.engine.sync_every_step)
+  pending = None  # the previous dispatch's losses: fetched after the next dispatch is queued
+
+  def collect(item):
+    step0, device_losses = item
+    got = np.asarray(jax.device_get(device_losses))                  # [K, R]
+    n = min(k, total - step0)
+    for i in range(len(names)):
+      losses[i].extend(float(v) for v in got[:n, i])
+    return float(np.nanmean(got[:n, :len(names)]))
+
+  bar = Progress(total, desc=desc or stage, unit="step", initial=start,
+                 enabled=show_progress and jax.process_index() == 0, delay_s=progress_delay_s)
+  with _sigterm_flag() as sigterm, bar:
+    for step0 in range(start, total, k):
+      if sigterm.is_set():
+        if pending is not None:
+          collect(pending)
+        ckpts.save(step0, state, {"runs": names, "losses": losses, "step": step0, "steps_per_dispatch": k,
+                                  "wall_s": wall_before + time.time() - t_start})
+        ckpts.close()
+        raise Preempted(f"{stage} stopped by SIGTERM at step {step0}; checkpoint saved in "
+                        f"{ckpts.directory}; run again to resume")
+      d = step0 // k
+      t0 = time.perf_counter()
+      lr = np.ascontiguousarray(inputs["lr"][:, d * k:(d + 1) * k].T)
+      state, device_losses = chunk(state, consts, teacher_params, _dispatch_data(inputs, d, k, batch_iter),
+                                   lr, inputs["valid"][d * k:(d + 1) * k])
+      loss = collect(pending) if pending is not None else None
+      pending = (step0, device_losses)
+      if sync:
+        loss, pending = collect(pending), None
+      done = min(step0 + k, total)
+      rate = len(names) * batch * (done - step0) / max(time.perf_counter() - t0, 1e-9)
+      bar.update(done - step0, **({"loss": round(loss, 4)} if loss is not None else {}),
+                 **{"img/s": round(rate)})
+      if done < total and done - last_save >= every:
+        if pending is not None:
+          collect(pending)
+          pending = None
+        ckpts.save(done, state, {"runs": names, "losses": losses, "step": done, "steps_per_dispatch": k,
+                                 "wall_s": wall_before + time.time() - t_start})
+        last_save = done
+    if pending is not None:
+      collect(pending)
+  return state, losses

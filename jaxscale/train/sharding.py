@@ -1,9 +1,11 @@
 """The device mesh, batch sharding and parameter shardings.
 
-The mesh has two named axes, ``("data", "fsdp")``. Batches are split over both (FSDP is data
-parallel too); parameters are laid out by the models' logical-axis annotations, so large weights
-are sharded over ``fsdp`` and everything else is replicated. The same code runs on one device, on
-simulated host devices and on several processes (after :func:`initialize_distributed`).
+The mesh has three named axes, ``("runs", "data", "fsdp")``. A group of runs is spread over
+``runs`` (each device trains whole runs: no communication between them); each run's batch is split
+over ``data`` and ``fsdp`` (FSDP is data parallel too) and its parameters are laid out by the
+models' logical-axis annotations, so large weights are sharded over ``fsdp`` and everything else is
+replicated within a run. The same code runs on one device, on simulated host devices and on several
+processes (after :func:`initialize_distributed`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from jaxscale.errors import JaxscaleError
 
 logger = logging.getLogger("jaxscale")
 
-AXES = ("data", "fsdp")
+AXES = ("runs", "data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
 
 # Environment variables whose presence means "this process is one of several hosts".
@@ -48,32 +50,32 @@ def initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
   return True
 
 
-def mesh_shape(data: int, fsdp: int, num_devices: int) -> tuple[int, int]:
-  """Resolves ``-1`` (all remaining devices) and checks the product; raises JaxscaleError."""
-  if data == -1 and fsdp == -1:
-    raise JaxscaleError("only one of config.mesh.data and config.mesh.fsdp may be -1")
-  if data == -1 or fsdp == -1:
-    known = fsdp if data == -1 else data
+def mesh_shape(runs: int, data: int, fsdp: int, num_devices: int) -> tuple[int, int, int]:
+  """Resolves one ``-1`` (all remaining devices) and checks the product; raises JaxscaleError."""
+  sizes = [runs, data, fsdp]
+  if sizes.count(-1) > 1:
+    raise JaxscaleError("only one of config.mesh.runs, config.mesh.data and config.mesh.fsdp may be -1")
+  if -1 in sizes:
+    known = int(np.prod([v for v in sizes if v != -1]))
     if known < 1 or num_devices % known:
       raise JaxscaleError(
-          f"mesh axis of size {known} does not divide the {num_devices} devices; "
-          f"set config.mesh.data and config.mesh.fsdp to divisors of {num_devices}")
-    other = num_devices // known
-    data, fsdp = (other, fsdp) if data == -1 else (data, other)
-  if data * fsdp != num_devices:
+          f"mesh axes of total size {known} do not divide the {num_devices} devices; "
+          f"set config.mesh.runs, .data and .fsdp to divisors of {num_devices}")
+    sizes[sizes.index(-1)] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
     raise JaxscaleError(
-        f"mesh data={data} x fsdp={fsdp} = {data * fsdp} does not match the {num_devices} devices; "
-        f"set config.mesh.data * config.mesh.fsdp = {num_devices} (or one of them to -1)")
-  return data, fsdp
+        f"mesh runs={sizes[0]} x data={sizes[1]} x fsdp={sizes[2]} = {int(np.prod(sizes))} does not match the "
+        f"{num_devices} devices; make config.mesh.runs * .data * .fsdp = {num_devices} (or one of them -1)")
+  return tuple(sizes)
 
 
 def make_mesh(mesh_config: Any, devices: list | None = None) -> Mesh:
-  """A ``("data", "fsdp")`` mesh over all (global) devices from ``config.mesh``."""
+  """A ``("runs", "data", "fsdp")`` mesh over all (global) devices from ``config.mesh``."""
   devices = jax.devices() if devices is None else devices
-  data, fsdp = mesh_shape(int(mesh_config.data), int(mesh_config.fsdp), len(devices))
-  # Order devices process by process so each process holds a contiguous block of the batch.
+  shape = mesh_shape(int(mesh_config.runs), int(mesh_config.data), int(mesh_config.fsdp), len(devices))
+  # Order devices process by process so each process holds a contiguous block.
   ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
-  return Mesh(np.asarray(ordered, dtype=object).reshape(data, fsdp), AXES)
+  return Mesh(np.asarray(ordered, dtype=object).reshape(shape), AXES)
 
 
 def data_parallel_size(mesh: Mesh) -> int:
@@ -94,12 +96,18 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str) -> None:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over the data axes; other axes whole."""
+  """One run's batch: leading (batch) axis split over the data axes, other axes whole."""
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def runs_sharding(mesh: Mesh, ndim: int = 1, lead: int = 0, batch_dim: bool = False) -> NamedSharding:
+  """An array with a runs axis after `lead` leading axes: ``[lead..., R, (B,) ...]`` over runs (and data)."""
+  spec = [None] * lead + ["runs"] + ([BATCH_AXES] if batch_dim else [])
+  return NamedSharding(mesh, P(*spec))
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -109,9 +117,14 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
 
 
 def param_shardings(params: Any, mesh: Mesh) -> Any:
-  """NamedShardings for a parameter state from the models' logical annotations."""
+  """NamedShardings for one run's parameter state from the models' logical annotations."""
   from jaxscale.models import partitioning
   return partitioning.param_shardings(params, mesh, fsdp_axis="fsdp")
+
+
+def with_runs_axis(shardings: Any) -> Any:
+  """Prepends the ``runs`` mesh axis to every NamedSharding of a tree (one run -> a group ``[R, ...]``)."""
+  return jax.tree_util.tree_map(lambda s: NamedSharding(s.mesh, P("runs", *s.spec)), shardings)
 
 
 def to_host(tree: Any) -> Any:

@@ -1,41 +1,58 @@
-"""The train state, the optimizer and the jitted train and eval steps.
+"""The group train state, the optimizer, and the compiled train and eval programs.
 
-A model is kept split into its static ``graphdef`` and its parameter ``nnx.State`` so a step is
-a pure function of arrays: ``train_step(state, batch, teacher_params) -> (state, metrics)``. The
-teacher (when distilling) runs inside the same jitted function with frozen parameters and no
-optimizer state. Steps carry explicit input/output shardings and donate the train state.
+A group is R runs of one model shape trained together. Every array of the train state carries a
+leading runs axis ``[R, ...]``; one train step is a function of one run (:func:`_run_step`) that is
+``jax.vmap``-ed over the runs and ``jax.lax.scan``-ned over the K steps of one dispatch
+(:func:`make_train_chunk`). Per-run scalars ride along: the KD weight ``alpha`` (a plain run is
+``alpha = 0``), the augmentation key and, per step, the learning rate (read from a table computed
+on the host, :func:`learning_rate`, so every run gets exactly the same rates in or out of a group).
+A run whose loss or gradient stops being finite stops updating (its ``diverged_at`` is set) while
+the others go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxscale.data import augment
 from jaxscale.train import losses
 from jaxscale.train import sharding as sharding_lib
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """Everything a step updates. ``step`` int32 [], ``rng`` uint32 key data [2]."""
-  step: jax.Array
-  params: Any       # nnx.State of the student's nnx.Param variables (float32)
-  opt_state: Any    # optax state
-  rng: jax.Array
+  """Everything a step updates, each with a leading runs axis R.
 
+  Attributes:
+    step: int32 [R], updates done.
+    params: the student's parameters as a nested dict of float32 [R, ...].
+    opt_state: optax state of ``params`` (leaves [R, ...]).
+    diverged_at: int32 [R], the 1-based step whose loss or gradient was not finite (0 = healthy).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  diverged_at: jax.Array
+
+
+# ----------------------------------------------------------------------------- schedule and budget
 
 def num_train_steps(optim: Any, subset_size: int) -> int:
   """The training length rule.
 
   ``steps = max(min_steps, ceil(epochs * subset_size / batch_size))``, then capped at
-  ``max_steps`` when that is positive. Training length is therefore set in epochs over the
-  subset, and tiny subsets still get ``min_steps`` updates (more epochs). This shapes the fitted
-  exponents: below ``min_steps * batch_size / epochs`` images, compute per run is constant.
+  ``max_steps`` when that is positive. With ``min_steps = max_steps = N`` every run trains N
+  steps whatever its subset size (a fixed example budget); otherwise length is set in epochs.
   """
   steps = max(int(optim.min_steps), math.ceil(float(optim.epochs) * subset_size / int(optim.batch_size)))
   if int(optim.max_steps) > 0:
@@ -58,8 +75,24 @@ def learning_rate(optim: Any, step: int, total_steps: int) -> float:
   return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / remaining))
 
 
+def learning_rate_table(optim: Any, total_steps: int) -> np.ndarray:
+  """float32 [total_steps]: :func:`learning_rate` of every update (the per-run table the device reads)."""
+  return np.asarray([learning_rate(optim, t, total_steps) for t in range(total_steps)], np.float32)
+
+
+def run_flops(student_flops_per_image: float, teacher_flops_per_image: float, images: int) -> float:
+  """Training FLOPs of one run: ``images * (3 * F_student + F_teacher)``.
+
+  ``F`` is the forward FLOPs per image; the backward pass counts twice the forward and the
+  teacher (0 without distillation) runs forward only.
+  """
+  return float(images) * (3.0 * student_flops_per_image + teacher_flops_per_image)
+
+
+# ----------------------------------------------------------------------------- optimizer and state
+
 def _decay_mask(params: Any) -> Any:
-  """Weight decay on matrices and kernels only (ndim >= 2), not on biases or norm scales."""
+  """Weight decay on matrices and kernels only (ndim >= 2 per run), not on biases or norm scales."""
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
@@ -71,9 +104,9 @@ def optimizer_settings(optim: Any) -> tuple:
 def make_optimizer(settings: tuple) -> optax.GradientTransformation:
   """AdamW or SGD with momentum and global-norm clipping, *without* the learning rate.
 
-  The train step multiplies the updates by ``-lr`` (``lr`` an argument, from
-  :func:`learning_rate_schedule`), which is exactly ``optax.adamw`` / ``optax.sgd``, but one
-  compiled step then serves every training length.
+  The step multiplies the updates by ``-lr`` (``lr`` read from the run's table), which is exactly
+  ``optax.adamw`` / ``optax.sgd`` with that schedule, and one compiled program serves every
+  training length. The transformation acts on one run's parameters (it is vmapped over runs).
 
   Args:
     settings: ``(optimizer, momentum, weight_decay, grad_clip)`` from :func:`optimizer_settings`.
@@ -96,113 +129,177 @@ def make_optimizer(settings: tuple) -> optax.GradientTransformation:
   return optax.chain(*parts)
 
 
-def create_state(params: Any, settings: tuple, rng: jax.Array) -> TrainState:
-  """A fresh train state at step 0 (``rng`` a typed key or raw uint32 key data)."""
-  if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-    rng = jax.random.key_data(rng)
-  opt_state = make_optimizer(settings).init(params)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, rng=rng)
+def create_state(params: Any, settings: tuple) -> TrainState:
+  """A fresh group state at step 0 from parameters with a leading runs axis."""
+  runs = jax.tree_util.tree_leaves(params)[0].shape[0]
+  opt_state = jax.vmap(make_optimizer(settings).init)(params)
+  return TrainState(step=jnp.zeros((runs,), jnp.int32), params=params, opt_state=opt_state,
+                    diverged_at=jnp.zeros((runs,), jnp.int32))
 
 
-def state_shardings(state: TrainState, settings: tuple, mesh) -> TrainState:
-  """Shardings of a train state: params by their logical annotations, optimizer moments alike."""
-  repl = sharding_lib.replicated(mesh)
-  param_sh = sharding_lib.param_shardings(state.params, mesh)
+def state_shardings(state: TrainState, settings: tuple, param_sharding: Any, mesh) -> TrainState:
+  """Shardings of a group state: params as given (runs axis first), optimizer moments alike."""
+  per_run = sharding_lib.runs_sharding(mesh)
   opt_sh = optax.tree_utils.tree_map_params(
-      make_optimizer(settings), lambda _, s: s, state.opt_state, param_sh,
-      transform_non_params=lambda _: repl,
+      make_optimizer(settings), lambda _, s: s, state.opt_state, param_sharding,
+      transform_non_params=lambda _: per_run,
       is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-  return TrainState(step=repl, params=param_sh, opt_state=opt_sh, rng=repl)
+  return TrainState(step=per_run, params=param_sharding, opt_state=opt_sh, diverged_at=per_run)
 
 
-# Jitted steps are reused across stages of one process (a study runs many small stages): the key
-# holds everything the compiled computation depends on besides the argument shapes.
+# ----------------------------------------------------------------------------- the train program
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """Everything a compiled train program depends on besides array shapes (hashable).
+
+  Attributes:
+    graphdef: the student's static structure (parameters are a nested dict).
+    settings: optimizer settings (:func:`make_optimizer`).
+    batch_size: examples per run per step.
+    crop_padding, flip: training augmentation.
+    label_smoothing: of the cross-entropy term.
+    teacher_graphdef: the teacher's structure, or None when no run of the group distils.
+    temperature: KD temperature T.
+    on_device: images are gathered on the device from a uint8 copy (else they arrive per dispatch).
+  """
+  graphdef: Any
+  settings: tuple
+  batch_size: int
+  crop_padding: int = 0
+  flip: bool = False
+  label_smoothing: float = 0.0
+  teacher_graphdef: Any = None
+  temperature: float = 1.0
+  on_device: bool = True
+
+
+def _run_step(spec: StepSpec, teacher_params: Any, carry: tuple, run_in: tuple):
+  """One update of one run. ``carry = (step, params, opt_state, diverged_at)``; returns (carry, loss)."""
+  step, params, opt_state, diverged_at = carry
+  images, labels, lr, valid, alpha, key = run_in
+  positions = step * spec.batch_size + jnp.arange(spec.batch_size, dtype=jnp.int32)
+  x = augment.train_augment(images, key, positions, crop_padding=spec.crop_padding, flip_ok=spec.flip)
+  tx = make_optimizer(spec.settings)
+  if spec.teacher_graphdef is not None:
+    teacher_logits = jax.lax.stop_gradient(nnx.merge(spec.teacher_graphdef, teacher_params)(x))
+
+  def loss_fn(p):
+    logits = nnx.merge(spec.graphdef, p)(x)
+    if spec.teacher_graphdef is not None:
+      return losses.kd_loss(logits, teacher_logits, labels, alpha, spec.temperature, spec.label_smoothing)
+    return losses.cross_entropy(logits, labels, spec.label_smoothing)
+
+  loss, grads = jax.value_and_grad(loss_fn)(params)
+  updates, new_opt = tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, jax.tree_util.tree_map(lambda u: -lr * u, updates))
+  healthy = diverged_at == 0
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  apply = valid & healthy & finite
+  keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(apply, a, b), new, old)
+  diverged_at = jnp.where(valid & healthy & ~finite, step + 1, diverged_at)
+  carry = (step + valid.astype(jnp.int32), keep(new_params, params), keep(new_opt, opt_state), diverged_at)
+  return carry, loss
+
+
+# Compiled programs are reused across the groups of one process (a study runs many small groups): the
+# key holds everything a program depends on besides the argument shapes.
 _CACHE: dict[tuple, Callable] = {}
 
 
-def _mesh_key(mesh) -> tuple:
-  return (tuple(mesh.axis_names), tuple(d.id for d in mesh.devices.flat), mesh.devices.shape)
+def _cache_key(*parts: Any) -> tuple:
+  out = []
+  for part in parts:
+    if isinstance(part, jax.sharding.Mesh):
+      out.append((part.axis_names, tuple(d.id for d in part.devices.flat), part.devices.shape))
+    elif isinstance(part, (StepSpec, nnx.GraphDef, str, int, float)) or part is None:
+      out.append(part)
+    else:  # a pytree of shardings
+      leaves, treedef = jax.tree_util.tree_flatten(part)
+      out.append((treedef, tuple(leaves)))
+  return tuple(out)
 
 
-def make_train_step(graphdef: nnx.GraphDef, settings: tuple, *, state_sharding: TrainState, mesh,
-                    label_smoothing: float = 0.0, teacher_graphdef: nnx.GraphDef | None = None,
-                    teacher_sharding: Any = None, alpha: float = 0.0,
-                    temperature: float = 1.0) -> Callable:
-  """Returns ``train_step(state, batch, teacher_params, lr) -> (state, metrics)``, jitted.
+def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_sharding: Any) -> Callable:
+  """``chunk(state, consts, teacher_params, data, lr, valid) -> (state, losses)``, jitted.
 
-  Args:
-    graphdef: the student's static structure; ``state.params`` its ``nnx.Param`` state.
-    settings: optimizer settings (see :func:`make_optimizer`).
-    state_sharding: shardings of the train state (:func:`state_shardings`).
-    mesh: the device mesh.
-    teacher_graphdef: the teacher's structure, or None to train with plain cross-entropy.
+  Args of the returned function:
+    state: :class:`TrainState` of R runs (donated).
+    consts: ``{"alpha": float32 [R], "key": uint32 [R, 2]}`` per-run KD weight and augmentation key.
+    teacher_params: the teacher's parameters (None without a teacher; shared by the runs, frozen).
+    data: on device ``{"images": uint8 [N, S, S, C], "labels": int32 [N], "index": int32 [K, R, B]}``;
+      else ``{"images": uint8 [K, R, B, S, S, C], "labels": int32 [K, R, B]}``.
+    lr: float32 [K, R], each run's learning rate of each step.
+    valid: bool [K], False for the padding steps after a run's last one.
 
-  The jitted step takes ``batch`` with ``image`` float32 [B, H, W, 3] and ``label`` int32 [B]
-  sharded over the batch axes, ``teacher_params`` (None without a teacher; never updated) and
-  ``lr`` a float32 scalar. ``metrics`` holds replicated float32 scalars ``loss`` (the objective
-  before the update) and ``grad_norm``. The input state is donated.
+  Returns the new state and ``losses`` float32 [K, R] (each step's objective before its update).
   """
-  distil = teacher_graphdef is not None
-  key = ("train", graphdef, settings, float(label_smoothing), teacher_graphdef,
-         float(alpha) if distil else None, float(temperature) if distil else None, _mesh_key(mesh))
-  if key in _CACHE:
-    return _CACHE[key]
-  tx = make_optimizer(settings)
-
-  def train_step(state: TrainState, batch: dict, teacher_params: Any, lr: jax.Array):
-    images, labels = batch["image"], batch["label"]
-    if distil:
-      teacher = nnx.merge(teacher_graphdef, teacher_params)
-      teacher_logits = jax.lax.stop_gradient(teacher(images))
-
-    def loss_fn(params):
-      logits = nnx.merge(graphdef, params)(images)
-      if distil:
-        return losses.kd_loss(logits, teacher_logits, labels, alpha, temperature, label_smoothing)
-      return losses.cross_entropy(logits, labels, label_smoothing)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    updates = jax.tree_util.tree_map(lambda u: -lr * u, updates)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
-
+  per_step_run = NamedSharding(mesh, P(None, "runs"))
+  batch = NamedSharding(mesh, P(None, "runs", sharding_lib.BATCH_AXES))
   repl = sharding_lib.replicated(mesh)
-  batch_sh = sharding_lib.batch_sharding(mesh)
-  fn = jax.jit(
-      train_step,
-      in_shardings=(state_sharding, {"image": batch_sh, "label": batch_sh},
-                    teacher_sharding if distil else None, repl),
-      out_shardings=(state_sharding, {"loss": repl, "grad_norm": repl}),
-      donate_argnums=(0,))
-  _CACHE[key] = fn
-  return fn
+  const_sh = {"alpha": sharding_lib.runs_sharding(mesh), "key": sharding_lib.runs_sharding(mesh)}
+  data_sh = ({"images": repl, "labels": repl, "index": batch} if spec.on_device
+             else {"images": batch, "labels": batch})
+  step_fn = functools.partial(_run_step, spec)
+
+  def chunk(state: TrainState, consts: dict, teacher_params: Any, data: dict, lr, valid):
+    vstep = jax.vmap(step_fn, in_axes=(None, 0, (0, 0, 0, None, 0, 0)))
+
+    def body(carry, xs):
+      if spec.on_device:
+        index, lr_k, valid_k = xs
+        images, labels = data["images"][index], data["labels"][index]   # [R, B, ...]
+      else:
+        images, labels, lr_k, valid_k = xs
+      images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, P("runs", sharding_lib.BATCH_AXES)))
+      return vstep(teacher_params, carry, (images, labels, lr_k, valid_k, consts["alpha"], consts["key"]))
+
+    xs = ((data["index"], lr, valid) if spec.on_device else (data["images"], data["labels"], lr, valid))
+    carry = (state.step, state.params, state.opt_state, state.diverged_at)
+    (step, params, opt_state, diverged_at), loss = jax.lax.scan(body, carry, xs)
+    return TrainState(step=step, params=params, opt_state=opt_state, diverged_at=diverged_at), loss
+
+  key = _cache_key("train", spec, mesh, state_sharding, teacher_sharding)
+  if key not in _CACHE:
+    _CACHE[key] = jax.jit(chunk, in_shardings=(state_sharding, const_sh, teacher_sharding, data_sh,
+                                               per_step_run, repl),
+                          out_shardings=(state_sharding, per_step_run), donate_argnums=(0,))
+  return _CACHE[key]
 
 
-def make_eval_step(graphdef: nnx.GraphDef, *, params_sharding: Any, mesh) -> Callable:
-  """Returns ``eval_step(params, batch) -> sums``, jitted.
+def make_init(settings: tuple, state_sharding: TrainState) -> Callable:
+  """``init(params) -> TrainState``, jitted onto `state_sharding` (a fresh state at step 0)."""
+  key = _cache_key("init", str(settings), state_sharding)
+  if key not in _CACHE:
+    _CACHE[key] = jax.jit(functools.partial(create_state, settings=settings), out_shardings=state_sharding)
+  return _CACHE[key]
 
-  ``batch`` holds ``image``, ``label`` and ``mask`` bool [B] (False on padding). ``sums`` are
-  replicated float32 scalars over the unmasked examples: ``errors`` (top-1 mistakes), ``loss``
-  (summed cross-entropy, nats) and ``count``.
+
+def make_eval_chunk(graphdef: Any, mesh, params_sharding: Any) -> Callable:
+  """``eval_chunk(params, chunk) -> sums``, jitted, vmapped over the runs of `params`.
+
+  ``chunk`` holds ``image`` uint8 [C, S, S, ch], ``label`` int32 [C] and ``mask`` bool [C] (False on
+  padding). ``sums`` are float32 [R] over the unmasked examples: ``errors`` (top-1 mistakes) and
+  ``loss`` (summed cross-entropy, nats), and ``count`` (a scalar).
   """
-  key = ("eval", graphdef, _mesh_key(mesh))
-  if key in _CACHE:
-    return _CACHE[key]
-
-  def eval_step(params: Any, batch: dict):
-    logits = nnx.merge(graphdef, params)(batch["image"]).astype(jnp.float32)
-    mask = batch["mask"].astype(jnp.float32)
-    wrong = (jnp.argmax(logits, axis=-1) != batch["label"]).astype(jnp.float32)
-    ce = losses.cross_entropy_per_example(logits, batch["label"])
-    return {"errors": jnp.sum(wrong * mask), "loss": jnp.sum(ce * mask), "count": jnp.sum(mask)}
-
   repl = sharding_lib.replicated(mesh)
-  batch_sh = sharding_lib.batch_sharding(mesh)
-  fn = jax.jit(
-      eval_step,
-      in_shardings=(params_sharding, {"image": batch_sh, "label": batch_sh, "mask": batch_sh}),
-      out_shardings={"errors": repl, "loss": repl, "count": repl})
-  _CACHE[key] = fn
-  return fn
+  per_run = sharding_lib.runs_sharding(mesh)
+
+  def eval_chunk(params: Any, chunk: dict):
+    x = augment.normalize(chunk["image"])
+    mask = chunk["mask"].astype(jnp.float32)
+
+    def one(p):
+      logits = nnx.merge(graphdef, p)(x).astype(jnp.float32)
+      wrong = (jnp.argmax(logits, axis=-1) != chunk["label"]).astype(jnp.float32)
+      ce = losses.cross_entropy_per_example(logits, chunk["label"])
+      return jnp.sum(wrong * mask), jnp.sum(ce * mask)
+
+    errors, loss = jax.vmap(one)(params)
+    return {"errors": errors, "loss": loss, "count": jnp.sum(mask)}
+
+  key = _cache_key("eval", graphdef, mesh, params_sharding)
+  if key not in _CACHE:
+    _CACHE[key] = jax.jit(eval_chunk, in_shardings=(params_sharding, {"image": repl, "label": repl, "mask": repl}),
+                          out_shardings={"errors": per_run, "loss": per_run, "count": repl})
+  return _CACHE[key]
