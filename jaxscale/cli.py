@@ -28,6 +28,7 @@ COMMANDS = {
     "fit": "jaxscale.laws.command",
     "report": "jaxscale.report.command",
     "data": "jaxscale.data.command",
+    "plan": "jaxscale.study.plan_command",
 }
 
 EXIT_USER_ERROR = 2

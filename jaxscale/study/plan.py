@@ -1,0 +1,279 @@
+"""The capacity plan of a study: compile each model's train step ahead of time and read its cost.
+
+For every model of the grid, in every stage it trains (pretrain, fine-tune; with the teacher's
+forward when that stage is distilled), :func:`compiled_step` compiles the train step at the
+config's batch size and mesh without running it (``jax.jit(...).lower(...).compile()``). The
+compiled executable says
+
+* per-device memory: ``memory_analysis()``: arguments + outputs + temporaries - aliased (donated)
+  bytes, plus the generated code;
+* FLOPs per step: ``cost_analysis()["flops"]`` of the per-device program times the devices;
+
+and :func:`largest_batch` searches the largest per-device batch that fits a device memory by
+compiling (memory is affine in the batch: two compiles give the line, a third checks the
+prediction, and the search steps down until a compile fits). :func:`capacity_table` adds each
+row's grid total (steps x FLOPs per step over the row's cells) and :func:`check_fits` refuses a
+grid with a row that cannot fit. The numbers are those of the backend the plan ran on (XLA's CPU
+backend lays out memory and fuses differently from a GPU's or a TPU's).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from ml_collections import ConfigDict
+
+from jaxscale.errors import JaxscaleError
+from jaxscale.study import grid
+
+_UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12,
+          "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+  """``"80GB"`` -> 80e9, ``"80GiB"`` -> 80 * 2**30, ``"123"`` -> 123; JaxscaleError otherwise."""
+  m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", str(text))
+  if not m or m.group(2).upper() not in _UNITS:
+    raise JaxscaleError(f"cannot read the memory size {text!r}; write e.g. 80GB, 16GiB or 512MB")
+  return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def format_bytes(n: float) -> str:
+  return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+# ----------------------------------------------------------------------------- one compile
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+  """What one compiled train step costs (one run per device of the ``runs`` axis).
+
+  Attributes:
+    memory_bytes: per-device bytes: arguments + outputs + temporaries - aliased + code.
+    flops: FLOPs of one step over all devices (per-device program FLOPs x devices).
+    memory: the raw ``memory_analysis()`` fields (bytes).
+  """
+  memory_bytes: int
+  flops: float
+  memory: dict
+
+
+def stage_classes(config: ConfigDict, stage: str) -> int:
+  """Number of classes of the stage's dataset (from tfds metadata; nothing prepared needed)."""
+  from jaxscale.data import sources
+  return int(sources.num_classes(config[stage].dataset, config.data.data_dir))
+
+
+def compiled_step(config: ConfigDict, stage: str, model_name: str, batch_size: int, mesh,
+                  teacher_model: str = "", runs: int = 0):
+  """The train program of `model_name` in `stage` at global `batch_size`, compiled, not run.
+
+  Built through :func:`jaxscale.train.steps.make_train_chunk` as ``train.loop`` builds it
+  (optimizer settings, augmentation, label smoothing, KD temperature and shardings from the
+  config) for a group of `runs` runs (0 = one per device of the mesh's ``runs`` axis) and one step
+  per dispatch, with the batch arriving from the host (``on_device=False``): the cost of one train
+  step, without a group's images kept on device. Abstract arrays only: nothing is allocated. With
+  `teacher_model` the step carries the teacher's forward. Returns the ``jax.stages.Compiled``.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+
+  from jaxscale import models
+  from jaxscale.data import sources
+  from jaxscale.train import sharding as sharding_lib
+  from jaxscale.train import steps as steps_lib
+  s, optim = config[stage], config[stage].optim
+  classes, size = stage_classes(config, stage), int(config.data.image_size)
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
+  runs = runs or int(mesh.shape["runs"])
+  sds = jax.ShapeDtypeStruct
+
+  def abstract_params(name):
+    model = nnx.eval_shape(lambda: models.create(name, classes, size, rngs=nnx.Rngs(0), dtype=dtype))
+    return nnx.split(model, nnx.Param)
+
+  graphdef, one_run = abstract_params(model_name)
+  params = jax.tree_util.tree_map(lambda x: sds((runs, *x.shape), x.dtype), one_run.to_pure_dict())
+  param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
+  settings = steps_lib.optimizer_settings(optim)
+  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
+  state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
+  t_graph = t_params = t_sh = None
+  if teacher_model:
+    t_graph, t_state = abstract_params(teacher_model)
+    t_sh = sharding_lib.param_shardings(t_state, mesh).to_pure_dict()
+    t_params = jax.tree_util.tree_map(lambda x: sds(x.shape, x.dtype), t_state.to_pure_dict())
+  spec = steps_lib.StepSpec(
+      graphdef=graphdef, settings=settings, batch_size=int(batch_size), crop_padding=int(s.crop_padding),
+      flip=bool(s.flip) and sources.allows_flip(s.dataset), label_smoothing=float(optim.label_smoothing),
+      teacher_graphdef=t_graph, temperature=float(config.distill.temperature), on_device=False)
+  chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, t_sh)
+  consts = {"alpha": sds((runs,), np.float32), "key": sds((runs, 2), np.uint32)}
+  data = {"images": sds((1, runs, batch_size, size, size, 3), np.uint8),
+          "labels": sds((1, runs, batch_size), np.int32)}
+  lr, valid = sds((1, runs), np.float32), sds((1,), np.bool_)
+  return chunk.lower(abstract, consts, t_params, data, lr, valid).compile()
+
+
+def step_cost(compiled, num_devices: int) -> StepCost:
+  """Per-device memory and all-device FLOPs of a compiled step (see :class:`StepCost`)."""
+  m = compiled.memory_analysis()
+  fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+            "alias_size_in_bytes", "generated_code_size_in_bytes")
+  memory = {f: int(getattr(m, f, 0) or 0) for f in fields}
+  total = (memory["argument_size_in_bytes"] + memory["output_size_in_bytes"] + memory["temp_size_in_bytes"]
+           - memory["alias_size_in_bytes"] + memory["generated_code_size_in_bytes"])
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else {}
+  flops = float((cost or {}).get("flops", 0.0)) * num_devices
+  return StepCost(memory_bytes=int(total), flops=flops, memory=memory)
+
+
+# ----------------------------------------------------------------------------- batch search
+
+def largest_batch(cost_at, limit_bytes: int, start: int, max_batch: int = 1 << 16) -> int:
+  """The largest per-device batch b with ``cost_at(b).memory_bytes <= limit_bytes`` (0 if none).
+
+  Memory is affine in the batch, ``m(b) = m0 + k * b``: `cost_at` at `start` and `2 * start` gives
+  the line, the prediction is compiled, and while it does not fit the search steps down by a
+  tenth (XLA may pick other layouts at other batches, so the line is a guide, not a proof). The
+  answer is a batch that compiled and fit. `cost_at(b)` compiles at per-device batch b.
+  """
+  m1, m2 = cost_at(start).memory_bytes, cost_at(2 * start).memory_bytes
+  slope = max((m2 - m1) / start, 1.0)
+  guess = int(min(max_batch, (limit_bytes - (m1 - slope * start)) // slope))
+  while guess >= 1:
+    if cost_at(guess).memory_bytes <= limit_bytes:
+      return guess
+    guess = min(guess - 1, int(guess * 0.9))
+  return 0
+
+
+# ----------------------------------------------------------------------------- the table
+
+def _variants(config: ConfigDict) -> list[tuple[str, str, str]]:
+  """(model, stage, teacher model or "") of every distinct train step the grid runs."""
+  s, d = config.study, config.distill
+  teacher = grid.teacher_of(s).model if "distilled" in s.arms else ""
+  out = []
+  for model in s.models:
+    for stage in ("pretrain", "finetune"):
+      kd = bool(teacher) and d.stage in (stage, "both")
+      if "plain" in s.arms or not kd:
+        out.append((model, stage, ""))
+      if kd:
+        out.append((model, stage, teacher))
+  if teacher and (teacher, "pretrain", "") not in out:
+    out.insert(0, (teacher, "pretrain", ""))
+  return out
+
+
+def _cells_of(config: ConfigDict, model: str, stage: str, teacher: str) -> list[grid.Cell]:
+  kd_stage = config.distill.stage in (stage, "both")
+  out = []
+  for cell in grid.expand(config):
+    if cell.model != model or cell.stage != stage:
+      continue
+    distilled_here = cell.arm == "distilled" and kd_stage and cell.kind != grid.TEACHER
+    if distilled_here == bool(teacher):
+      out.append(cell)
+  return out
+
+
+def device_memory(default: int | None = None) -> int | None:
+  """The first device's memory limit in bytes (``memory_stats()["bytes_limit"]``), else `default`."""
+  import jax
+  try:
+    stats = jax.devices()[0].memory_stats() or {}
+  except Exception:  # CPU backends may not implement memory_stats
+    stats = {}
+  return int(stats["bytes_limit"]) if "bytes_limit" in stats else default
+
+
+def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
+                   search: bool = True) -> list[dict[str, Any]]:
+  """One row per distinct compiled train step of the grid.
+
+  Args:
+    config: a validated study config.
+    device_memory_bytes: memory of one device; None = the backend's own limit where it reports
+      one (GPU/TPU), else no limit (CPU): then ``max_batch`` is None and nothing is refused.
+    search: search the largest per-device batch (3+ extra compiles per row).
+
+  Row fields: ``model``, ``stage``, ``teacher`` ("" = plain), ``batch`` (global),
+  ``device_batch``, ``devices``, ``memory_bytes`` (per device), ``flops_per_step``,
+  ``max_batch`` (largest per-device batch that fits, or None), ``fits`` (bool or None),
+  ``cells``, ``steps`` (summed over the row's cells), ``grid_flops`` (= steps x flops_per_step),
+  ``backend`` (``jax.default_backend()``), ``memory`` (raw memory_analysis fields).
+  """
+  import jax
+
+  from jaxscale.train import sharding as sharding_lib
+  from jaxscale.train.steps import num_train_steps
+  mesh = sharding_lib.make_mesh(config.mesh)
+  replicas = sharding_lib.data_parallel_size(mesh)
+  devices = mesh.devices.size
+  limit = device_memory(None) if device_memory_bytes is None else int(device_memory_bytes)
+  rows = []
+  for model, stage, teacher in _variants(config):
+    batch = int(config[stage].optim.batch_size)
+    sharding_lib.check_batch_size(batch, mesh, f"config.{stage}.optim.batch_size")
+
+    def cost_at(device_batch, model=model, stage=stage, teacher=teacher, cache={}):
+      if device_batch not in cache:
+        compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher)
+        cache[device_batch] = step_cost(compiled, devices)
+      return cache[device_batch]
+
+    cost = cost_at(batch // replicas)
+    cells = _cells_of(config, model, stage, teacher)
+    steps = sum(num_train_steps(config[stage].optim, c.df if c.kind == grid.FINETUNE else c.dp)
+                for c in cells)
+    fits = None if limit is None else cost.memory_bytes <= limit
+    max_batch = largest_batch(cost_at, limit, max(batch // replicas, 1)) if (search and limit) else None
+    rows.append({"model": model, "stage": stage, "teacher": teacher, "batch": batch,
+                 "device_batch": batch // replicas, "devices": devices,
+                 "memory_bytes": cost.memory_bytes, "flops_per_step": cost.flops,
+                 "max_batch": max_batch, "fits": fits, "limit_bytes": limit, "cells": len(cells),
+                 "steps": steps, "grid_flops": steps * cost.flops, "backend": jax.default_backend(),
+                 "memory": cost.memory})
+  return rows
+
+
+def check_fits(rows: list[dict[str, Any]]) -> None:
+  """Raises JaxscaleError (one line: model, batch, memory) for the first row that does not fit."""
+  for r in rows:
+    if r["fits"] is False:
+      kd = f" distilled from {r['teacher']}" if r["teacher"] else ""
+      hint = (f"lower config.{r['stage']}.optim.batch_size to {r['max_batch'] * r['devices']} or less"
+              if r.get("max_batch") else f"config.{r['stage']}.optim.batch_size cannot fit even at 1 per device")
+      raise JaxscaleError(
+          f"{r['model']} ({r['stage']}{kd}) at batch {r['batch']} ({r['device_batch']} per device) needs "
+          f"{format_bytes(r['memory_bytes'])} per device, more than the {format_bytes(r['limit_bytes'])} "
+          f"of device memory; {hint}, or add devices (config.mesh)")
+
+
+def print_table(rows: list[dict[str, Any]], flops_per_s: float, rate_source: str = "stated") -> None:
+  """Prints the plan table, the grid total and the estimated wall time at `flops_per_s`."""
+  print(f"{'model':<18} {'stage':<9} {'teacher':<16} {'batch':>6} {'/dev':>5} {'mem/dev':>10} "
+        f"{'GFLOP/step':>11} {'max b/dev':>9} {'cells':>6} {'steps':>9} {'PFLOPs':>9}")
+  for r in rows:
+    max_b = "-" if r["max_batch"] is None else str(r["max_batch"])
+    print(f"{r['model']:<18} {r['stage']:<9} {r['teacher'] or '-':<16} {r['batch']:>6} "
+          f"{r['device_batch']:>5} {format_bytes(r['memory_bytes']):>10} {r['flops_per_step'] / 1e9:>11.1f} "
+          f"{max_b:>9} {r['cells']:>6} {r['steps']:>9,} {r['grid_flops'] / 1e15:>9.2f}")
+  if not rows:
+    return
+  total = sum(r["grid_flops"] for r in rows)
+  limit = rows[0]["limit_bytes"]
+  from jaxscale.progress import format_duration
+  print(f"grid total {total / 1e15:,.2f} PFLOPs; about {format_duration(total / flops_per_s)} at "
+        f"{flops_per_s / 1e12:g} TFLOP/s ({rate_source}, all devices together)")
+  print(f"numbers from XLA's {rows[0]['backend'].upper()} backend on {rows[0]['devices']} device(s)"
+        + (f", device memory {format_bytes(limit)}" if limit else ", no device memory limit given")
+        + "; another backend (GPU, TPU) fuses and lays out memory differently")

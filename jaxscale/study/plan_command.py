@@ -1,0 +1,32 @@
+"""`jaxscale plan`: per model of a study's grid, compile the train step and report what it costs."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "capacity plan: per-device memory, FLOPs per step, largest batch that fits, grid total and time"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  from jaxscale import cli
+  cli.add_config_argument(parser)
+  parser.add_argument("--device-memory", default="", metavar="SIZE",
+                      help="memory of one device, e.g. 80GB or 16GiB (default: the backend's own "
+                           "limit on GPU/TPU; none on CPU)")
+  parser.add_argument("--flops-per-s", type=float, default=0.0, metavar="F",
+                      help="sustained training throughput of all devices together for the wall-time "
+                           "estimate (default: the study dry-run's assumed rate)")
+  parser.add_argument("--no-search", action="store_true",
+                      help="skip the largest-batch search (one compile per row instead of four)")
+
+
+def run(args: argparse.Namespace) -> int:
+  from jaxscale import cli
+  from jaxscale.study import plan, runner
+  config = cli.load_config(args)
+  limit = plan.parse_bytes(args.device_memory) if args.device_memory else None
+  rows = plan.capacity_table(config, device_memory_bytes=limit, search=not args.no_search)
+  rate = args.flops_per_s or runner.DEFAULT_FLOPS_PER_S
+  plan.print_table(rows, rate, "stated" if args.flops_per_s else "assumed default")
+  plan.check_fits(rows)
+  return 0
