@@ -1,36 +1,31 @@
-"""`analyze`: one call from a table of measurements to the content of fits.json.
+"""`analyze`: one call from a table of measurements to fitted laws, their uncertainty, the boundary.
 
-fits.json (schema version 1)::
+It returns an `Analysis` (typed: one `GroupFit` per group with its fit, bootstrap and rows; the
+boundary; the fits.json content). The fits.json schema (version 2) is documented, key by key, in
+docs/laws.md and checked against what is written by tests/laws/test_schema.py. In short::
 
-  {"version": 1, "law": NAME, "formula": TEXT, "target": COLUMN,
-   "inputs": {INPUT: COLUMN, ...}, "split_by": COLUMN | null,
-   "objective": {"loss": "huber_log", "delta": 1e-3},
-   "bootstrap": {"n": B, "unit": "cluster", "level": 0.95, "seed": S},
-   "floor": F | null, "holdout": {"column": C, "value": V} | null,
-   "groups": {KEY: {"law", "formula", "inputs", "target", "n",
-                    "range": {INPUT: [min, max]},
-                    "params": {NAME: {"value", "ci_low", "ci_high"}},
-                    "statistics": {"n", "objective", "converged", "newton_decrement", "r2_log",
-                                   "rmse_log", "n_starts", "n_best_basin"},
-                    "warnings": [TEXT, ...],
-                    "holdout": {"n", "log_rmse", "are"}      (only with a holdout)}},
-   "boundary": {"input", "at", "range", "groups", "delta", "roots": [{"value", "ci_low",
-                "ci_high", "slope", "ci_found"}], "sign_below", "n_boot", "boot_crossing_frac"}
-               | null}
+  {"schema_version": 2, "law", "formula", "target", "inputs": {INPUT: COLUMN}, "split_by",
+   "fixed": {NAME: VALUE}, "bounds": {NAME: [LO, HI]},
+   "objective": {"loss": "huber" | "squared", "delta"},
+   "effort": {"starts", "steps", "tol", "screen_rows", "refine"},
+   "bootstrap": {"n", "unit", "level", "seed"}, "floor", "holdout": {"column", "value"} | null,
+   "groups": {KEY: GROUP}, "boundary": BOUNDARY | null}
 
-KEY is the split value as a string (`table.key`: "true"/"false", "0"/"1", ...) or "all". CIs are
-null without bootstrap; every NaN is written as null.
+KEY is the split value as a string (`table.key`) or "all". Every NaN is written as null.
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
+import json
 import math
-from typing import Any, Mapping
+import os
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.fileio import atomic_write_text
 from jaxscale.laws import boundary as boundary_lib
 from jaxscale.laws import fit as fit_lib
 from jaxscale.laws import forms as forms_lib
@@ -38,155 +33,204 @@ from jaxscale.laws import table as table_lib
 from jaxscale.laws import uncertainty
 from jaxscale.laws import validate
 from jaxscale.laws.forms import LawForm
+from jaxscale.laws.inputs import input_or_column, resolve_inputs, target_values
 
-logger = logging.getLogger("jaxscale")
-SCHEMA_VERSION = 1
-
-
-def resolve_inputs(form: LawForm, inputs: Mapping[str, str]) -> dict[str, str]:
-  """{canonical input name: column} from a user mapping; every input of the law must be given."""
-  out: dict[str, str] = {}
-  for name, col in inputs.items():
-    canon = form.resolve_input(name)
-    if canon in out:
-      raise JaxscaleError(f"input {canon} of law '{form.name}' is given twice")
-    out[canon] = col
-  missing = [n for n in form.inputs if n not in out]
-  if missing:
-    raise JaxscaleError(f"law '{form.name}' needs inputs {', '.join(form.inputs)}; missing "
-                        f"{', '.join(missing)} (pass --inputs {','.join(f'{m}=COLUMN' for m in missing)})")
-  return {n: out[n] for n in form.inputs}
+SCHEMA_VERSION = 2
+__all__ = ["analyze", "Analysis", "GroupFit", "write_fits", "sanitize", "resolve_inputs",
+           "target_values", "SCHEMA_VERSION"]
 
 
-def _input_or_column(form: LawForm, columns: Mapping[str, str], name: str) -> str:
-  """The law input meant by `name`: an input name (any case, aliases) or the column it reads."""
-  try:
-    return form.resolve_input(name)
-  except JaxscaleError:
-    hits = [n for n, c in columns.items() if c == name]
-    if len(hits) == 1:
-      return hits[0]
-    raise
+@dataclasses.dataclass
+class Rows:
+  """Rows of one group: inputs x (name -> float64 [n]), target y [n], file lines [n]."""
+  x: dict[str, np.ndarray]
+  y: np.ndarray
+  lines: np.ndarray
+  n_floored: int = 0
 
 
-def target_values(table: Mapping[str, np.ndarray], target: str,
-                  floor: float | None) -> tuple[np.ndarray, int]:
-  """Target float64 [N], clipped up to `floor` when given; also how many values were clipped."""
-  y = table_lib.numeric(table, target)
-  if floor is None:
-    return y, 0
-  if not floor > 0:
-    raise JaxscaleError(f"floor must be positive, got {floor}")
-  n = int(np.sum(y < floor))
-  return np.where(np.isnan(y), y, np.maximum(y, floor)), n
+@dataclasses.dataclass
+class GroupFit:
+  """One group's law: the fit, its bootstrap (or None), the fitted rows and held-out rows."""
+  key: str
+  fit: fit_lib.FitResult
+  bootstrap: uncertainty.Bootstrap | None
+  rows: Rows
+  holdout: Rows | None
+
+  @property
+  def x(self) -> dict[str, np.ndarray]:
+    return self.rows.x
+
+
+@dataclasses.dataclass
+class Analysis:
+  """What `analyze` found: groups by key, the boundary and extra boundaries, fits.json content."""
+  content: dict[str, Any]
+  groups: dict[str, GroupFit]
+  boundary: dict | None
+  boundaries: list[dict]
+  warnings: list[str]
+
+
+def _plan_groups(table, split_by, columns, target, floor, hold_mask, form):
+  """(key, fitted Rows, held-out Rows | None) per group; every data problem raised up front."""
+  n = table_lib.n_rows(table)
+  split = table_lib.groups(table, split_by) if split_by else [("all", np.ones(n, bool))]
+  plans = []
+  for key, gmask in split:
+    where = f" in group {split_by}={key}" if split_by else ""
+    try:
+      parts = []
+      for mask in (gmask & ~hold_mask, gmask & hold_mask):
+        sub = table_lib.select(table, mask)
+        x = {k: table_lib.numeric(sub, c) for k, c in columns.items()}
+        y, n_floored = target_values(sub, target, floor)
+        parts.append(Rows(x, y, table_lib.lines(sub), n_floored))
+      fit_lib.check_data(form, parts[0].x, parts[0].y, columns, target, parts[0].lines)
+      if len(parts[1].y):
+        fit_lib.check_data(form, parts[1].x, parts[1].y, columns, target, parts[1].lines,
+                           require_fit=False)
+    except JaxscaleError as e:
+      raise JaxscaleError(f"{e}{where}") from None
+    plans.append((key, parts[0], parts[1] if hold_mask.any() else None))
+  return plans
 
 
 def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, str], target: str,
             split_by: str | None = None, bootstrap: int = 0, boundary: str | None = None,
             at: Mapping[str, float] | None = None, holdout: tuple[str, Any] | None = None,
-            seed: int = 0, floor: float | None = None, delta: float = fit_lib.DEFAULT_DELTA,
-            max_starts: int = fit_lib.DEFAULT_MAX_STARTS, level: float = 0.95,
-            boundary_range: tuple[float, float] | None = None, progress: bool = True,
-            details: dict | None = None) -> dict:
-  """Fits `law` per group of `split_by` and returns the fits.json content (see module doc).
+            seed: int = 0, floor: float | None = None, loss: str = fit_lib.DEFAULT_LOSS,
+            delta: float = fit_lib.DEFAULT_DELTA, max_starts: int = fit_lib.DEFAULT_MAX_STARTS,
+            iters: int = fit_lib.DEFAULT_ITERS, tol: float = fit_lib.DEFAULT_TOL,
+            fix: Mapping[str, float] | None = None,
+            bounds: Mapping[str, tuple[float, float]] | None = None, level: float = 0.95,
+            boundary_range: tuple[float, float] | None = None,
+            boundary_at: Sequence[Mapping[str, float]] = (), rows: bool = True,
+            progress: bool = True) -> Analysis:
+  """Fits `law` per group of `split_by`; returns an `Analysis` (fits.json in `.content`).
 
   inputs: law input name -> column (e.g. {"Dp": "dp", "M": "params", "Df": "df"}; names match
     case-insensitively, "params"/"N" also name M). target: the column fitted (> 0).
+  loss/delta: "huber" (delta on log residuals) or "squared". max_starts/iters/tol: the effort
+    (`fit.fit`). fix: parameters held at values; bounds: hard limits (lo, hi) per parameter.
   bootstrap: number of cluster-bootstrap refits for CIs (0: none).
   boundary: the input (or its column) along which to solve E(first group) = E(second group);
-    needs `split_by` with exactly two values and `at` giving every other input.
+    needs `split_by` with exactly two values and `at` giving every other input. Its range is
+    `boundary_range` or the input's range over all rows of both groups (held-out rows included);
+    `boundary_at`: further `at` points whose boundaries are solved too (`.boundaries`).
   holdout: (column, value): those rows are not fitted but predicted (per-group "holdout").
   floor: clip targets up to this value instead of failing on zeros (reported as a warning).
-  boundary_range: (lo, hi) for the root search; default the data range of that input.
-  details: if given, filled with {group key: (FitResult, Bootstrap | None, inputs)} so a caller can
-    draw bands or solve further boundaries without refitting.
+  rows: write the fitted value and log-residual of every row into fits.json.
+  Every input problem is found before the first fit starts.
   """
-  form = forms_lib.get(law)
+  form = forms_lib.get(law).constrain(fix, bounds)
   table = {k: np.asarray(v) for k, v in table.items()}
-  if not table:
+  if table_lib.LINE not in table and table:  # not from a file: "line" i is row i - 1
+    table[table_lib.LINE] = table_lib.lines(table)
+  if not table_lib.data_columns(table):
     raise JaxscaleError("the table has no columns")
   columns = resolve_inputs(form, inputs)
   for col in list(columns.values()) + [target] + ([split_by] if split_by else []):
     table_lib.column(table, col)
-  n_rows = len(next(iter(table.values())))
-  split = (table_lib.groups(table, split_by) if split_by else [("all", np.ones(n_rows, bool))])
-  hold_mask = np.zeros(n_rows, bool)
+  hold_mask = np.zeros(table_lib.n_rows(table), bool)
   if holdout is not None:
-    hcol, hval = holdout
-    hold_mask = table_lib.matches(table, hcol, hval)
+    hold_mask = table_lib.matches(table, *holdout)
     if not hold_mask.any():
-      raise JaxscaleError(f"no rows have {hcol}={hval}; choose a holdout value present in the data")
+      raise JaxscaleError(f"no rows have {holdout[0]}={holdout[1]}; choose a holdout value present "
+                          f"in the data")
+  plans = _plan_groups(table, split_by, columns, target, floor, hold_mask, form)
+  request = None
+  if boundary is not None:
+    request = _boundary_request(form, columns, split_by, len(plans), boundary, at or {})
 
-  if boundary is not None:  # check the request before any fitting
-    _boundary_request(form, columns, split_by, len(split), boundary, at or {})
-
-  groups_out: dict[str, dict] = {}
-  fits: dict[str, tuple] = {}
-  for gi, (gkey, gmask) in enumerate(split):
-    train = gmask & ~hold_mask
-    sub = table_lib.select(table, train)
-    x = {n: table_lib.numeric(sub, c) for n, c in columns.items()}
-    y, n_floored = target_values(sub, target, floor)
-    where = f" in group {split_by}={gkey}" if split_by else ""
-    try:
-      res = fit_lib.fit(form, x, y, delta=delta, max_starts=max_starts, seed=seed + gi,
-                        columns=columns, target=target)
-    except JaxscaleError as e:
-      raise JaxscaleError(f"{e}{where}") from None
+  groups: dict[str, GroupFit] = {}
+  for gi, (key, fitted, held) in enumerate(plans):
+    res = fit_lib.fit(form, fitted.x, fitted.y, loss=loss, delta=delta, max_starts=max_starts,
+                      iters=iters, tol=tol, seed=seed + gi, columns=columns, target=target,
+                      lines=fitted.lines, progress=progress, desc=f"fit {key}")
     boot = None
     if bootstrap > 0:
-      boot = uncertainty.bootstrap(res, x, y, bootstrap, seed=seed + 1000 + gi, delta=delta,
-                                   progress=progress, desc=f"bootstrap {gkey}")
-    entry = _group_entry(form, columns, target, x, res, boot, level)
-    if n_floored:
-      entry["warnings"].insert(0, f"{n_floored} target value(s) below the floor {floor:g} were "
-                                  f"clipped up to it")
-    if holdout is not None:
-      hsub = table_lib.select(table, gmask & hold_mask)
-      hx = {n: table_lib.numeric(hsub, c) for n, c in columns.items()}
-      hy, _ = target_values(hsub, target, floor)
-      pred = forms_lib.predict(form.name, res.params, hx) if len(hy) else np.zeros(0)
-      entry["holdout"] = validate.holdout_metrics(pred, hy)
-    for w in entry["warnings"]:
-      logger.warning("fit %s%s: %s", law, where, w)
-    groups_out[gkey] = entry
-    fits[gkey] = (res, boot, x)
-    if details is not None:
-      details[gkey] = (res, boot, x)
+      boot = uncertainty.bootstrap(res, fitted.x, fitted.y, bootstrap, seed=seed + 1000 + gi,
+                                   progress=progress, desc=f"bootstrap {key}")
+    groups[key] = GroupFit(key, res, boot, fitted, held)
 
-  out = {"version": SCHEMA_VERSION, "law": law, "formula": form.formula, "target": target,
-         "inputs": dict(columns), "split_by": split_by,
-         "objective": {"loss": "huber_log", "delta": float(delta)},
-         "bootstrap": {"n": int(bootstrap), "unit": "cluster", "level": level, "seed": int(seed)},
-         "floor": floor, "holdout": None if holdout is None else
-         {"column": holdout[0], "value": _plain(holdout[1])},
-         "groups": groups_out, "boundary": None}
-  if boundary is not None:
-    out["boundary"] = _boundary(form, columns, fits, split_by, boundary, at or {}, level,
-                                boundary_range)
-  return sanitize(out)
+  settings = dict(law=law, target=target, columns=columns, split_by=split_by, fix=fix,
+                  bounds=bounds, loss=loss, delta=delta, max_starts=max_starts, iters=iters,
+                  tol=tol, bootstrap=bootstrap, level=level, seed=seed, floor=floor,
+                  holdout=holdout)
+  content = _content(form, settings, groups, level, rows)
+  head, extra, warnings = None, [], []
+  if request is not None:
+    inp, at_c = request
+    rng, source = _boundary_range(table, columns, plans, inp, boundary_range)
+    warnings = _at_warnings(at_c, groups, columns)
+    solve = lambda a: _solve_boundary(form, groups, inp, a, rng, level, source, warnings)
+    head = solve(at_c)
+    extra = [solve(_boundary_request(form, columns, split_by, len(plans), boundary, a)[1])
+             for a in boundary_at]
+  content["boundary"] = head
+  return Analysis(content=sanitize(content), groups=groups, boundary=head, boundaries=extra,
+                  warnings=warnings)
 
 
-def _group_entry(form, columns, target, x, res, boot, level) -> dict:
-  params = {}
+def _content(form: LawForm, s: dict, groups: dict[str, GroupFit], level: float, rows: bool) -> dict:
+  return {
+      "schema_version": SCHEMA_VERSION, "law": s["law"], "formula": form.formula,
+      "target": s["target"], "inputs": dict(s["columns"]), "split_by": s["split_by"],
+      "fixed": dict(form.fixed), "bounds": {k: list(map(float, v)) for k, v in (s["bounds"] or {}).items()},
+      "objective": {"loss": s["loss"], "delta": float(s["delta"]) if s["loss"] == "huber" else None},
+      "effort": {"starts": int(s["max_starts"]), "steps": int(s["iters"]), "tol": float(s["tol"]),
+                 "screen_rows": fit_lib.DEFAULT_SCREEN_ROWS, "refine": fit_lib.DEFAULT_REFINE},
+      "bootstrap": {"n": int(s["bootstrap"]), "unit": "cluster", "level": level,
+                    "seed": int(s["seed"])},
+      "floor": s["floor"],
+      "holdout": None if s["holdout"] is None else {"column": s["holdout"][0],
+                                                    "value": _plain(s["holdout"][1])},
+      "groups": {k: _group_entry(form, s, g, level, rows) for k, g in groups.items()},
+      "boundary": None}
+
+
+def _group_entry(form: LawForm, s: dict, g: GroupFit, level: float, rows: bool) -> dict:
+  res, boot = g.fit, g.bootstrap
   warnings = list(res.warnings)
+  if g.rows.n_floored:
+    warnings.insert(0, f"{g.rows.n_floored} target value(s) below the floor {s['floor']:g} were "
+                       f"clipped up to it")
+  free = set(form.param_names)
+  params = {}
   for name, value in res.params.items():
+    kind = "free" if name in free else "fixed" if name in form.fixed else "derived"
     lo, hi = boot.ci(name, level) if boot is not None else (None, None)
-    params[name] = {"value": value, "ci_low": lo, "ci_high": hi}
-  if boot is not None:
-    specs = {p.name: p for p in form.params}
-    for name, p in params.items():
-      spec = specs.get(name)
-      lo, hi = p["ci_low"], p["ci_high"]
-      if spec is None or lo is None or not (np.isfinite(lo) and np.isfinite(hi)):
-        continue
-      wide = (spec.log and lo > 0 and hi / lo > 100.0) or (not spec.log and hi - lo > 2.0)
-      if wide:
+    params[name] = {"value": value, "ci_low": lo, "ci_high": hi, "kind": kind}
+    if boot is not None and kind == "free" and lo is not None and np.isfinite(lo) and np.isfinite(hi):
+      spec = next(p for p in form.params if p.name == name)
+      if (spec.log and spec.limits is None and lo > 0 and hi / lo > 100.0) or \
+         (not spec.log and hi - lo > 2.0):
         warnings.append(f"parameter {name} is poorly constrained: {level:.0%} CI "
                         f"[{lo:.4g}, {hi:.4g}]")
-  return {"law": form.name, "formula": form.formula, "inputs": dict(columns), "target": target,
-          "n": res.n, "range": {n: [float(np.min(v)), float(np.max(v))] for n, v in x.items()},
-          "params": params, "statistics": res.statistics(), "warnings": warnings}
+  entry = {"law": form.name, "formula": form.formula, "inputs": dict(s["columns"]),
+           "target": s["target"], "n": res.n, "n_free": res.n_free, "dof": res.n - res.n_free,
+           "range": {n: [float(np.min(v)), float(np.max(v))] for n, v in g.rows.x.items()},
+           "params": params, "statistics": res.statistics(), "warnings": warnings}
+  pred = forms_lib.predict(form.name, res.params, g.rows.x)
+  if rows:
+    entry["rows"] = _rows_entry(g.rows, pred)
+  if g.holdout is not None:
+    hpred = forms_lib.predict(form.name, res.params, g.holdout.x) if len(g.holdout.y) else np.zeros(0)
+    entry["holdout"] = validate.holdout_metrics(hpred, g.holdout.y)
+    if rows:
+      entry["holdout"]["rows"] = _rows_entry(g.holdout, hpred)
+  if boot is not None:
+    names = list(form.param_names) + list(form.fixed)
+    entry["bootstrap_samples"] = {n: boot.params[n].tolist() for n in names}
+  return entry
+
+
+def _rows_entry(r: Rows, pred: np.ndarray) -> dict:
+  """{"line": [n], "fitted": [n], "log_residual": [n]} with log_residual = log y - log fitted."""
+  return {"line": [int(v) for v in r.lines], "fitted": pred.tolist(),
+          "log_residual": (np.log(r.y) - np.log(pred)).tolist()}
 
 
 def _boundary_request(form, columns, split_by, n_groups, name, at) -> tuple[str, dict]:
@@ -194,8 +238,8 @@ def _boundary_request(form, columns, split_by, n_groups, name, at) -> tuple[str,
   if split_by is None or n_groups != 2:
     raise JaxscaleError(f"a boundary needs --split-by naming a column with exactly two values; "
                         f"{'no split was given' if split_by is None else f'{split_by} has {n_groups}'}")
-  inp = _input_or_column(form, columns, name)
-  at_c = {_input_or_column(form, columns, k): float(v) for k, v in at.items()}
+  inp = input_or_column(form, columns, name)
+  at_c = {input_or_column(form, columns, k): float(v) for k, v in at.items()}
   at_c.pop(inp, None)
   missing = [k for k in form.inputs if k != inp and k not in at_c]
   if missing:
@@ -204,19 +248,38 @@ def _boundary_request(form, columns, split_by, n_groups, name, at) -> tuple[str,
   return inp, at_c
 
 
-def _boundary(form, columns, fits, split_by, name, at, level, boundary_range) -> dict:
-  inp, at_c = _boundary_request(form, columns, split_by, len(fits), name, at)
-  (ka, (ra, ba, xa)), (kb, (rb, bb, xb)) = fits.items()
-  if boundary_range is None:
-    lo = float(min(xa[inp].min(), xb[inp].min()))
-    hi = float(max(xa[inp].max(), xb[inp].max()))
-  else:
-    lo, hi = map(float, boundary_range)
-  with_boot = ba is not None and bb is not None
-  return boundary_lib.boundary(
-      form, ra.params, rb.params, inp, at_c, lo, hi,
-      boot_a=ba.params if with_boot else None, boot_b=bb.params if with_boot else None,
-      level=level, groups=(ka, kb))
+def _boundary_range(table, columns, plans, inp, given) -> tuple[tuple[float, float], str]:
+  """The root-search range: `given`, or `inp`'s range over every row of both groups."""
+  if given is not None:
+    return (float(given[0]), float(given[1])), "given"
+  v = np.concatenate([np.concatenate([p[1].x[inp]] + ([p[2].x[inp]] if p[2] is not None else []))
+                      for p in plans])
+  return (float(np.min(v)), float(np.max(v))), "data"
+
+
+def _at_warnings(at_c, groups, columns) -> list[str]:
+  """One warning per `at` value that lies outside the range a group was fitted on."""
+  out = []
+  for name, value in at_c.items():
+    for key, g in groups.items():
+      lo, hi = float(np.min(g.rows.x[name])), float(np.max(g.rows.x[name]))
+      if not lo <= value <= hi:
+        out.append(f"--at {name}={value:g} lies outside the range group {key} was fitted on "
+                   f"({columns[name]} in [{lo:g}, {hi:g}]): the boundary there is an extrapolation")
+  return out
+
+
+def _solve_boundary(form, groups, inp, at_c, rng, level, source, warnings) -> dict:
+  (ka, ga), (kb, gb) = groups.items()
+  with_boot = ga.bootstrap is not None and gb.bootstrap is not None
+  k = min(len(ga.bootstrap.u), len(gb.bootstrap.u)) if with_boot else 0
+  out = boundary_lib.boundary(
+      form, ga.fit.params, gb.fit.params, inp, at_c, *rng,
+      boot_a={n: v[:k] for n, v in ga.bootstrap.params.items()} if with_boot else None,
+      boot_b={n: v[:k] for n, v in gb.bootstrap.params.items()} if with_boot else None,
+      level=level, groups=(ka, kb), range_source=source)
+  out["warnings"] = [w for w in warnings if w.startswith(tuple(f"--at {n}=" for n in at_c))]
+  return out
 
 
 def _plain(v: Any) -> Any:
@@ -235,6 +298,8 @@ def sanitize(obj: Any) -> Any:
     return {str(k): sanitize(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
     return [sanitize(v) for v in obj]
+  if isinstance(obj, np.ndarray):
+    return sanitize(obj.tolist())
   obj = _plain(obj)
   if isinstance(obj, float) and not math.isfinite(obj):
     return None
@@ -246,9 +311,6 @@ def write_fits(path: str, content: Mapping[str, Any], force: bool = False) -> No
 
   An existing file is never overwritten unless `force`.
   """
-  import json
-  import os
-  from jaxscale.fileio import atomic_write_text
   if os.path.exists(path) and not force:
     raise JaxscaleError(f"{path} exists; pass --force (write_fits(force=True)) to overwrite it")
-  atomic_write_text(path, json.dumps(sanitize(content), indent=2, allow_nan=False) + "\n")
+  atomic_write_text(path, json.dumps(sanitize(content), indent=1, allow_nan=False) + "\n")

@@ -1,4 +1,9 @@
-"""`jaxscale fit`: fit a scaling law to records.jsonl or any CSV and write fits.json."""
+"""`jaxscale fit`: fit a scaling law to records.jsonl or any CSV and write fits.json.
+
+Every problem with the request or the data (a missing column, a text cell, a group too small for
+the law, a duplicated CSV column, ...) is reported on one line naming the file's line and exits 2
+before the first fit starts, so no fitted work is lost to it.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +13,56 @@ import sys
 from typing import TextIO
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.laws import api
+from jaxscale.laws import fit as fit_lib
+from jaxscale.laws import forms as forms_lib
+from jaxscale.laws import numeric
+from jaxscale.laws import table as table_lib
 
 HELP = "fit a scaling law (with CIs, holdout and distillation boundary) to records.jsonl or a CSV"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("file", metavar="FILE", help="records.jsonl or a .csv with a header row")
-  parser.add_argument("--law", required=True,
-                      help="power | chinchilla | transfer_additive | transfer_multiplicative | m4 | "
-                           "broken_power")
+  parser.add_argument("--law", required=True, help=" | ".join(forms_lib.names()))
   parser.add_argument("--inputs", required=True, metavar="NAME=COLUMN[,NAME=COLUMN...]",
                       help="law input -> column, e.g. Dp=dp,M=params,Df=df")
   parser.add_argument("--target", required=True, metavar="COLUMN", help="column to fit, > 0")
   parser.add_argument("--split-by", metavar="COLUMN", help="fit one law per value of COLUMN")
+  parser.add_argument("--where", action="append", default=[], metavar="CONDITION",
+                      help="keep only rows meeting CONDITION: COLUMN=VALUE (the value may hold "
+                           "commas and spaces), COLUMN!=VALUE or a comparison such as dp>=1000 "
+                           "(<, <=, >, >=); repeat the flag to combine conditions")
+  parser.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                      help="hold a parameter at VALUE, e.g. --fix E0=1 for M4 (repeatable)")
+  parser.add_argument("--bounds", action="append", default=[], metavar="NAME=LO:HI",
+                      help="keep a parameter inside [LO, HI] (either may be empty or inf), e.g. "
+                           "--bounds alpha=0:2 (repeatable)")
+  parser.add_argument("--loss", default=fit_lib.DEFAULT_LOSS, choices=numeric.LOSSES,
+                      help="loss on log residuals: huber (with --delta; Hoffmann et al.) or "
+                           "squared (least squares on log values)")
+  parser.add_argument("--delta", type=float, default=fit_lib.DEFAULT_DELTA,
+                      help="Huber delta on log residuals (default %(default)g)")
+  parser.add_argument("--starts", type=int, default=fit_lib.DEFAULT_MAX_STARTS,
+                      help="most initialisations to screen (default %(default)d)")
+  parser.add_argument("--steps", type=int, default=fit_lib.DEFAULT_ITERS,
+                      help="most Levenberg-Marquardt steps per start and phase (default %(default)d)")
+  parser.add_argument("--tol", type=float, default=fit_lib.DEFAULT_TOL,
+                      help="convergence: Gauss-Newton decrement <= TOL * objective "
+                           "(default %(default)g)")
   parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
                       help="cluster-bootstrap refits for 95%% CIs (default 0: none)")
   parser.add_argument("--boundary", metavar="INPUT",
                       help="solve E(first group) = E(second group) along INPUT (needs --split-by)")
   parser.add_argument("--at", default="", metavar="NAME=VALUE[,...]",
                       help="values of the other inputs for --boundary, e.g. M=2e6,Df=500")
+  parser.add_argument("--boundary-range", metavar="LO:HI",
+                      help="search range of --boundary (default: the data range of INPUT over "
+                           "all rows of both groups, held-out rows included)")
   parser.add_argument("--holdout", metavar="COLUMN=VALUE",
                       help="leave these rows out of the fit and report how well they are predicted")
-  parser.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
-                      help="keep only rows with COLUMN=VALUE (repeatable), e.g. stage=finetune")
   parser.add_argument("--floor", type=float, default=None, metavar="F",
                       help="clip target values below F up to F instead of failing on zeros")
-  parser.add_argument("--delta", type=float, default=1e-3, help="Huber delta on log residuals")
-  parser.add_argument("--starts", type=int, default=4096, help="most initialisations to run")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", required=True, metavar="FITS_JSON", help="where to write fits.json")
   parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -51,36 +79,86 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
   return out
 
 
+def _number(text: str, what: str) -> float:
+  try:
+    return float(text)
+  except ValueError:
+    raise JaxscaleError(f"{what}: '{text}' is not a number") from None
+
+
+def parse_fix(items: list[str]) -> dict[str, float]:
+  """['E0=1'] -> {'E0': 1.0}."""
+  out = {}
+  for item in items:
+    (name, value), = parse_pairs(item, "--fix").items() or [("", "")]
+    out[name] = _number(value, f"--fix {item}")
+  return out
+
+
+def parse_bounds(items: list[str]) -> dict[str, tuple[float, float]]:
+  """['alpha=0:2', 'E_inf=:0.5'] -> {'alpha': (0, 2), 'E_inf': (-inf, 0.5)}."""
+  out = {}
+  for item in items:
+    name, sep, rng = item.partition("=")
+    lo, sep2, hi = rng.partition(":")
+    if not sep or not sep2 or not name.strip():
+      raise JaxscaleError(f"--bounds expects NAME=LO:HI (either side may be empty), got '{item}'")
+    out[name.strip()] = (_number(lo, f"--bounds {item}") if lo.strip() else -float("inf"),
+                         _number(hi, f"--bounds {item}") if hi.strip() else float("inf"))
+  return out
+
+
+def filter_rows(table: dict, conditions: list[str]) -> dict:
+  """The rows meeting every --where condition; a one-line error when none are left."""
+  for cond in conditions:
+    table = table_lib.select(table, table_lib.where(table, cond))
+    if not table_lib.n_rows(table):
+      hint = ""
+      name, op, value = table_lib.parse_where(cond)
+      if "," in value and "=" in value.split(",", 1)[1]:
+        hint = "; to combine conditions repeat the flag: --where A=1 --where B=2"
+      raise JaxscaleError(f"no rows left after --where {cond}{hint}")
+  return table
+
+
+def check_stages(table: dict, conditions: list[str]) -> None:
+  """records.jsonl mixes stages: the errors of pretraining and fine-tuning are not one law."""
+  if "stage" not in table:
+    return
+  stages = sorted({str(v) for v in table["stage"]})
+  if len(stages) > 1:
+    raise JaxscaleError(f"the rows mix stages ({', '.join(stages)}), whose errors are not one law; "
+                        f"keep one with --where stage={'finetune' if 'finetune' in stages else stages[0]}")
+
+
 def run(args: argparse.Namespace) -> int:
-  from jaxscale import laws
-  from jaxscale.laws import table as table_lib
   if os.path.exists(args.out) and not args.force:
     raise JaxscaleError(f"{args.out} exists; pass --force to overwrite it")
   if args.bootstrap < 0:
     raise JaxscaleError("--bootstrap must be >= 0")
-  table = laws.read_table(args.file)
-  for cond in args.where:
-    (col, value), = parse_pairs(cond, "--where").items()
-    table = table_lib.select(table, table_lib.matches(table, col, value))
-    if not len(next(iter(table.values()))):
-      raise JaxscaleError(f"no rows left after --where {cond}")
+  if args.starts < 1 or args.steps < 1 or not args.tol > 0:
+    raise JaxscaleError("--starts and --steps must be >= 1 and --tol > 0")
   inputs = parse_pairs(args.inputs, "--inputs")
-  at = {}
-  for k, v in parse_pairs(args.at, "--at").items():
-    try:
-      at[k] = float(v)
-    except ValueError:
-      raise JaxscaleError(f"--at {k}={v}: the value must be a number") from None
+  at = {k: _number(v, f"--at {k}") for k, v in parse_pairs(args.at, "--at").items()}
+  fix, bounds = parse_fix(args.fix), parse_bounds(args.bounds)
   holdout = None
   if args.holdout:
     (hcol, hval), = parse_pairs(args.holdout, "--holdout").items()
     holdout = (hcol, hval)
-  result = laws.analyze(table, law=args.law, inputs=inputs, target=args.target,
-                        split_by=args.split_by, bootstrap=args.bootstrap, boundary=args.boundary,
-                        at=at, holdout=holdout, seed=args.seed, floor=args.floor, delta=args.delta,
-                        max_starts=args.starts, progress=True)
-  laws.write_fits(args.out, result, force=args.force)
-  print_summary(result, sys.stdout)
+  boundary_range = None
+  if args.boundary_range:
+    lo, _, hi = args.boundary_range.partition(":")
+    boundary_range = (_number(lo, "--boundary-range"), _number(hi, "--boundary-range"))
+  table = table_lib.read_table(args.file)
+  table = filter_rows(table, args.where)
+  check_stages(table, args.where)
+  result = api.analyze(table, law=args.law, inputs=inputs, target=args.target,
+                       split_by=args.split_by, bootstrap=args.bootstrap, boundary=args.boundary,
+                       at=at, holdout=holdout, seed=args.seed, floor=args.floor, loss=args.loss,
+                       delta=args.delta, max_starts=args.starts, iters=args.steps, tol=args.tol,
+                       fix=fix, bounds=bounds, boundary_range=boundary_range, progress=True)
+  api.write_fits(args.out, result.content, force=args.force)
+  print_summary(result.content, sys.stdout)
   print(f"wrote {args.out}")
   return 0
 
@@ -90,32 +168,51 @@ def _g(v) -> str:
 
 
 def print_summary(fits: dict, out: TextIO) -> None:
-  """A human-readable table of fits.json content."""
-  print(f"law {fits['law']}: {fits['formula']}   target {fits['target']}", file=out)
+  """A human-readable table of fits.json content; every warning is printed here, once."""
+  obj = fits["objective"]
+  loss = f"huber(delta={obj['delta']:g})" if obj["loss"] == "huber" else obj["loss"]
+  print(f"law {fits['law']}: {fits['formula']}   target {fits['target']}   loss {loss} on log "
+        f"values", file=out)
+  if fits.get("fixed"):
+    print("fixed: " + ", ".join(f"{k}={v:g}" for k, v in fits["fixed"].items()), file=out)
   for key, g in fits["groups"].items():
     head = f"[{fits['split_by']}={key}]" if fits.get("split_by") else "[all]"
     s = g["statistics"]
-    print(f"\n{head} n={g['n']}  R2(log)={_g(s['r2_log'])}  RMSE(log)={_g(s['rmse_log'])}  "
-          f"converged={s['converged']}  best basin {s['n_best_basin']}/{s['n_starts']} starts",
-          file=out)
+    print(f"\n{head} n={g['n']} dof={g['dof']}  R2(log)={_g(s['r2_log'])}  "
+          f"RMSE(log)={_g(s['rmse_log'])}  converged={s['converged']} ({s['steps']} steps)  "
+          f"best basin {s['n_best_basin']}/{s['n_starts']} starts", file=out)
     print(f"  {'param':<10} {'value':>12} {'ci_low':>12} {'ci_high':>12}", file=out)
     for name, p in g["params"].items():
-      print(f"  {name:<10} {_g(p['value']):>12} {_g(p['ci_low']):>12} {_g(p['ci_high']):>12}",
+      tag = "  (fixed)" if p.get("kind") == "fixed" else "  (derived)" if p.get("kind") == "derived" else ""
+      print(f"  {name:<10} {_g(p['value']):>12} {_g(p['ci_low']):>12} {_g(p['ci_high']):>12}{tag}",
             file=out)
     if "holdout" in g:
       h = g["holdout"]
-      print(f"  holdout n={h['n']}  log-RMSE={_g(h['log_rmse'])}  ARE={_g(h['are'])}", file=out)
+      print(f"  holdout n={h['n']}  log-RMSE={_g(h['log_rmse'])} (SE {_g(h['log_rmse_se'])})  "
+            f"ARE={_g(h['are'])}", file=out)
     for w in g["warnings"]:
       print(f"  warning: {w}", file=out)
   b = fits.get("boundary")
   if b:
-    at = ", ".join(f"{k}={v:g}" for k, v in b["at"].items())
-    print(f"\nboundary along {b['input']} at {at or '-'} in [{b['range'][0]:g}, {b['range'][1]:g}], "
-          f"delta = {b['delta']}:", file=out)
-    if not b["roots"]:
-      sign = "positive" if b["sign_below"] > 0 else "negative"
-      print(f"  no crossing in range (delta is {sign} throughout)", file=out)
-    for r in b["roots"]:
-      print(f"  crossing at {_g(r['value'])}  CI [{_g(r['ci_low'])}, {_g(r['ci_high'])}]", file=out)
-    if len(b["roots"]) > 1:
-      print(f"  {len(b['roots'])} crossings in range", file=out)
+    print_boundary(b, out)
+
+
+def print_boundary(b: dict, out: TextIO) -> None:
+  """The boundary as the evidence carries it: ends of the band, crossings, the verdict."""
+  at = ", ".join(f"{k}={v:g}" for k, v in b["at"].items())
+  source = "the data range, held-out rows included" if b["range_source"] == "data" else "given"
+  print(f"\nboundary along {b['input']} at {at or '-'} in [{b['range'][0]:g}, {b['range'][1]:g}] "
+        f"({source}), delta = {b['delta']}:", file=out)
+  for side in ("low", "high"):
+    e = b["ends"][side]
+    band = f"  band [{_g(e['ci_low'])}, {_g(e['ci_high'])}]" if e["ci_low"] is not None else ""
+    print(f"  at {b['input']}={e['at']:g}: delta {_g(e['delta'])}{band}", file=out)
+  for r in b["roots"]:
+    found = f"  (found in {r['ci_found']:.0%} of resamples)" if r.get("ci_found") is not None else ""
+    print(f"  fitted crossing at {_g(r['value'])}  CI [{_g(r['ci_low'])}, {_g(r['ci_high'])}]"
+          f"{found}", file=out)
+  if b.get("boot_crossing_frac") is not None:
+    print(f"  {b['boot_crossing_frac']:.0%} of {b['n_boot']} resamples cross in range", file=out)
+  print(f"  verdict: {b['text']}", file=out)
+  for w in b.get("warnings", []):
+    print(f"  warning: {w}", file=out)

@@ -13,12 +13,19 @@ Built-in forms (x^-a means x to the power -a; every coefficient is positive):
 * ``transfer_additive``: E(Dp, M, Df) = E_inf + A * Dp^-alpha + B * M^-beta + C * Df^-gamma
 * ``transfer_multiplicative``:
                   E(Dp, M, Df) = E_inf + B * M^-beta + (A * Dp^-alpha + C) * Df^-gamma
+* ``power0``:     E(x) = beta * x^-c                      (M1 of Alabdulmohsin et al. 2022)
+* ``m3``:         E(x) = beta * (1/x + gamma)^c           (M3 of Alabdulmohsin et al. 2022)
 * ``m4``:         (E - E_inf) / (E0 - E)^alpha = beta * x^-c,  E_inf < E < E0
-                  (Alabdulmohsin, Neyshabur and Zhai 2022), solved for E; E0 = E_inf + gap.
+                  (M4 of Alabdulmohsin, Neyshabur and Zhai 2022), solved for E.
+
+Exponents are written with the sign that makes them positive for a falling error: the paper's M1
+``beta x^c`` and M3 ``beta (1/x + gamma)^(-c)`` have c < 0, which is -c here.
 * ``broken_power``: E(x) = E_inf + A * x^-c0 * (1 + (x / d)^(1/f))^(-c1 * f)
                   (one smooth break, Caballero et al. 2023).
 
 Adding a form: write ``fn(p, x)`` and call `register(LawForm(...))`; see docs/laws.md.
+`LawForm.constrain(fix=..., limits=...)` gives the same law with some parameters held at given
+values (they leave the optimised vector) or kept inside hard limits (by a change of variable).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.laws.numeric import float64
 
 Array = jax.Array
 InitFn = Callable[[Mapping[str, np.ndarray], np.ndarray], Sequence[float]]
@@ -50,18 +58,60 @@ class Param:
   init: initial values in natural units, or ``init(x, y) -> values`` computed from the data
     (inputs ``x`` by name, float64 [N], and target ``y``, float64 [N]).
   bounds: the plausible natural range (lo, hi); a fit ending outside it is reported as a warning.
+  limits: hard limits (lo, hi) (either may be infinite) or None. With limits the optimised
+    variable u maps to lo + (hi - lo) sigmoid(u) (both finite), lo + exp(u) or hi - exp(u),
+    so the value never leaves them; `log` is then ignored.
   """
   name: str
   log: bool = True
   init: Sequence[float] | InitFn = COEF_GRID
   bounds: tuple[float, float] = (0.0, float("inf"))
+  limits: tuple[float, float] | None = None
 
   def initial_values(self, x: Mapping[str, np.ndarray], y: np.ndarray) -> np.ndarray:
+    """The initial values in the optimised space, float64 [K] (distinct)."""
     vals = self.init(x, y) if callable(self.init) else self.init
-    vals = np.asarray(vals, np.float64)
+    vals = np.asarray(vals, np.float64).reshape(-1)
+    if self.limits is not None:
+      lo, hi = self.limits
+      span = (hi - lo) if np.isfinite(hi - lo) else max(1.0, abs(lo) if np.isfinite(lo) else abs(hi))
+      inner = np.clip(vals, lo + 1e-3 * span, hi - 1e-3 * span)
+      if np.isfinite(lo) and np.isfinite(hi):
+        inner = np.unique(np.concatenate([inner, lo + span * np.array([0.25, 0.5, 0.75])]))
+      return np.unique(self.raw(inner))
     if self.log:
       vals = np.log(np.maximum(vals, 1e-300))
     return vals
+
+  def natural(self, u):
+    """The natural value of the optimised variable u (jax or numpy array, any shape)."""
+    xp = jnp if isinstance(u, jax.Array) else np
+    if self.limits is None:
+      return xp.exp(u) if self.log else u
+    lo, hi = self.limits
+    if np.isfinite(lo) and np.isfinite(hi):
+      return lo + (hi - lo) / (1.0 + xp.exp(-u))
+    if np.isfinite(lo):
+      return lo + xp.exp(u)
+    if np.isfinite(hi):
+      return hi - xp.exp(u)
+    return u
+
+  def raw(self, v):
+    """The optimised variable for natural value(s) v (numpy); inverse of `natural`."""
+    v = np.asarray(v, np.float64)
+    if self.limits is None:
+      return np.log(v) if self.log else v
+    lo, hi = self.limits
+    with np.errstate(divide="ignore", invalid="ignore"):
+      if np.isfinite(lo) and np.isfinite(hi):
+        t = (v - lo) / (hi - lo)
+        return np.log(t) - np.log1p(-t)
+      if np.isfinite(lo):
+        return np.log(v - lo)
+      if np.isfinite(hi):
+        return np.log(hi - v)
+    return v
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -74,6 +124,7 @@ class LawForm:
   formula: the formula as text (shown in fits.json and docs).
   aliases: other accepted spellings of input names, e.g. {"M": ("params", "N")}.
   derived: optional ``derived(p) -> dict`` of extra reported quantities (they get CIs too).
+  fixed: parameters held at given natural values (not optimised; see `constrain`).
   """
   name: str
   fn: Callable[[Mapping[str, Array], Mapping[str, Array]], Array]
@@ -82,18 +133,50 @@ class LawForm:
   formula: str
   aliases: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
   derived: Callable[[Mapping[str, Array]], Mapping[str, Array]] | None = None
+  fixed: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   @property
   def param_names(self) -> tuple[str, ...]:
+    """Names of the optimised (free) parameters, in the order of the vector u [P]."""
     return tuple(p.name for p in self.params)
 
   def to_natural(self, u: Array) -> dict[str, Array]:
-    """Maps the optimised vector ``u`` [..., P] to natural parameters by name."""
-    return {p.name: (jnp.exp(u[..., i]) if p.log else u[..., i]) for i, p in enumerate(self.params)}
+    """Maps the optimised vector ``u`` [..., P] to natural parameters by name (fixed ones too)."""
+    out = {p.name: p.natural(u[..., i]) for i, p in enumerate(self.params)}
+    xp = jnp if isinstance(u, jax.Array) else np
+    for name, v in self.fixed.items():
+      out[name] = xp.full(u.shape[:-1], v, dtype=u.dtype)
+    return out
 
   def to_raw(self, p: Mapping[str, float]) -> np.ndarray:
     """Maps natural parameters by name to the optimised vector, float64 [P]."""
-    return np.array([np.log(p[s.name]) if s.log else p[s.name] for s in self.params], np.float64)
+    return np.array([s.raw(p[s.name]) for s in self.params], np.float64)
+
+  def constrain(self, fix: Mapping[str, float] | None = None,
+                limits: Mapping[str, tuple[float, float]] | None = None) -> "LawForm":
+    """This law with parameters in `fix` held at their values and those in `limits` kept inside.
+
+    Names must be parameters of the law; a fixed value must lie inside its limits. Raises a
+    one-line error otherwise.
+    """
+    fix, limits = dict(fix or {}), dict(limits or {})
+    known = set(self.param_names)
+    for name in list(fix) + list(limits):
+      if name not in known:
+        raise JaxscaleError(f"law '{self.name}' has no free parameter '{name}'; its parameters "
+                            f"are {', '.join(self.param_names)}")
+    for name, (lo, hi) in limits.items():
+      if not lo < hi:
+        raise JaxscaleError(f"--bounds {name}={lo:g}:{hi:g}: the lower bound must be below the "
+                            f"upper one")
+      if name in fix and not lo <= fix[name] <= hi:
+        raise JaxscaleError(f"--fix {name}={fix[name]:g} lies outside --bounds {lo:g}:{hi:g}")
+    if len(fix) >= len(self.params):
+      raise JaxscaleError(f"every parameter of law '{self.name}' is fixed; leave at least one free")
+    params = tuple(dataclasses.replace(p, limits=tuple(map(float, limits[p.name])))
+                   if p.name in limits else p for p in self.params if p.name not in fix)
+    return dataclasses.replace(self, params=params,
+                               fixed={**self.fixed, **{k: float(v) for k, v in fix.items()}})
 
   def log_predict(self, u: Array, x: Mapping[str, Array]) -> Array:
     """log E for the optimised vector u [P] at inputs x (each [N]); float [N]."""
@@ -137,7 +220,6 @@ def predict(law: str, params: Mapping[str, float], inputs: Mapping[str, np.ndarr
   Input names are matched case-insensitively (aliases allowed); arrays broadcast together.
   Runs in float64 without changing the process-wide default precision.
   """
-  from jaxscale.laws.fit import float64  # local import: fit depends on forms
   form = get(law)
   x = {form.resolve_input(k): np.asarray(v, np.float64) for k, v in inputs.items()}
   missing = [n for n in form.inputs if n not in x]
@@ -162,6 +244,16 @@ def _pow(x: Array, a: Array) -> Array:
 def power(p, x):
   """E(x) = E_inf + A x^-alpha."""
   return p["E_inf"] + p["A"] * _pow(x["x"], p["alpha"])
+
+
+def power0(p, x):
+  """E(x) = beta x^-c: M1 of Alabdulmohsin et al. 2022 (no offset)."""
+  return p["beta"] * _pow(x["x"], p["c"])
+
+
+def m3(p, x):
+  """E(x) = beta (1/x + gamma)^c: M3 of Alabdulmohsin et al. 2022; saturates at beta gamma^c."""
+  return p["beta"] * jnp.exp(p["c"] * jnp.log(1.0 / x["x"] + p["gamma"]))
 
 
 def chinchilla(p, x):
@@ -220,14 +312,18 @@ def _m4_logit_jvp(primals, tangents):
 
 
 def m4(p, x):
-  """M4: (E - E_inf)/(E0 - E)^alpha = beta x^-c, with E0 = E_inf + gap, solved for E.
+  """M4: (E - E_inf)/(E0 - E)^alpha = beta x^-c, solved for E (NaN unless E_inf < E0).
 
-  With E = E_inf + gap * sigmoid(s) the equation reads
+  With gap = E0 - E_inf and E = E_inf + gap * sigmoid(s) the equation reads
   log sigmoid(s) - alpha log sigmoid(-s) = log beta - c log x - (1 - alpha) log gap.
   """
-  r = jnp.log(p["beta"]) - p["c"] * jnp.log(x["x"]) - (1.0 - p["alpha"]) * jnp.log(p["gap"])
+  gap = p["E0"] - p["E_inf"]
+  ok = gap > 0
+  gap = jnp.where(ok, gap, 1.0)
+  r = jnp.log(p["beta"]) - p["c"] * jnp.log(x["x"]) - (1.0 - p["alpha"]) * jnp.log(gap)
   alpha = jnp.broadcast_to(p["alpha"], jnp.shape(r))
-  return p["E_inf"] + p["gap"] * jax.nn.sigmoid(_m4_logit(alpha, r))
+  e = p["E_inf"] + gap * jax.nn.sigmoid(_m4_logit(alpha, r))
+  return jnp.where(ok, e, jnp.nan)
 
 
 def _quantiles_of(name: str, qs=(0.1, 0.3, 0.5, 0.7, 0.9)) -> InitFn:
@@ -239,8 +335,15 @@ def _floor_init(x, y):
   return np.min(y) * np.array([0.05, 0.3, 0.7])
 
 
-def _gap_init(x, y):
-  return (np.max(y) - np.min(y)) * np.array([1.05, 2.0, 5.0]) + 1e-6
+def _ceiling_init(x, y):
+  """E0 starts above the largest observed target."""
+  return np.max(y) + (np.max(y) - np.min(y)) * np.array([0.05, 1.0, 4.0]) + 1e-6
+
+
+def _scale_init(x, y):
+  """beta (offset-free forms) starts around the targets' geometric mean times x's scale."""
+  g = float(np.exp(np.mean(np.log(y))))
+  return g * np.array([1e-2, 1.0, 1e2, 1e4])
 
 
 _EXP = dict(log=False, init=EXP_GRID, bounds=(0.0, 10.0))
@@ -249,6 +352,20 @@ register(LawForm(
     name="power", fn=power, inputs=("x",),
     params=(Param("E_inf", init=_floor_init), Param("A"), Param("alpha", **_EXP)),
     formula="E = E_inf + A * x^-alpha"))
+
+register(LawForm(
+    name="power0", fn=power0, inputs=("x",),
+    params=(Param("beta", init=_scale_init),
+            Param("c", log=False, init=(0.0, 0.25, 0.5, 1.0), bounds=(-10.0, 10.0))),
+    formula="E = beta * x^-c"))
+
+register(LawForm(
+    name="m3", fn=m3, inputs=("x",),
+    params=(Param("beta", init=_scale_init),
+            Param("gamma", init=lambda x, y: 1.0 / np.quantile(x["x"], [0.1, 0.5, 0.9, 0.99])
+                  * np.array([1.0, 1.0, 1.0, 10.0])),
+            Param("c", log=False, init=(0.1, 0.3, 0.6, 1.0), bounds=(-10.0, 10.0))),
+    formula="E = beta * (1/x + gamma)^c"))
 
 register(LawForm(
     name="chinchilla", fn=chinchilla, inputs=("M", "D"),
@@ -280,12 +397,12 @@ register(LawForm(
 
 register(LawForm(
     name="m4", fn=m4, inputs=("x",),
-    params=(Param("E_inf", init=_floor_init), Param("gap", init=_gap_init),
+    params=(Param("E_inf", init=_floor_init), Param("E0", init=_ceiling_init),
             Param("alpha", init=(0.25, 1.0, 2.0), bounds=(0.0, 20.0)),
             Param("beta", init=COEF_GRID[:4]), Param("c", log=False, init=(0.25, 0.5, 1.0, 2.0),
                                                      bounds=(0.0, 10.0))),
-    formula="(E - E_inf) / (E0 - E)^alpha = beta * x^-c, E0 = E_inf + gap",
-    derived=lambda p: {"E0": p["E_inf"] + p["gap"]}))
+    formula="(E - E_inf) / (E0 - E)^alpha = beta * x^-c, E_inf < E < E0",
+    derived=lambda p: {"gap": p["E0"] - p["E_inf"]}))
 
 register(LawForm(
     name="broken_power", fn=broken_power, inputs=("x",),

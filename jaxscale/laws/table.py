@@ -5,6 +5,11 @@ all-bool -> bool, all-integer -> int64, all-numeric -> float64 (a missing value 
 anything else -> object (missing values are None). In CSV, ``true``/``false`` (any case) are
 booleans and an empty cell is missing.
 
+Every table read from a file also holds the column `LINE` ("__line__"): the file line of each row
+(the header is line 1 of a CSV), so messages name the lines a user can open; it is not a data
+column (`data_columns`). A CSV whose header names a column twice is refused. A records.jsonl whose
+last line is torn (no newline at the end and not valid JSON: a writer was killed) is read without it.
+
 Group keys (the names of groups in fits.json) are values written as strings by `key`: booleans as
 ``"true"``/``"false"``, integral numbers as integers (``1``, ``1.0`` -> ``"1"``), other floats by
 ``repr`` (``"0.5"``), strings as they are.
@@ -14,8 +19,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +30,8 @@ import numpy as np
 from jaxscale.errors import JaxscaleError
 
 Table = dict[str, np.ndarray]
+LINE = "__line__"
+logger = logging.getLogger("jaxscale")
 
 
 def read_table(path: str | os.PathLike) -> Table:
@@ -40,33 +49,58 @@ def read_table(path: str | os.PathLike) -> Table:
   if not rows:
     raise JaxscaleError(f"{path} holds no rows")
   names: dict[str, None] = {}
-  for r in rows:
+  for _, r in rows:
     names.update(dict.fromkeys(r))
-  return {n: _column([r.get(n) for r in rows]) for n in names}
+  table = {n: _column([r.get(n) for _, r in rows]) for n in names}
+  table[LINE] = np.array([i for i, _ in rows], np.int64)
+  return table
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def _read_jsonl(path: str) -> list[tuple[int, dict]]:
+  """(line number, object) of every non-empty line; a torn last line is skipped with a warning."""
   rows = []
   with open(path, encoding="utf-8") as f:
-    for i, line in enumerate(f, 1):
-      if not line.strip():
+    lines = f.readlines()
+  for i, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      if i == len(lines) and not line.endswith("\n"):
+        logger.warning("%s: skipped the torn last line %d (a writer was interrupted)", path, i)
         continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise JaxscaleError(f"{path} line {i} is not valid JSON ({e.msg}); fix or remove it") from None
-      if not isinstance(row, dict):
-        raise JaxscaleError(f"{path} line {i} is not a JSON object")
-      rows.append(row)
+      raise JaxscaleError(f"{path} line {i} is not valid JSON ({e.msg}); fix or remove it") from None
+    if not isinstance(row, dict):
+      raise JaxscaleError(f"{path} line {i} is not a JSON object")
+    rows.append((i, row))
   return rows
 
 
-def _read_csv(path: str, delimiter: str) -> list[dict]:
+def _read_csv(path: str, delimiter: str) -> list[tuple[int, dict]]:
+  """(line number, row) of every data row; the header must name each column once."""
   with open(path, encoding="utf-8", newline="") as f:
-    reader = csv.DictReader(f, delimiter=delimiter)
-    if not reader.fieldnames:
+    reader = csv.reader(f, delimiter=delimiter)
+    header = next(reader, None)
+    if not header or not any(h.strip() for h in header):
       raise JaxscaleError(f"{path} has no header row naming its columns")
-    return [{k.strip(): parse_cell(v) for k, v in row.items() if k is not None} for row in reader]
+    names = [h.strip() for h in header]
+    seen: dict[str, int] = {}
+    for j, n in enumerate(names, 1):
+      if n in seen:
+        raise JaxscaleError(f"{path} line 1 names column '{n}' twice (columns {seen[n]} and {j}); "
+                            f"rename one of them")
+      seen[n] = j
+    rows = []
+    for cells in reader:
+      line = reader.line_num
+      if not any(c.strip() for c in cells):
+        continue
+      if len(cells) > len(names):
+        raise JaxscaleError(f"{path} line {line} has {len(cells)} cells but the header names "
+                            f"{len(names)} columns")
+      rows.append((line, {n: parse_cell(c) for n, c in zip(names, cells)}))
+    return rows
 
 
 def parse_cell(text: Any) -> Any:
@@ -115,20 +149,71 @@ def key(value: Any) -> str:
   return str(value)
 
 
+def data_columns(table: Table) -> list[str]:
+  """The data column names (without `LINE`)."""
+  return [k for k in table if k != LINE]
+
+
+def n_rows(table: Table) -> int:
+  return len(next(iter(table.values()))) if table else 0
+
+
+def lines(table: Table) -> np.ndarray:
+  """The file line of every row [N] (row indices + 1 when the table did not come from a file)."""
+  return table[LINE] if LINE in table else np.arange(1, n_rows(table) + 1)
+
+
 def column(table: Table, name: str) -> np.ndarray:
   """The column `name`, or a one-line error listing the columns there are."""
-  if name not in table:
-    raise JaxscaleError(f"no column '{name}' in the data; columns are: {', '.join(sorted(table))}")
+  if name not in table or name == LINE:
+    raise JaxscaleError(f"no column '{name}' in the data; columns are: "
+                        f"{', '.join(sorted(data_columns(table)))}")
   return table[name]
 
 
 def numeric(table: Table, name: str) -> np.ndarray:
-  """Column `name` as float64 [N], or a one-line error if it is not numeric."""
+  """Column `name` as float64 [N], or a one-line error naming the first line that is not."""
   col = column(table, name)
   if col.dtype == object:
-    bad = next((v for v in col if not isinstance(v, (int, float)) or isinstance(v, bool)), None)
-    raise JaxscaleError(f"column '{name}' must be numeric, found {bad!r}")
+    bad = [i for i, v in enumerate(col)
+           if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool))]
+    if bad:
+      raise JaxscaleError(f"column '{name}' must be numeric, found {col[bad[0]]!r} on line "
+                          f"{int(lines(table)[bad[0]])}" + (f" (and {len(bad) - 1} more lines)"
+                                                             if len(bad) > 1 else ""))
+    return np.array([np.nan if v is None else float(v) for v in col], np.float64)
   return col.astype(np.float64)
+
+
+_WHERE = re.compile(r"^\s*([^<>=!]+?)\s*(>=|<=|!=|==|=|>|<)\s*(.*?)\s*$", re.S)
+
+
+def parse_where(text: str) -> tuple[str, str, str]:
+  """'dp>=1000' -> ('dp', '>=', '1000'); the value is everything after the operator (commas too)."""
+  m = _WHERE.match(text or "")
+  if not m or not m.group(3):
+    raise JaxscaleError(f"--where expects COLUMN=VALUE or a comparison COLUMN>=VALUE (also >, <, "
+                        f"<=, !=), one condition per flag; got '{text}'")
+  return m.group(1), m.group(2), m.group(3)
+
+
+def where(table: Table, text: str) -> np.ndarray:
+  """Rows satisfying one `--where` condition (`parse_where`); bool [N].
+
+  = and != compare as group keys (`matches`); <, <=, >, >= compare numbers.
+  """
+  name, op, value = parse_where(text)
+  if op in ("=", "=="):
+    return matches(table, name, value)
+  if op == "!=":
+    return ~matches(table, name, value)
+  try:
+    v = float(value)
+  except ValueError:
+    raise JaxscaleError(f"--where {text}: {op} needs a number, got '{value}'") from None
+  col = numeric(table, name)
+  with np.errstate(invalid="ignore"):
+    return {"<": col < v, "<=": col <= v, ">": col > v, ">=": col >= v}[op]
 
 
 def matches(table: Table, name: str, value: Any) -> np.ndarray:

@@ -2,9 +2,11 @@
 
 A resample draws clusters with replacement (by default a cluster is the set of records sharing one
 configuration, i.e. the same values of every input, such as the seeds of one cell) and gives each
-record the number of times its cluster was drawn as its weight in the Huber objective. Weights keep
-every resample the same shape, so a chunk of resamples is refitted in one `jit(vmap(vmap(...)))`,
-each from the few diverse end points of the full fit.
+record the number of times its cluster was drawn as its weight in the fit's objective (Huber or
+squared). Weights keep every resample the same shape: the B resamples x K starts (the few diverse
+end points of the full fit) are B * K weighted problems, refitted by `fit.solve` in chunks through
+one `jit(vmap(...))` over problems. Fixed parameters stay fixed in every refit (the form carries
+them), so they add no spread.
 """
 
 from __future__ import annotations
@@ -67,11 +69,12 @@ class Bootstrap:
 
 
 def bootstrap(result: FitResult, x: Mapping[str, np.ndarray], y: np.ndarray, n_boot: int, *,
-              seed: int = 0, delta: float = fit_lib.DEFAULT_DELTA, iters: int = DEFAULT_ITERS,
+              seed: int = 0, delta: float | None = None, iters: int = DEFAULT_ITERS,
               clusters: np.ndarray | None = None, progress: bool = True,
               desc: str = "bootstrap") -> Bootstrap:
   """Refits `result`'s law on `n_boot` cluster resamples of (x, y), each from result.starts.
 
+  The objective (loss, delta) is the fit's unless `delta` is given.
   clusters: int [N] cluster ids (default `cluster_ids(x)`; pass np.arange(N) to resample records).
   """
   form = result.form
@@ -83,10 +86,10 @@ def bootstrap(result: FitResult, x: Mapping[str, np.ndarray], y: np.ndarray, n_b
   k = len(starts)
   u0 = np.tile(starts, (n_boot, 1))              # [B * K, P], resample-major
   w = np.repeat(weights, k, axis=0)              # [B * K, N]
-  bar = Progress(n_boot * k, desc=desc, unit="refit", enabled=progress)
-  u, f, _ = fit_lib.solve(form, u0, x, y, w, delta=delta, iters=iters, on_chunk=bar.update)
-  bar.close()
-  u, f = u.reshape(n_boot, k, -1), f.reshape(n_boot, k)
+  with Progress(n_boot * k * iters, desc=desc, unit="step", enabled=progress, delay_s=3.0) as bar:
+    s = fit_lib.solve(form, u0, x, y, w, loss=result.loss,
+                      delta=result.delta if delta is None else delta, iters=iters, bar=bar)
+  u, f = s.u.reshape(n_boot, k, -1), s.objective.reshape(n_boot, k)
   best = np.argmin(f, axis=1)
   us, fs = [u[np.arange(n_boot), best]], [f[np.arange(n_boot), best]]
   u = np.concatenate(us)

@@ -1,7 +1,8 @@
 """Extrapolation backtests: fit on the smaller scales, predict the held-out ones.
 
 Metrics on n held-out points with predictions p and targets y (both > 0):
-  log_rmse = sqrt(mean((log p - log y)^2)),   are = mean(|p - y| / y).
+  log_rmse = sqrt(mean(e)), e_i = (log p_i - log y_i)^2,   are = mean(|p - y| / y),
+  log_rmse_se = sd(e) / (2 sqrt(n) log_rmse)   (the delta method; None for n < 2).
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ from jaxscale.errors import JaxscaleError
 from jaxscale.laws import fit as fit_lib
 from jaxscale.laws import forms as forms_lib
 from jaxscale.laws import table as table_lib
+from jaxscale.laws.inputs import resolve_inputs, target_values
 
 BACKTEST_MAX_STARTS = 1024
 
 
 def holdout_metrics(pred: np.ndarray, y: np.ndarray) -> dict:
-  """{"n", "log_rmse", "are"} of predictions pred [n] against targets y [n] (None when n == 0)."""
+  """{"n", "log_rmse", "log_rmse_se", "are"} of predictions pred [n] against targets y [n]."""
   pred, y = np.asarray(pred, np.float64), np.asarray(y, np.float64)
   if not len(y):
-    return {"n": 0, "log_rmse": None, "are": None}
-  return {"n": int(len(y)),
-          "log_rmse": float(np.sqrt(np.mean((np.log(pred) - np.log(y)) ** 2))),
+    return {"n": 0, "log_rmse": None, "log_rmse_se": None, "are": None}
+  e = (np.log(pred) - np.log(y)) ** 2
+  rmse = float(np.sqrt(np.mean(e)))
+  se = None
+  if len(e) > 1 and rmse > 0:
+    se = float(np.std(e, ddof=1) / np.sqrt(len(e)) / (2.0 * rmse))
+  return {"n": int(len(y)), "log_rmse": rmse, "log_rmse_se": se,
           "are": float(np.mean(np.abs(pred - y) / y))}
 
 
@@ -47,7 +53,6 @@ def backtest(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, 
   of metrics. Returns {"law", "target", "inputs", "rows": [{"group", "kind", "input", "column",
   "value", "n_train", "n_test", "log_rmse", "are" | "error"}]}, JSON-serialisable.
   """
-  from jaxscale.laws.api import resolve_inputs, target_values  # shared parsing
   form = forms_lib.get(law)
   columns = resolve_inputs(form, inputs)
   names = form.inputs if by is None else tuple(form.resolve_input(b) for b in by)

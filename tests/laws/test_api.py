@@ -34,7 +34,7 @@ def test_analyze_split_boundary_holdout(synth):
                      inputs={"dp": "dp", "params": "params", "df": "df"}, target="eval_error",
                      split_by="distilled", bootstrap=50, boundary="dp",
                      at={"params": 4e5, "df": 300}, holdout=("dp", 30000), seed=0,
-                     max_starts=256, progress=False)
+                     max_starts=256, progress=False).content
   json.dumps(out, allow_nan=False)  # JSON-serialisable, no NaN
   assert set(out["groups"]) == {"false", "true"}
   assert out["inputs"] == {"Dp": "dp", "M": "params", "Df": "df"}
@@ -44,25 +44,31 @@ def test_analyze_split_boundary_holdout(synth):
   for p in g["params"].values():
     assert p["ci_low"] <= p["value"] <= p["ci_high"]
   assert g["statistics"]["converged"] and g["statistics"]["r2_log"] > 0.99
-  assert g["holdout"]["n"] == 18 and g["holdout"]["log_rmse"] < 0.1 and g["holdout"]["are"] < 0.1
+  h = g["holdout"]
+  assert h["n"] == 18 and h["log_rmse"] < 0.1 and h["are"] < 0.1 and 0 < h["log_rmse_se"] < h["log_rmse"]
+  assert len(h["rows"]["line"]) == 18 and len(g["rows"]["fitted"]) == 54
   b = out["boundary"]
   assert b["input"] == "Dp" and b["at"] == {"M": 4e5, "Df": 300.0}
-  assert b["range"] == [1000.0, 10000.0]  # the fitted range (Dp = 3e4 is held out)
+  # The stated range is the data's, held-out rows included (never shrunk by --holdout).
+  assert b["range"] == [1000.0, 30000.0] and b["range_source"] == "data"
   assert isinstance(b["roots"], list) and b["sign_below"] in (-1, 1)
-  # Dp = 3e4 was only predicted, so the boundary at ~1.0e4 may or may not be inside.
+  assert b["verdict"] in ("crossing", "cannot_tell", "a_higher", "a_lower")
+  assert b["ends"]["low"]["ci_low"] <= b["ends"]["low"]["delta"] <= b["ends"]["low"]["ci_high"]
+  assert 0.0 <= b["boot_crossing_frac"] <= 1.0 and b["n_boot"] == 50
   for r in b["roots"]:
-    assert 1000.0 <= r["value"] <= 10000.0
+    assert 1000.0 <= r["value"] <= 30000.0
 
 
 def test_analyze_boundary_finds_crossing(synth):
   table = _records(synth, sigma=0.002)
   out = laws.analyze(table, law="transfer_additive", inputs={"Dp": "dp", "M": "params", "Df": "df"},
                      target="eval_error", split_by="distilled", boundary="Dp",
-                     at={"M": 4e5, "Df": 300}, max_starts=256, progress=False)
+                     at={"M": 4e5, "Df": 300}, max_starts=256, progress=False).content
   want = ((3.2 - 2.0) / (0.08 - 0.05)) ** (1 / 0.4)
   assert [round(r["value"] / want, 1) for r in out["boundary"]["roots"]] == [1.0]
   assert out["boundary"]["roots"][0]["ci_low"] is None  # no bootstrap, no CI
   assert out["boundary"]["sign_below"] == 1
+  assert out["boundary"]["verdict"] == "fitted_crossing"  # no bootstrap: about the curves only
   assert jnp.zeros(1).dtype == jnp.float32
 
 
@@ -74,7 +80,7 @@ def test_zero_target_is_error_unless_floored(synth):
   with pytest.raises(JaxscaleError, match="target column 'eval_error' has 1 non-positive value"
                      r".*--floor .* in group distilled=false"):
     laws.analyze(table, **kw)
-  out = laws.analyze(table, floor=1e-3, **kw)
+  out = laws.analyze(table, floor=1e-3, **kw).content
   assert out["groups"]["false"]["warnings"][0].startswith("1 target value(s) below the floor")
 
 
@@ -96,7 +102,7 @@ def test_bad_requests_are_one_line_errors(synth, kw, message):
 def test_predict_draws_curves_from_fits_json(synth):
   table = _records(synth, sigma=0.0)
   out = laws.analyze(table, law="transfer_additive", inputs={"Dp": "dp", "M": "params", "Df": "df"},
-                     target="eval_error", split_by="distilled", max_starts=256, progress=False)
+                     target="eval_error", split_by="distilled", max_starts=256, progress=False).content
   params = {k: v["value"] for k, v in json.loads(json.dumps(out))["groups"]["true"]["params"].items()}
   dp = np.geomspace(1e3, 3e4, 7)
   got = laws.predict("transfer_additive", params, {"dp": dp, "M": 4e5, "Df": 300.0})
@@ -117,12 +123,34 @@ def test_write_fits_is_atomic_and_never_overwrites(tmp_path):
   assert [p.name for p in tmp_path.iterdir()] == ["fits.json"]  # no temp files left
 
 
-def test_details_return_fits_and_bootstraps(synth):
-  details = {}
-  laws.analyze(_records(synth), law="transfer_additive",
-               inputs={"Dp": "dp", "M": "params", "Df": "df"}, target="eval_error",
-               split_by="distilled", bootstrap=10, max_starts=64, progress=False, details=details)
-  assert set(details) == {"false", "true"}
-  res, boot, x = details["true"]
-  assert res.params.keys() == boot.params.keys() and boot.u.shape == (10, 7)
-  assert set(x) == {"Dp", "M", "Df"} and len(x["Dp"]) == 72
+def test_analysis_is_typed_with_fits_bootstraps_and_boundaries(synth):
+  result = laws.analyze(_records(synth), law="transfer_additive",
+                        inputs={"Dp": "dp", "M": "params", "Df": "df"}, target="eval_error",
+                        split_by="distilled", bootstrap=10, max_starts=64, progress=False,
+                        boundary="Dp", at={"M": 4e5, "Df": 300},
+                        boundary_at=[{"M": 1e5, "Df": 100}, {"M": 1.6e6, "Df": 1000}])
+  assert set(result.groups) == {"false", "true"}
+  g = result.groups["true"]
+  assert g.fit.params.keys() == g.bootstrap.params.keys() and g.bootstrap.u.shape == (10, 7)
+  assert set(g.x) == {"Dp", "M", "Df"} and len(g.x["Dp"]) == 72
+  assert result.boundary is not None and result.content["boundary"]["at"] == {"M": 4e5, "Df": 300.0}
+  assert [b["at"] for b in result.boundaries] == [{"M": 1e5, "Df": 100.0}, {"M": 1.6e6, "Df": 1000.0}]
+
+
+def test_predictions_in_fits_json_equal_the_law_at_the_fitted_params(synth):
+  table = _records(synth)
+  out = laws.analyze(table, law="transfer_additive", inputs={"Dp": "dp", "M": "params", "Df": "df"},
+                     target="eval_error", split_by="distilled", holdout=("dp", 30000),
+                     max_starts=64, progress=False).content
+  out = json.loads(json.dumps(out))
+  lines = np.arange(1, len(table["dp"]) + 1)  # no file: line i is row i - 1
+  for key, g in out["groups"].items():
+    params = {k: v["value"] for k, v in g["params"].items()}
+    for rows in (g["rows"], g["holdout"]["rows"]):
+      idx = np.searchsorted(lines, rows["line"])
+      x = {"Dp": table["dp"][idx], "M": table["params"][idx], "Df": table["df"][idx]}
+      want = laws.predict("transfer_additive", params, x)
+      np.testing.assert_allclose(rows["fitted"], want, rtol=1e-12)
+      np.testing.assert_allclose(rows["log_residual"],
+                                 np.log(table["eval_error"][idx]) - np.log(want), atol=1e-12)
+      assert set(table["distilled"][idx].tolist()) == {key == "true"}

@@ -60,7 +60,9 @@ def test_records_jsonl_with_where_and_split(tmp_path, capsys):
   fits = json.loads(out.read_text())
   assert set(fits["groups"]) == {"false", "true"}
   assert fits["boundary"]["roots"] == [] and fits["boundary"]["sign_below"] == 1
-  assert "no crossing in range" in capsys.readouterr().out
+  assert fits["boundary"]["verdict"] == "fitted_no_crossing"
+  text = capsys.readouterr().out
+  assert "do not cross in range" in text and "not a verdict" in text
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):

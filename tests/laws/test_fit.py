@@ -7,6 +7,7 @@ import pytest
 from jaxscale import laws
 from jaxscale.errors import JaxscaleError
 from jaxscale.laws import fit as fit_lib
+from jaxscale.laws import numeric
 
 CHIN = dict(E=1.69, A=406.4, alpha=0.34, B=410.7, beta=0.28)
 
@@ -38,11 +39,16 @@ def test_fit_leaves_default_precision_float32():
   assert jnp.asarray(1.0).dtype == jnp.float32
 
 
-def test_huber_is_quadratic_inside_and_linear_outside():
+def test_losses_are_optax_huber_and_half_squares():
   r = jnp.array([0.0, 5e-4, -5e-4, 1e-2, -1e-2])
-  h = np.asarray(fit_lib.huber(r, 1e-3))
+  h = np.asarray(numeric.rho("huber", r, 1e-3))
   np.testing.assert_allclose(h, [0, 1.25e-7, 1.25e-7, 1e-3 * (1e-2 - 5e-4), 1e-3 * (1e-2 - 5e-4)],
                              rtol=1e-6)  # float32 here
+  np.testing.assert_allclose(np.asarray(numeric.rho("squared", r, 1e-3)), 0.5 * np.asarray(r) ** 2,
+                             rtol=1e-6)
+  psi, omega = numeric.psi_omega("huber", r, 1e-3)
+  np.testing.assert_allclose(np.asarray(psi), [0, 5e-4, -5e-4, 1e-3, -1e-3], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(omega), [1, 1, 1, 0.1, 0.1], rtol=1e-6)
 
 
 def test_robust_to_an_outlier():
@@ -70,8 +76,8 @@ def test_bad_target_is_one_line_error(bad, message):
   x, y = _chin_data(n=20)
   y[[2, 5]] = bad
   with pytest.raises(JaxscaleError, match=message) as e:
-    fit_lib.fit("chinchilla", x, y, max_starts=16, target="eval_error")
-  assert "eval_error" in str(e.value) and "rows 2, 5" in str(e.value) and "\n" not in str(e.value)
+    fit_lib.fit("chinchilla", x, y, max_starts=16, target="eval_error", lines=np.arange(20) + 2)
+  assert "eval_error" in str(e.value) and "lines 4, 7" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_non_positive_input_is_error():
@@ -83,7 +89,7 @@ def test_non_positive_input_is_error():
 
 def test_too_few_points_is_error():
   x, y = _chin_data(n=5)
-  with pytest.raises(JaxscaleError, match="5 parameters but only 5 points"):
+  with pytest.raises(JaxscaleError, match="5 free parameters but only 5 points"):
     fit_lib.fit("chinchilla", x, y, max_starts=16)
 
 

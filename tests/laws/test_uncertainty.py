@@ -10,7 +10,7 @@ from jaxscale.laws import uncertainty
 X1 = np.exp(np.linspace(np.log(10.0), np.log(1e6), 40))
 ONE_D = {
     "power": dict(E_inf=0.05, A=2.0, alpha=0.4),
-    "m4": dict(E_inf=0.05, gap=0.85, alpha=1.0, beta=40.0, c=0.6),
+    "m4": dict(E_inf=0.05, E0=0.9, alpha=1.0, beta=40.0, c=0.6),
     "broken_power": dict(E_inf=0.02, A=1.5, c0=0.1, d=3e3, c1=0.4, f=0.5),
 }
 

@@ -1,0 +1,109 @@
+"""`jaxscale predict`: evaluate the laws of a fits.json at the rows of a file; write a CSV.
+
+Each row is predicted by its group's law (the group is read from the fit's --split-by column when
+the fit had one). With bootstrap samples in fits.json, every prediction also gets the percentile
+interval of the resampled laws at the fit's level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxscale.errors import JaxscaleError
+from jaxscale.fileio import atomic_write_text
+from jaxscale.laws import forms as forms_lib
+from jaxscale.laws import table as table_lib
+from jaxscale.laws.numeric import float64
+
+HELP = "predict new rows with the laws of a fits.json (with bootstrap intervals when it has them)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("fits", metavar="FITS_JSON", help="a fits.json written by `jaxscale fit`")
+  parser.add_argument("file", metavar="FILE", help=".csv or .jsonl holding the law's input columns")
+  parser.add_argument("--out", required=True, metavar="CSV", help="where to write the predictions")
+  parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+
+def read_fits(path: str) -> dict:
+  if not os.path.exists(path):
+    raise JaxscaleError(f"no such file: {path}")
+  try:
+    with open(path, encoding="utf-8") as f:
+      fits = json.load(f)
+  except json.JSONDecodeError as e:
+    raise JaxscaleError(f"{path} is not valid JSON ({e.msg} on line {e.lineno})") from None
+  if fits.get("schema_version") != 2 or "groups" not in fits:
+    raise JaxscaleError(f"{path} is not a fits.json of schema version 2; refit with this jaxscale")
+  return fits
+
+
+def _band(form, samples: dict, x: dict, level: float) -> tuple[np.ndarray, np.ndarray]:
+  """Percentile band [n] of the law over bootstrap samples (name -> [B]) at x (name -> [n])."""
+  with float64():
+    p = {k: jnp.asarray(np.asarray(v, np.float64))[:, None] for k, v in samples.items()}
+    pred = np.asarray(form.fn(p, {k: jnp.asarray(v)[None, :] for k, v in x.items()}))
+  a = 100 * (1 - level) / 2
+  return np.nanpercentile(pred, a, axis=0), np.nanpercentile(pred, 100 - a, axis=0)
+
+
+def predict_table(fits: dict, table: dict) -> dict[str, np.ndarray]:
+  """Columns line, group, the inputs, prediction (+ ci_low, ci_high with bootstrap samples)."""
+  form = forms_lib.get(fits["law"])
+  n = table_lib.n_rows(table)
+  x = {name: table_lib.numeric(table, col) for name, col in fits["inputs"].items()}
+  keys = list(fits["groups"])
+  split = fits.get("split_by")
+  if split and len(keys) > 1:
+    if split not in table:
+      raise JaxscaleError(f"the fit has one law per value of '{split}' but the file has no such "
+                          f"column; add it")
+    group = np.array([table_lib.key(v) for v in table[split]], dtype=object)
+    unknown = sorted(set(group.tolist()) - set(keys))
+    if unknown:
+      line = int(table_lib.lines(table)[np.flatnonzero(group == unknown[0])[0]])
+      raise JaxscaleError(f"{split}={unknown[0]} on line {line} has no fitted law; the fit has "
+                          f"{', '.join(keys)}")
+  else:
+    group = np.array([keys[0]] * n, dtype=object)
+  pred = np.full(n, np.nan)
+  lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+  with_band = all("bootstrap_samples" in g for g in fits["groups"].values())
+  level = fits.get("bootstrap", {}).get("level", 0.95)
+  for key, g in fits["groups"].items():
+    m = group == key
+    if not m.any():
+      continue
+    xm = {k: v[m] for k, v in x.items()}
+    params = {k: p["value"] for k, p in g["params"].items() if p.get("kind") != "derived"}
+    pred[m] = forms_lib.predict(fits["law"], params, xm)
+    if with_band:
+      lo[m], hi[m] = _band(form, g["bootstrap_samples"], xm, level)
+  out = {"line": table_lib.lines(table), "group": group}
+  out.update({fits["inputs"][k]: v for k, v in x.items()})
+  out["prediction"] = pred
+  if with_band:
+    out["ci_low"], out["ci_high"] = lo, hi
+  return out
+
+
+def run(args: argparse.Namespace) -> int:
+  if os.path.exists(args.out) and not args.force:
+    raise JaxscaleError(f"{args.out} exists; pass --force to overwrite it")
+  fits = read_fits(args.fits)
+  cols = predict_table(fits, table_lib.read_table(args.file))
+  buf = io.StringIO()
+  w = csv.writer(buf, lineterminator="\n")
+  w.writerow(list(cols))
+  for row in zip(*cols.values()):
+    w.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in row])
+  atomic_write_text(args.out, buf.getvalue())
+  print(f"wrote {len(cols['line'])} predictions to {args.out}")
+  return 0
