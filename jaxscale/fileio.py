@@ -6,8 +6,18 @@ import os
 import tempfile
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temp file in the same folder, fsync and `os.replace`."""
+  """Writes `text` to `path` through a temp file in the same folder, fsync and `os.replace`.
+
+  The file gets the permissions of any newly created file (0666 minus the umask, 0644 usually),
+  not the 0600 of the temp file, so results read like the figures beside them.
+  """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}-", suffix=".tmp", dir=folder)
@@ -15,6 +25,7 @@ def atomic_write_text(path: str, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(text)
       f.flush()
+      os.fchmod(f.fileno(), 0o666 & ~_umask())
       os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:

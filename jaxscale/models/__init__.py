@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxscale.errors import JaxscaleError
-from jaxscale.models import resnet, vit
+from jaxscale.models import resnet, transfer, vit
 from jaxscale.models.resnet import ResNet, ResNetConfig
 from jaxscale.models.vit import ViT, ViTConfig
 
@@ -179,4 +179,18 @@ def flops_per_image(name: str, num_classes: int, image_size: int) -> float:
   return fn(s.config, num_classes, image_size)
 
 
-from jaxscale.models.transfer import backbone_state, with_new_head  # noqa: E402
+def with_new_head(model: nnx.Module | nnx.State, name: str, num_classes: int, image_size: int,
+                  rngs: nnx.Rngs, dtype: Any = None) -> nnx.Module:
+  """A model `name` for `num_classes` at `image_size` px with `model`'s backbone and a new head.
+
+  `model` is the pretrained model of architecture `name` or its parameter `nnx.State`; `dtype`
+  None keeps its compute dtype (float32 for a state). The backbone parameters of the result are
+  the same arrays as `model`'s (bit-identical); see `transfer.transplant`.
+  """
+  check(name, num_classes, image_size)
+  if dtype is None:
+    dtype = getattr(model, "dtype", jnp.float32)
+  return transfer.transplant(model, create(name, num_classes, image_size, rngs, dtype=dtype), name)
+
+
+backbone_state = transfer.backbone_state

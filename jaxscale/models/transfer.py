@@ -1,20 +1,18 @@
-"""Transfer: split a model into backbone and head, and re-attach a fresh head.
+"""Transfer: split a model into backbone and head, and move a backbone into a fresh model.
 
 Fine-tuning starts from a pretrained model (or its restored parameter state), keeps every
 backbone parameter bit-identical, and replaces the head by a freshly initialised one for the
 downstream class count. A ViT given a new resolution gets its position embeddings resized
-bilinearly on the patch grid (big_vision's `resample_posemb`).
+bilinearly on the patch grid (big_vision's `resample_posemb`). `jaxscale.models.with_new_head`
+creates the fresh model from the registry and calls `transplant`; this module knows no registry.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import jax.numpy as jnp
 from flax import nnx
 
 from jaxscale.errors import JaxscaleError
-from jaxscale.models import create, check, vit
+from jaxscale.models import vit
 
 HEAD = "head"
 
@@ -32,27 +30,18 @@ def backbone_state(model_or_state: nnx.Module | nnx.State) -> nnx.State:
   return nnx.from_flat_state(flat)
 
 
-def with_new_head(model: nnx.Module | nnx.State, name: str, num_classes: int, image_size: int,
-                  rngs: nnx.Rngs, dtype: Any = None) -> nnx.Module:
-  """A model `name` for `num_classes` at `image_size` px with `model`'s backbone and a new head.
+def transplant(model: nnx.Module | nnx.State, new: nnx.Module, name: str) -> nnx.Module:
+  """`new` with every backbone parameter replaced by `model`'s (its head is left as initialised).
 
   Args:
-    model: the pretrained model of architecture `name`, or its parameter `nnx.State`
-      (e.g. restored from a checkpoint).
-    name: its registered name; the backbone architecture must match.
-    num_classes: classes of the new head (>= 2).
-    image_size: input resolution of the new model; for a ViT a new resolution resizes the
-      position embeddings, every other parameter is reused as is.
-    rngs: randomness for the new head's initialisation.
-    dtype: compute dtype; None keeps the source model's (float32 for a state).
+    model: the pretrained model, or its parameter `nnx.State` (e.g. restored from a checkpoint).
+    new: a freshly created model of the same architecture (any class count; for a ViT any
+      resolution: the position embeddings are resized to it, every other parameter is reused).
+    name: the registered name of `new`, for error messages.
 
   Returns:
-    A new module; its backbone parameters are the same arrays as `model`'s (bit-identical).
+    `new`, updated in place; its backbone parameters are the same arrays as `model`'s.
   """
-  check(name, num_classes, image_size)
-  if dtype is None:
-    dtype = getattr(model, "dtype", jnp.float32)
-  new = create(name, num_classes, image_size, rngs, dtype=dtype)
   source = dict(nnx.to_flat_state(backbone_state(model)))
   target = nnx.to_flat_state(nnx.state(new, nnx.Param))
   updated = []

@@ -1,136 +1,195 @@
-"""PNG figures of a study, drawn from the numbers `jaxscale.study.analysis` computed.
+"""Drawing only: PNG figures from plain numbers (lists and dicts built in `report.figures`).
 
-Every function takes the analysis dict (see `jaxscale.study.analysis.analyze_study`) and a
-path, draws with matplotlib's Agg backend and writes one PNG. Plain arm: solid lines and circles;
-distilled arm: dashed lines and triangles; one colour per model size; shaded bands are bootstrap
-percentile intervals of the fitted law.
+Conventions shared by every figure: one colour per series (a model size, a Dp or a Df), the
+plain arm drawn with circles and solid lines, the distilled arm with triangles and dashed lines;
+markers are measured means over seeds with 95% CI error bars; a fitted law is a thin line drawn
+only over the measured range. Every mark is named in the figure's legend, which sits below the
+panels so it never covers data. Figures are sized for a page 1,100 px wide at 100 dpi.
 """
 
 from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
-ARM_STYLE = {"plain": dict(ls="-", marker="o"), "distilled": dict(ls="--", marker="^")}
+ARM_STYLE = {"plain": dict(ls="-", marker="o"), "distilled": dict(ls="--", marker="^"),
+             "teacher": dict(ls=":", marker="s")}
+DPI = 100
+PANEL_W, PANEL_H = 3.6, 3.0
+FONT = 9
 
 
-def _colors(n: int):
+def colors(n: int) -> list:
+  """n colours of the viridis map, dark to light (yellow end left out: too faint on white)."""
   cmap = plt.get_cmap("viridis")
-  return [cmap(v) for v in np.linspace(0.1, 0.85, max(n, 1))]
+  return [cmap(v) for v in np.linspace(0.05, 0.8, max(n, 1))]
 
 
-def _points(analysis, **match):
-  return [p for p in analysis["points"] if all(p[k] == v for k, v in match.items())]
+def short(v: float) -> str:
+  """Tick labels: 60K, 1.2M, 300."""
+  if v >= 1e6:
+    return f"{v / 1e6:.3g}M"
+  if v >= 1e4:
+    return f"{v / 1e3:.3g}K"
+  return f"{v:,.0f}"
 
 
-def _save(fig, path: str) -> str:
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+def _figure(n_panels: int, ncols: int, sharey: bool = True):
+  ncols = max(1, min(ncols, n_panels))
+  nrows = -(-n_panels // ncols)
+  width = max(PANEL_W * ncols + 0.6, 6.0)  # room for a two-column legend under one panel
+  fig, axes = plt.subplots(nrows, ncols, figsize=(width, PANEL_H * nrows + 0.9),
+                           squeeze=False, sharey=sharey)
+  flat = list(axes.ravel())
+  for ax in flat[n_panels:]:
+    ax.set_visible(False)
+  return fig, flat[:n_panels]
+
+
+def _log_ticks(ax, axis: str, values: Sequence[float]) -> None:
+  """Ticks only at the measured values, so labels never crowd or overlap."""
+  target = ax.xaxis if axis == "x" else ax.yaxis
+  target.set_major_locator(FixedLocator(list(values)))
+  target.set_minor_locator(NullLocator())
+  target.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: short(v)))
+
+
+def _finish(fig, path: str, handles: list, ncol: int) -> str:
+  """Puts the legend below the panels (its rows reserved in inches), saves the PNG, closes."""
+  ncol = max(1, min(ncol, len(handles)))
+  rows = -(-len(handles) // ncol)
+  fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=FONT, frameon=False)
+  bottom = (0.1 + 0.2 * rows) / fig.get_figheight()
+  fig.tight_layout(rect=(0, bottom, 1, 1))
+  fig.savefig(path, dpi=DPI)
   plt.close(fig)
   return path
 
 
-def _panels(analysis, axis: str, panel_key: str, line_key: str, xlabel: str, title_fmt: str, path: str) -> str:
-  """Error vs `axis` with one panel per value of `panel_key` and one line per `line_key` and arm."""
-  curves = analysis["curves"][axis]
-  panels = curves["panels"]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, sharey=True)
-  line_values = sorted({line[line_key] for panel in panels for line in panel["lines"]})
-  color = dict(zip(line_values, _colors(len(line_values))))
-  for ax, panel in zip(axes[0], panels):
-    x = np.asarray(curves["x"])
-    for line in panel["lines"]:
-      c = color[line[line_key]]
-      style = ARM_STYLE[line["arm"]]
-      ax.plot(x, line["mid"], color=c, ls=style["ls"], lw=1.5,
-              label=f"{line['label']} ({line['arm']})")
-      if line.get("lo") is not None:
-        ax.fill_between(x, line["lo"], line["hi"], color=c, alpha=0.12, lw=0)
-      pts = _points(analysis, arm=line["arm"], **{line_key: line[line_key], panel_key: panel[panel_key]})
-      if pts:
-        ax.scatter([p[axis] for p in pts], [p["error"] for p in pts], color=c, marker=style["marker"],
-                   s=18, zorder=3, edgecolors="none")
+def measured_panels(numbers: Mapping[str, Any], path: str) -> str:
+  """Error against one input: a panel per value of another, a series per colour key and arm.
+
+  numbers: {"xlabel", "ylabel", "ncols", "xticks": [values], "panels": [{"title", "note",
+  "series": [{"key", "arm", "x", "mean", "lo", "hi", "curve": {"x", "y"} | None}]}],
+  "keys": [(key, label)], "hlines": [{"y", "label", "style"}]}. Series are shifted slightly along
+  x so error bars do not cover each other; without law curves thin lines join the means.
+  """
+  panels = numbers["panels"]
+  fig, axes = _figure(len(panels), numbers.get("ncols", 3))
+  color = dict(zip([k for k, _ in numbers["keys"]], colors(len(numbers["keys"]))))
+  arms = []
+  slots = [(k, arm) for k, _ in numbers["keys"] for arm in ARM_STYLE]
+  for ax, panel in zip(axes, panels):
+    for s in panel["series"]:
+      style, c = ARM_STYLE[s["arm"]], color[s["key"]]
+      shift = 1.0 + 0.025 * (slots.index((s["key"], s["arm"])) - (len(slots) - 1) / 2)
+      x, m = np.asarray(s["x"], float), np.asarray(s["mean"], float)
+      err = np.abs(np.vstack([m - np.asarray(s["lo"], float), np.asarray(s["hi"], float) - m]))
+      ax.errorbar(x * shift, m, yerr=err, color=c, marker=style["marker"], ms=5, capsize=2,
+                  elinewidth=0.9, zorder=3, ls=style["ls"] if not s.get("curve") else "none",
+                  lw=0.7)
+      if s.get("curve"):
+        ax.plot(s["curve"]["x"], s["curve"]["y"], color=c, ls=style["ls"], lw=1.1, alpha=0.9)
+      arms.append(s["arm"])
+    for h in numbers.get("hlines", []):
+      ax.axhline(h["y"], color="0.4", lw=0.9, ls=h.get("style", ":"))
+    ax.set_xscale("log")
+    _log_ticks(ax, "x", numbers["xticks"])
+    ax.set_title(panel["title"], fontsize=FONT + 1)
+    ax.set_xlabel(numbers["xlabel"], fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.grid(True, alpha=0.25)
+    if panel.get("note"):
+      ax.text(0.03, 0.03, panel["note"], transform=ax.transAxes, fontsize=FONT - 1, color="C3",
+              va="bottom", bbox=dict(fc="white", ec="C3", lw=0.6, alpha=0.9))
+  axes[0].set_ylabel(numbers["ylabel"], fontsize=FONT)
+  handles = [Line2D([], [], color=color[k], marker="s", ls="none", ms=7, label=label)
+             for k, label in numbers["keys"]]
+  curves = any(s.get("curve") for p in panels for s in p["series"])
+  for arm in dict.fromkeys(arms):
+    handles.append(Line2D([], [], color="0.3", marker=ARM_STYLE[arm]["marker"],
+                          ls="none" if curves else ARM_STYLE[arm]["ls"], lw=0.7,
+                          label=f"{arm}: mean over seeds, 95% CI"))
+  if curves:
+    for arm in dict.fromkeys(arms):
+      handles.append(Line2D([], [], color="0.3", ls=ARM_STYLE[arm]["ls"], label=f"fitted law ({arm})"))
+  handles += [Line2D([], [], color="0.4", ls=h.get("style", ":"), label=h["label"])
+              for h in numbers.get("hlines", [])]
+  return _finish(fig, path, handles, ncol=int(fig.get_figwidth() // 2.6))
+
+
+def paired_differences(numbers: Mapping[str, Any], path: str) -> str:
+  """ΔE = E_plain − E_distilled against Dp: a panel per model size, a series per task.
+
+  numbers: {"panels": [{"title", "series": [{"key", "points": [{"dp", "mean", "lo", "hi"}],
+  "seeds": [(dp, delta)], "dp_star": float | None}]}], "keys": [(key, label)], "dp": [values]}.
+  Series are shifted slightly along Dp so their error bars do not hide each other.
+  """
+  panels = numbers["panels"]
+  fig, axes = _figure(len(panels), 3)
+  keys = [k for k, _ in numbers["keys"]]
+  color = dict(zip(keys, ["0.15"] + colors(len(keys) - 1) if keys and keys[0] == "pretrain"
+                     else colors(len(keys))))
+  shift = {k: 1.0 + 0.06 * (i - (len(keys) - 1) / 2) for i, k in enumerate(keys)}
+  for ax, panel in zip(axes, panels):
+    ax.axhline(0.0, color="k", lw=0.8)
+    for s in panel["series"]:
+      c, f = color[s["key"]], shift[s["key"]]
+      if s["seeds"]:
+        sx, sy = zip(*s["seeds"])
+        ax.scatter(np.asarray(sx) * f, sy, color=c, s=9, alpha=0.35, lw=0, zorder=2)
+      pts = s["points"]
+      x = np.array([p["dp"] for p in pts], float) * f
+      m = np.array([p["mean"] for p in pts], float)
+      lo = np.array([p["lo"] if p["lo"] is not None else p["mean"] for p in pts], float)
+      hi = np.array([p["hi"] if p["hi"] is not None else p["mean"] for p in pts], float)
+      ax.errorbar(x, m, yerr=np.vstack([m - lo, hi - m]), color=c, marker="D", ms=4.5, lw=0.9,
+                  capsize=2.5, zorder=3)
+      if s.get("dp_star"):
+        ax.axvline(s["dp_star"], color=c, lw=1.0, ls="--", alpha=0.8)
+    ax.set_xscale("log")
+    _log_ticks(ax, "x", numbers["dp"])
+    ax.set_title(panel["title"], fontsize=FONT + 1)
+    ax.set_xlabel("pretraining images Dp", fontsize=FONT)
+    ax.tick_params(labelsize=FONT)
+    ax.grid(True, alpha=0.25)
+  axes[0].set_ylabel("ΔE = E_plain − E_distilled\n(> 0: distillation helps)", fontsize=FONT)
+  handles = [Line2D([], [], color=color[k], marker="D", ms=5, label=f"{label}: mean, 95% CI")
+             for k, label in numbers["keys"]]
+  handles += [Line2D([], [], color="0.5", marker="o", ls="none", ms=4, alpha=0.5,
+                     label="one seed's pair"),
+              Line2D([], [], color="0.5", ls="--", label="crossing Dp* (stated verdicts only)")]
+  return _finish(fig, path, handles, ncol=3)
+
+
+def predicted_vs_measured(numbers: Mapping[str, Any], path: str) -> str:
+  """Each fine-tune's measured error against the joint law's prediction, one panel per arm.
+
+  numbers: {"panels": [{"title", "arm", "pred": [...], "measured": [...]}]}.
+  """
+  panels = numbers["panels"]
+  fig, axes = _figure(len(panels), 2, sharey=False)
+  for ax, panel in zip(axes, panels):
+    style = ARM_STYLE[panel["arm"]]
+    ax.scatter(panel["pred"], panel["measured"], marker=style["marker"], s=12, color="C0", alpha=0.6, lw=0)
+    values = list(panel["pred"]) + list(panel["measured"])
+    lo, hi = min(values) * 0.9, max(values) * 1.1
+    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_title(title_fmt.format(panel[panel_key]))
+    ax.set_xlabel("predicted error", fontsize=FONT)
+    ax.set_title(panel["title"], fontsize=FONT + 1)
+    ax.tick_params(labelsize=FONT)
     ax.grid(True, which="both", alpha=0.25)
-  axes[0][0].set_ylabel("downstream top-1 error")
-  axes[0][-1].legend(fontsize=6.5, loc="best")
-  return _save(fig, path)
-
-
-def error_vs_dp(analysis, path: str) -> str:
-  """Error vs pretraining images Dp, one line per model size and arm, one panel per Df."""
-  return _panels(analysis, "dp", "df", "M", "pretraining images Dp", "Df = {}", path)
-
-
-def error_vs_df(analysis, path: str) -> str:
-  """Error vs downstream images Df, one line per model size and arm, one panel per Dp."""
-  return _panels(analysis, "df", "dp", "M", "fine-tuning images Df", "Dp = {}", path)
-
-
-def error_vs_m(analysis, path: str) -> str:
-  """Error vs parameters M, one line per Dp and arm, one panel per Df."""
-  return _panels(analysis, "M", "df", "dp", "parameters M", "Df = {}", path)
-
-
-def delta_e(analysis, path: str) -> str:
-  """Delta E(Dp) = E_plain - E_distilled with its band, the crossing(s) and their CIs."""
-  d = analysis["delta"]
-  x = np.asarray(d["x"])
-  fig, ax = plt.subplots(figsize=(5.6, 3.8))
-  ax.axhline(0.0, color="k", lw=0.8)
-  ax.plot(x, d["mid"], color="C3", lw=1.8, label="fitted ΔE = E_plain − E_distilled")
-  if d.get("lo") is not None:
-    ax.fill_between(x, d["lo"], d["hi"], color="C3", alpha=0.15, lw=0, label="95% bootstrap band")
-  if d.get("measured"):
-    ax.scatter([m["dp"] for m in d["measured"]], [m["delta"] for m in d["measured"]], color="k", s=16,
-               zorder=3, label="measured (seed mean)")
-  for root in d.get("roots", []):
-    ax.axvline(root["value"], color="C0", lw=1.2)
-    if root.get("ci_low") is not None and root.get("ci_high") is not None:
-      ax.axvspan(root["ci_low"], root["ci_high"], color="C0", alpha=0.12)
-    ax.annotate(f"Dp* ≈ {root['value']:.3g}", (root["value"], 0), textcoords="offset points",
-                xytext=(4, 8), fontsize=8, color="C0")
-  ax.set_xscale("log")
-  ax.set_xlabel("pretraining images Dp")
-  ax.set_ylabel("ΔE (positive: distillation helps)")
-  at = d["at"]
-  ax.set_title(f"distillation boundary at M = {at['M']:.3g}, Df = {at['Df']:.0f}", fontsize=9)
-  ax.grid(True, alpha=0.25)
-  ax.legend(fontsize=7)
-  return _save(fig, path)
-
-
-def predicted_vs_measured(analysis, path: str) -> str:
-  """Each fine-tune's measured error against the joint law's prediction, per arm."""
-  fig, ax = plt.subplots(figsize=(4.2, 4.0))
-  values = []
-  for arm, style in ARM_STYLE.items():
-    pts = [p for p in analysis["points"] if p["arm"] == arm and p.get("pred") is not None]
-    if pts:
-      ax.scatter([p["pred"] for p in pts], [p["error"] for p in pts], marker=style["marker"], s=16, label=arm)
-      values += [p["pred"] for p in pts] + [p["error"] for p in pts]
-  if values:
-    lo, hi = min(values) * 0.8, max(values) * 1.25
-    ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
-  ax.set_xscale("log")
-  ax.set_yscale("log")
-  ax.set_xlabel("predicted error")
-  ax.set_ylabel("measured error")
-  ax.grid(True, which="both", alpha=0.25)
-  ax.legend(fontsize=8)
-  return _save(fig, path)
-
-
-FIGURES = {
-    "error_vs_dp.png": error_vs_dp,
-    "error_vs_df.png": error_vs_df,
-    "error_vs_m.png": error_vs_m,
-    "delta_e.png": delta_e,
-    "predicted_vs_measured.png": predicted_vs_measured,
-}
+  axes[0].set_ylabel("measured error", fontsize=FONT)
+  arms = [p["arm"] for p in panels]
+  handles = [Line2D([], [], color="C0", marker=ARM_STYLE[a]["marker"], ls="none", label=f"{a}: one fine-tune")
+             for a in arms] + [Line2D([], [], color="k", lw=0.8, label="measured = predicted")]
+  return _finish(fig, path, handles, ncol=3)

@@ -1,270 +1,499 @@
-"""From a study's records to fitted laws, the distillation boundary and the report.
+"""From a study's records to its results: fitted laws, paired differences, verdicts, fits.json.
 
-Fine-tune records are fitted per arm with the study's joint law E(Dp, M, Df) (bootstrap CIs over
-clusters of records that share a configuration); the boundary Dp* is solved along Dp for every
-(M, Df) of the grid, the headline one at the largest model and the smallest Df (where the paper
-locates the data-scarce regime); backtests predict each input's largest scale from the smaller ones;
-1-D power laws E(Dp) give per-model exponents. fits.json and the report are rebuilt from
-records.jsonl every time, so `jaxscale report` can redraw them at any point.
+`analyze_records(config, rows)` returns a `StudyAnalysis` (dataclasses, no side effects);
+`analyze_study(config, workdir)` reads records.jsonl, analyses it and writes fits.json. The report
+(`jaxscale.report`) reads that result; nothing here knows about figures or pages.
+
+What is computed
+----------------
+* Measured means: for every cell (stage, model, Dp, Df, arm) the mean error over its seeds with a
+  95% bootstrap CI over seeds (`Measured`). Pretraining cells are evaluated on the
+  pretraining task's test split, fine-tune cells on the downstream test split.
+* Paired differences (`PairedCell`): ΔE = E_plain − E_distilled of the two arms of the same
+  (model, Dp, Df, seed) — positive means distillation lowers the error. Per Dp: the mean over
+  seeds and its 95% CI from `N_BOOT` resamples of the seeds (one resample of seed indices is used
+  at every Dp, so a seed's pairs move together). Fine-tune cells give one `PairedCell` per
+  (model, Df); pretraining records (stage "pretrain", the teacher left out) give one per model with
+  df = 0: the verdict on the pretraining task.
+* The crossing Dp*: where the mean ΔE changes sign between two neighbouring measured Dp, linear in
+  log Dp; its CI is the percentile interval of the same crossing in the bootstrap resamples that
+  have one, and `fraction_crossing` is the share of resamples whose mean ΔE changes sign at all.
+* The verdict of a `PairedCell` (the rule, `verdict`):
+    - every Dp needs at least `MIN_PAIRS` pairs and a CI, else "cannot_tell";
+    - "helps_throughout" / "hurts_throughout": the CI lies above / below 0 at every measured Dp;
+    - "helps_below_dp_star" ("hurts_below_dp_star"): the mean ΔE crosses 0 from + to − (− to +)
+      between two Dp, at least one Dp below Dp* has a CI on the one side of 0 and at least one Dp
+      above Dp* a CI on the other side, and no Dp has a CI on the wrong side for where it lies;
+    - anything else is "cannot_tell" (the text says at which Dp the CI excludes 0, if any).
+  The CIs of means and of ΔE are percentile intervals of the seed resamples widened for small
+  samples (`small_sample_ci`: a plain percentile interval from 4 seeds covers about 80%, not 95%).
+* Laws: the study's joint law per arm on the fine-tune records (`jaxscale.laws`), its boundary Dp*
+  along Dp at every (M, Df) of the grid, largest-scale backtests, 1-D laws E(Dp) per (arm, model,
+  Df). `law_check` marks a law as failed when R² (log) < `R2_MIN`, the best fit did not converge,
+  or an exponent is negative: the report then shows measured means instead of its curves.
+
+M is the parameter count as fitted: the `params` field of the fine-tune record (backbone and the
+downstream head).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
+import os
+from typing import Any, Mapping, Sequence
 
-import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 from ml_collections import ConfigDict
 
 from jaxscale import laws
 from jaxscale.errors import JaxscaleError
-from jaxscale.laws import boundary as boundary_lib
 from jaxscale.laws import fit as fit_lib
-from jaxscale.laws import forms as forms_lib
-from jaxscale.laws import validate
 from jaxscale.study import records
 
 logger = logging.getLogger("jaxscale")
 
+SCHEMA_VERSION = 2
 INPUTS = {"Dp": "dp", "M": "params", "Df": "df"}
 TARGET = "eval_error"
-# Errors of exactly 0 (a perfect test set) are clipped up to this before taking logs.
-ERROR_FLOOR = 1e-3
+ERROR_FLOOR = 1e-3       # errors of exactly 0 are clipped up to this before taking logs
 ARMS = {"false": "plain", "true": "distilled"}
-GRID_POINTS = 48
+LEVEL = 0.95
+N_BOOT = 2000            # seed resamples for measured means and paired differences
+MIN_PAIRS = 3            # pairs needed at every Dp before a verdict is stated
+R2_MIN = 0.9             # a joint law with a lower R² (log) is reported as failed
+EXPONENTS = ("alpha", "beta", "gamma", "c", "c0", "c1")
+VERDICTS = ("helps_below_dp_star", "hurts_below_dp_star", "helps_throughout", "hurts_throughout",
+            "cannot_tell")
 
 
-def finetune_table(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+# ----------------------------------------------------------------------------- typed results
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+  """Mean error of one cell over its seeds. ci: (lo, hi) or None with fewer than 2 seeds."""
+  stage: str
+  model: str
+  params: int
+  dp: int
+  df: int
+  arm: str
+  n: int
+  mean: float
+  ci: tuple[float, float] | None
+  values: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedPoint:
+  """ΔE at one Dp: mean over n_pairs seeds, its CI (None below 2 pairs), the per-seed values."""
+  dp: int
+  n_pairs: int
+  mean_delta: float
+  ci: tuple[float, float] | None
+  deltas: tuple[float, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Crossing:
+  """Where the mean ΔE changes sign (log-linear between neighbouring Dp)."""
+  dp_star: float
+  ci: tuple[float, float] | None
+  fraction_crossing: float
+  helps_below: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedCell:
+  """Paired differences of one (stage, model, Df) along Dp and the verdict they support."""
+  stage: str
+  model: str
+  params: int
+  df: int
+  points: tuple[PairedPoint, ...]
+  crossing: Crossing | None
+  fraction_crossing: float | None
+  verdict: str
+  verdict_text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmFit:
+  """The joint law of one arm: best parameters, bootstrap samples (name -> [B]) and its check."""
+  arm: str
+  params: dict[str, float]
+  boot: dict[str, np.ndarray] | None
+  statistics: dict[str, Any]
+  warnings: tuple[str, ...]
+  failed: tuple[str, ...]   # why the law fails the checks; () when it passes
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyAnalysis:
+  """Everything a study's records support; `fits` is the fits.json content."""
+  config: ConfigDict
+  rows: tuple[dict[str, Any], ...]
+  law: str
+  formula: str
+  arms: dict[str, ArmFit]
+  measured: tuple[Measured, ...]
+  paired: tuple[PairedCell, ...]
+  fits: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- records
+
+def is_teacher(row: Mapping[str, Any]) -> bool:
+  """The teacher's record (stage "pretrain" too) is told apart by its kind or cell id."""
+  return row.get("kind") == "teacher" or str(row.get("cell_id", "")).startswith("teacher-")
+
+
+def arm_of(row: Mapping[str, Any]) -> str:
+  return "distilled" if row.get("distilled") else "plain"
+
+
+def student_rows(rows: Sequence[Mapping[str, Any]], stage: str) -> list[Mapping[str, Any]]:
+  """Records of `stage` ("pretrain" | "finetune") without the teacher."""
+  return [r for r in rows if r.get("stage") == stage and not is_teacher(r)]
+
+
+def fitted_params(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+  """M per model: the `params` of its fine-tune records (a model with none: its own record's)."""
+  out = {r["model"]: int(r["params"]) for r in rows if r.get("params") is not None}
+  out.update({r["model"]: int(r["params"]) for r in student_rows(rows, "finetune")})
+  return out
+
+
+def finetune_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
   """Named columns of the fine-tune records: dp, params, df, distilled, eval_error, model, seed."""
-  ft = [r for r in rows if r.get("stage") == "finetune"]
+  ft = student_rows(rows, "finetune")
   cols = ("dp", "params", "df", "distilled", "eval_error", "model", "seed")
   return {c: np.asarray([r[c] for r in ft]) for c in cols}
 
 
-def _band(form, samples: dict[str, np.ndarray], x: dict[str, np.ndarray]):
-  """Predictions for every bootstrap sample: float64 [B, G]."""
-  with fit_lib.float64():
-    p = {k: jnp.asarray(v, jnp.float64)[:, None] for k, v in samples.items()}
-    xj = {k: jnp.asarray(v, jnp.float64)[None, :] for k, v in x.items()}
-    return np.asarray(form.fn(p, xj))
+# ----------------------------------------------------------------------------- measured means
+
+def _seed_resamples(n: int, seed: int) -> np.ndarray:
+  """int [N_BOOT, n]: indices of n seeds drawn with replacement, N_BOOT times."""
+  return np.random.default_rng(seed).integers(0, n, size=(N_BOOT, n))
 
 
-def _curve(form, fit, boot, x, level=0.95) -> dict[str, Any]:
-  """mid [G] from the best fit, lo/hi [G] percentile bands from the bootstrap (None without)."""
-  g = len(next(iter(x.values())))
-  mid = forms_lib.predict(form.name, fit.params, x).reshape(g)
-  if boot is None:
-    return {"mid": mid, "lo": None, "hi": None}
-  pred = _band(form, {k: boot.params[k] for k in form.param_names}, x)
-  q = 100 * (1 - level) / 2
-  return {"mid": mid, "lo": np.nanpercentile(pred, q, axis=0), "hi": np.nanpercentile(pred, 100 - q, axis=0)}
+def _percentile_ci(samples: np.ndarray) -> tuple[float, float]:
+  q = 100 * (1 - LEVEL) / 2
+  lo, hi = np.percentile(samples, [q, 100 - q])
+  return float(lo), float(hi)
 
 
-def _grid(lo: float, hi: float) -> np.ndarray:
-  return np.geomspace(lo / 1.3, hi * 1.3, GRID_POINTS)
+def small_sample_ci(samples: np.ndarray, center: float, n: int) -> tuple[float, float]:
+  """The percentile interval of bootstrap means `samples` [B] of n values, widened about `center`.
+
+  A percentile bootstrap of a mean of n values is too narrow for small n: its spread is
+  sqrt((n−1)/n) of the standard error and it uses normal instead of t quantiles (with 4 seeds a
+  nominal 95% interval covers about 80%). Both sides are scaled by k = t_{n−1}/z · sqrt(n/(n−1)),
+  which for normal data gives back the t interval and keeps the bootstrap's asymmetry otherwise.
+  """
+  lo, hi = _percentile_ci(samples)
+  q = 1 - (1 - LEVEL) / 2
+  k = scipy.stats.t.ppf(q, n - 1) / scipy.stats.norm.ppf(q) * np.sqrt(n / (n - 1))
+  return float(center - k * (center - lo)), float(center + k * (hi - center))
 
 
-def analyze_records(config: ConfigDict, rows: list[dict[str, Any]], progress: bool = True) -> tuple[dict, dict]:
-  """Returns (fits.json content, the report's analysis dict) for a study's records."""
+def mean_ci(values: Sequence[float], seed: int = 0) -> tuple[float, tuple[float, float] | None]:
+  """Mean of `values` [n] and its percentile bootstrap CI (None for n < 2)."""
+  v = np.asarray(values, np.float64)
+  if len(v) < 2:
+    return float(v.mean()), None
+  boot = v[_seed_resamples(len(v), seed)].mean(axis=1)
+  return float(v.mean()), small_sample_ci(boot, float(v.mean()), len(v))
+
+
+def measured_means(rows: Sequence[Mapping[str, Any]], seed: int = 0) -> list[Measured]:
+  """One `Measured` per (stage, model, Dp, Df, arm) of the students, the teacher as its own arm."""
+  cells: dict[tuple, list[Mapping[str, Any]]] = {}
+  m_of = fitted_params(rows)
+  for r in rows:
+    if r.get("stage") not in ("pretrain", "finetune") or r.get(TARGET) is None:
+      continue
+    arm = "teacher" if is_teacher(r) else arm_of(r)
+    key = (r["stage"], r["model"], int(r["dp"]), int(r.get("df") or 0), arm)
+    cells.setdefault(key, []).append(r)
+  out = []
+  for (stage, model, dp, df, arm), rs in sorted(cells.items()):
+    values = [float(r[TARGET]) for r in sorted(rs, key=lambda r: r.get("seed", 0))]
+    mean, ci = mean_ci(values, seed)
+    out.append(Measured(stage, model, m_of[model], dp, df, arm, len(values), mean,
+                        ci, tuple(values)))
+  return out
+
+
+# ----------------------------------------------------------------------------- paired differences
+
+def paired_deltas(rows: Sequence[Mapping[str, Any]], stage: str) -> dict[tuple, dict[int, dict]]:
+  """{(model, params, df): {dp: {seed: E_plain − E_distilled}}} over the pairs present in both arms."""
+  by_arm: dict[tuple, float] = {}
+  params = fitted_params(rows)
+  for r in student_rows(rows, stage):
+    key = (r["model"], int(r.get("df") or 0), int(r["dp"]), int(r["seed"]), arm_of(r))
+    by_arm[key] = float(r[TARGET])
+  out: dict[tuple, dict[int, dict]] = {}
+  for (model, df, dp, seed, arm), e in by_arm.items():
+    other = by_arm.get((model, df, dp, seed, "distilled"))
+    if arm == "plain" and other is not None:
+      out.setdefault((model, params[model], df), {}).setdefault(dp, {})[seed] = e - other
+  return out
+
+
+def _boot_means(by_dp: Mapping[int, Mapping[int, float]], seed: int) -> tuple[list[int], np.ndarray]:
+  """Sorted Dp and float [N_BOOT, n_dp]: mean ΔE per Dp of each seed resample (NaN: no pair)."""
+  dps = sorted(by_dp)
+  seeds = sorted({s for d in by_dp.values() for s in d})
+  table = np.array([[by_dp[dp].get(s, np.nan) for dp in dps] for s in seeds])  # [S, n_dp]
+  sample = table[_seed_resamples(len(seeds), seed)]                            # [B, S, n_dp]
+  present = ~np.isnan(sample)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    means = np.where(present, sample, 0.0).sum(axis=1) / present.sum(axis=1)
+  return dps, means
+
+
+def paired_points(by_dp: Mapping[int, Mapping[int, float]], boot: np.ndarray) -> list[PairedPoint]:
+  out = []
+  for j, dp in enumerate(sorted(by_dp)):
+    deltas = tuple(by_dp[dp][s] for s in sorted(by_dp[dp]))
+    col = boot[:, j][np.isfinite(boot[:, j])]
+    mean = float(np.mean(deltas))
+    ci = small_sample_ci(col, mean, len(deltas)) if len(deltas) >= 2 and len(col) else None
+    out.append(PairedPoint(dp, len(deltas), mean, ci, deltas))
+  return out
+
+
+def first_crossing(dps: Sequence[int], means: np.ndarray) -> tuple[float, bool] | None:
+  """(Dp*, ΔE > 0 below it) where means [n_dp] first change sign, log-linear; None without one."""
+  for j in range(len(dps) - 1):
+    a, b = means[j], means[j + 1]
+    if np.isfinite(a) and np.isfinite(b) and a * b < 0:
+      t = a / (a - b)
+      return float(np.exp(np.log(dps[j]) + t * (np.log(dps[j + 1]) - np.log(dps[j])))), a > 0
+  return None
+
+
+def crossing(dps: Sequence[int], points: Sequence[PairedPoint], boot: np.ndarray
+             ) -> tuple[Crossing | None, float]:
+  """The crossing of the measured mean ΔE with its bootstrap CI, and the share of resamples that cross."""
+  found = [first_crossing(dps, row) for row in boot]
+  fraction = float(np.mean([f is not None for f in found]))
+  mid = first_crossing(dps, np.array([p.mean_delta for p in points]))
+  if mid is None:
+    return None, fraction
+  same = np.array([f[0] for f in found if f is not None and f[1] == mid[1]])
+  ci = _percentile_ci(same) if len(same) >= 2 else None
+  return Crossing(mid[0], ci, fraction, mid[1]), fraction
+
+
+def verdict(points: Sequence[PairedPoint], cross: Crossing | None) -> str:
+  """The verdict the paired CIs support (the rule is in the module docstring)."""
+  if any(p.ci is None or p.n_pairs < MIN_PAIRS for p in points):
+    return "cannot_tell"
+  above = [p.ci[0] > 0 for p in points]   # distillation lowers the error, CI excludes 0
+  below = [p.ci[1] < 0 for p in points]   # distillation raises the error, CI excludes 0
+  if all(above):
+    return "helps_throughout"
+  if all(below):
+    return "hurts_throughout"
+  if cross is None:
+    return "cannot_tell"
+  low = [i for i, p in enumerate(points) if p.dp < cross.dp_star]
+  high = [i for i, p in enumerate(points) if p.dp > cross.dp_star]
+  first, then = (above, below) if cross.helps_below else (below, above)
+  consistent = not any(then[i] for i in low) and not any(first[i] for i in high)
+  if consistent and any(first[i] for i in low) and any(then[i] for i in high):
+    return "helps_below_dp_star" if cross.helps_below else "hurts_below_dp_star"
+  return "cannot_tell"
+
+
+def _signed(v: float) -> str:
+  return f"{v:+.3f}"
+
+
+def verdict_text(cell_name: str, verdict_: str, points: Sequence[PairedPoint],
+                 cross: Crossing | None, fraction: float | None) -> str:
+  """One sentence a reader can check against the table of paired differences."""
+  ci = (f" (95% CI {cross.ci[0]:,.0f} to {cross.ci[1]:,.0f})" if cross and cross.ci else "")
+  frac = f"; {fraction:.0%} of seed resamples cross" if fraction is not None else ""
+  if verdict_ == "helps_throughout":
+    return f"{cell_name}: distillation lowers the error at every measured Dp (CI excludes 0 at each)."
+  if verdict_ == "hurts_throughout":
+    return f"{cell_name}: distillation raises the error at every measured Dp (CI excludes 0 at each)."
+  if verdict_ in ("helps_below_dp_star", "hurts_below_dp_star"):
+    first, then = (("lowers", "raises") if verdict_ == "helps_below_dp_star" else ("raises", "lowers"))
+    return (f"{cell_name}: distillation {first} the error below Dp* ≈ {cross.dp_star:,.0f}{ci} and "
+            f"{then} it above (CI excludes 0 on both sides{frac}).")
+  few = [p.dp for p in points if p.n_pairs < MIN_PAIRS]
+  if few:
+    return (f"{cell_name}: cannot tell: fewer than {MIN_PAIRS} paired seeds at Dp = "
+            f"{', '.join(f'{d:,}' for d in few)}.")
+  sig = [f"{p.dp:,} ({_signed(p.mean_delta)})" for p in points if p.ci and (p.ci[0] > 0 or p.ci[1] < 0)]
+  where = (f"the CI excludes 0 only at Dp = {', '.join(sig)}" if sig
+           else "the CI includes 0 at every measured Dp")
+  at = f"; the means cross at Dp ≈ {cross.dp_star:,.0f}{ci}" if cross else ""
+  return f"{cell_name}: cannot tell: {where}{at}{frac}."
+
+
+def cell_name(stage: str, model: str, params: int, df: int) -> str:
+  task = "pretraining task" if stage == "pretrain" else f"downstream, Df = {df:,}"
+  return f"{model} (M = {params:,}), {task}"
+
+
+def paired_cells(rows: Sequence[Mapping[str, Any]], seed: int = 0) -> list[PairedCell]:
+  """Paired differences and verdicts: fine-tune per (model, Df), then pretraining per model."""
+  out = []
+  for stage in ("finetune", "pretrain"):
+    for (model, params, df), by_dp in sorted(paired_deltas(rows, stage).items(), key=lambda kv: (kv[0][1], kv[0][2])):
+      dps, boot = _boot_means(by_dp, seed)
+      points = paired_points(by_dp, boot)
+      cross, fraction = crossing(dps, points, boot) if len(dps) > 1 else (None, None)
+      v = verdict(points, cross)
+      text = verdict_text(cell_name(stage, model, params, df), v, points, cross, fraction)
+      out.append(PairedCell(stage, model, params, df, tuple(points), cross, fraction, v, text))
+  return out
+
+
+def paired_json(cells: Sequence[PairedCell]) -> list[dict[str, Any]]:
+  """The "paired" section of fits.json (schema version 2)."""
+  out = []
+  for c in cells:
+    cross = None
+    if c.crossing is not None:
+      cross = {"dp_star": c.crossing.dp_star, "ci": list(c.crossing.ci) if c.crossing.ci else None,
+               "fraction_crossing": c.crossing.fraction_crossing}
+    out.append({"model": c.model, "params": c.params, "df": c.df, "stage": c.stage,
+                "points": [{"dp": p.dp, "n_pairs": p.n_pairs, "mean_delta": p.mean_delta,
+                            "ci": list(p.ci) if p.ci else None} for p in c.points],
+                "crossing": cross, "fraction_crossing": c.fraction_crossing,
+                "verdict": c.verdict, "verdict_text": c.verdict_text})
+  return out
+
+
+# ----------------------------------------------------------------------------- laws
+
+def law_check(statistics: Mapping[str, Any], params: Mapping[str, float]) -> tuple[str, ...]:
+  """Why a fitted joint law fails (R² (log) < R2_MIN, not converged, negative exponent); () if it passes."""
+  reasons = []
+  r2 = statistics.get("r2_log")
+  if r2 is None or not r2 >= R2_MIN:
+    reasons.append(f"R² (log) {r2:.2f} < {R2_MIN}" if r2 is not None else "no R²")
+  if not statistics.get("converged", False):
+    reasons.append("the best fit did not converge")
+  negative = [n for n in EXPONENTS if n in params and params[n] is not None and params[n] < 0]
+  if negative:
+    reasons.append(f"negative exponent {', '.join(negative)}")
+  return tuple(reasons)
+
+
+def _grid_points(table: Mapping[str, np.ndarray]) -> list[dict[str, float]]:
+  """Every (M, Df) of the grid, the headline one (largest M, smallest Df) first."""
+  ms = sorted({float(v) for v in table["params"]}, reverse=True)
+  dfs = sorted({float(v) for v in table["df"]})
+  return [{"M": m, "Df": df} for m in ms for df in dfs]
+
+
+def fit_arms(config: ConfigDict, table: Mapping[str, np.ndarray], progress: bool
+             ) -> tuple[dict[str, Any], dict[str, ArmFit]]:
+  """The joint law per arm and its crossing along Dp at every (M, Df) of the grid, each solved once.
+
+  Returns (fits.json content of `laws.analyze` with "boundaries" added, {arm: ArmFit}).
+  """
   s = config.study
+  two_arms = len({bool(v) for v in table["distilled"]}) == 2
+  points = _grid_points(table)
+  result = laws.analyze(table, law=s.law, inputs=INPUTS, target=TARGET,
+                        split_by="distilled" if two_arms else None, bootstrap=int(s.bootstrap),
+                        boundary="Dp" if two_arms else None, at=points[0] if two_arms else None,
+                        boundary_at=points[1:] if two_arms else (), floor=ERROR_FLOOR,
+                        seed=int(config.seed), progress=progress)
+  content = dict(result.content)
+  content["boundaries"] = [_boundary_row(b) for b in
+                           ([result.boundary] if result.boundary else []) + list(result.boundaries)]
+  single = "distilled" if bool(table["distilled"][0]) else "plain"
+  arms = {}
+  for key, group in content["groups"].items():
+    arm = ARMS.get(key, single)
+    params = {n: p["value"] for n, p in group["params"].items()}
+    boot = result.groups[key].bootstrap
+    arms[arm] = ArmFit(arm, params, None if boot is None else dict(boot.params), group["statistics"],
+                       tuple(group["warnings"]), law_check(group["statistics"], params))
+  return content, arms
+
+
+def _boundary_row(b: Mapping[str, Any]) -> dict[str, Any]:
+  """The fitted laws' crossing at one (M, Df): what the report's law table shows."""
+  return {"M": b["at"]["M"], "Df": b["at"]["Df"], "roots": b["roots"],
+          "boot_crossing_frac": b.get("boot_crossing_frac"), "verdict": b.get("verdict"),
+          "text": b.get("text"),
+          "sign_below": {1: "distillation helps", -1: "distillation hurts", 0: "equal"}[b["sign_below"]]}
+
+
+def backtests(config: ConfigDict, table: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  """Largest-scale holdouts of each input, per arm (`laws.validate.backtest`)."""
+  two_arms = len({bool(v) for v in table["distilled"]}) == 2
+  return laws.validate.backtest(table, law=config.study.law, inputs=INPUTS, target=TARGET,
+                                split_by="distilled" if two_arms else None, floor=ERROR_FLOOR,
+                                leave_one_out=False, seed=int(config.seed))
+
+
+def exponents(config: ConfigDict, table: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+  """1-D laws E(Dp) = E_inf + A·Dp^-alpha per (arm, model, Df) with at least 4 distinct Dp."""
+  out = []
+  keys = sorted({(bool(d), str(m), int(p), int(f)) for d, m, p, f in
+                 zip(table["distilled"], table["model"], table["params"], table["df"])},
+                key=lambda k: (k[0], k[2], k[3]))
+  for distilled, model, params, df in keys:
+    mask = ((table["distilled"].astype(bool) == distilled) & (table["params"] == params)
+            & (table["df"] == df))
+    dps = table["dp"][mask].astype(float)
+    if len(np.unique(dps)) < 4:  # 3 parameters need at least 4 distinct Dp
+      continue
+    y = np.maximum(table[TARGET][mask].astype(float), ERROR_FLOOR)
+    arm = "distilled" if distilled else "plain"
+    try:
+      r = fit_lib.fit("power", {"x": dps}, y, max_starts=256, seed=int(config.seed))
+    except JaxscaleError as e:
+      logger.warning("1-D fit %s %s Df=%d skipped: %s", arm, model, df, e)
+      continue
+    out.append({"arm": arm, "model": model, "df": df, "alpha": r.params["alpha"],
+                "E_inf": r.params["E_inf"], "r2_log": r.r2_log})
+  return out
+
+
+# ----------------------------------------------------------------------------- the study
+
+def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
+                    progress: bool = True) -> StudyAnalysis:
+  """Everything the records of a study support (see the module docstring)."""
   table = finetune_table(rows)
-  n = len(table["dp"])
-  form = forms_lib.get(s.law)
-  if n < len(form.params) + 1:
-    raise JaxscaleError(f"only {n} fine-tune records; the law '{s.law}' needs more than "
-                        f"{len(form.params)} per arm: run more cells or use a smaller law")
-  arms_present = sorted({bool(v) for v in table["distilled"]})
-  two_arms = len(arms_present) == 2
-  model_params = sorted({(str(m), int(p)) for m, p in zip(table["model"], table["params"])},
-                        key=lambda mp: mp[1])
-  m_values = [p for _, p in model_params]
-  dp_values = sorted({int(v) for v in table["dp"]})
-  df_values = sorted({int(v) for v in table["df"]})
-  at = {"M": float(m_values[-1]), "Df": float(df_values[0])}
-  details: dict[str, Any] = {}
-  content = laws.analyze(table, law=s.law, inputs=INPUTS, target=TARGET,
-                         split_by="distilled" if two_arms else None, bootstrap=int(s.bootstrap),
-                         boundary="Dp" if two_arms else None, at=at if two_arms else None,
-                         floor=ERROR_FLOOR, seed=int(config.seed), progress=progress, details=details)
-  single_arm = "distilled" if arms_present == [True] else "plain"  # the group key is "all" then
-  arm_of = {k: ARMS.get(k, single_arm) for k in details}
-  dp_range = (float(min(dp_values)), float(max(dp_values)))
-
-  # The boundary at every (M, Df) of the grid.
-  boundaries = []
-  if two_arms:
-    (fa, ba, _), (fb, bb, _) = details["false"], details["true"]
-    for m in m_values:
-      for df in df_values:
-        b = boundary_lib.boundary(form, fa.params, fb.params, "Dp", {"M": m, "Df": df}, *dp_range,
-                                  boot_a=ba.params if ba else None, boot_b=bb.params if bb else None,
-                                  groups=("false", "true"))
-        boundaries.append({"M": m, "Df": df, "roots": b["roots"],
-                           "sign_below": {1: "distillation helps", -1: "distillation hurts",
-                                          0: "equal"}[b["sign_below"]]})
-  content["boundaries"] = boundaries
-
-  # Backtests: the largest value of each input held out and predicted.
-  bt = validate.backtest(table, law=s.law, inputs=INPUTS, target=TARGET,
-                         split_by="distilled" if two_arms else None, floor=ERROR_FLOOR,
-                         leave_one_out=False, seed=int(config.seed))
-  backtests = [{"arm": arm_of.get(r["group"], r["group"]), "held_out": f"{r['input']} = {r['value']:g}",
-                "n": r.get("n_test"), "log_rmse": r.get("log_rmse"), "are": r.get("are"),
-                "error": r.get("error")} for r in bt["rows"]]
-  content["backtests"] = bt
-
-  # 1-D laws: E(Dp) per arm, model and Df.
-  exponents = []
-  for key, arm in arm_of.items():
-    for model, m in model_params:
-      for df in df_values:
-        mask = ((table["distilled"].astype(bool) == (key == "true")) | (not two_arms)) & \
-               (table["params"] == m) & (table["df"] == df)
-        dps = table["dp"][mask].astype(float)
-        if len(np.unique(dps)) < 4:  # 3 parameters need at least 4 distinct Dp
-          continue
-        y = np.maximum(table[TARGET][mask].astype(float), ERROR_FLOOR)
-        try:
-          r = fit_lib.fit("power", {"x": dps}, y, max_starts=256, seed=int(config.seed))
-        except JaxscaleError as e:
-          logger.warning("1-D fit %s %s Df=%d skipped: %s", arm, model, df, e)
-          continue
-        exponents.append({"arm": arm, "model": model, "df": df, "alpha": r.params["alpha"],
-                          "E_inf": r.params["E_inf"], "r2_log": r.r2_log})
-  content["exponents"] = exponents
-
-  analysis = _report_numbers(config, rows, table, form, details, arm_of, model_params, dp_values,
-                             df_values, at, content, boundaries, backtests, exponents)
-  return content, analysis
+  form = laws.get(config.study.law)
+  if len(table["dp"]) < len(form.params) + 1:
+    raise JaxscaleError(f"only {len(table['dp'])} fine-tune records; the law '{form.name}' needs "
+                        f"more than {len(form.params)} per arm: run more cells or use a smaller law")
+  content, arms = fit_arms(config, table, progress)
+  measured = measured_means(rows, int(config.seed))
+  paired = paired_cells(rows, int(config.seed))
+  content.update(
+      schema_version=SCHEMA_VERSION, paired=paired_json(paired),
+      law_check={a.arm: {"passed": not a.failed, "reasons": list(a.failed)} for a in arms.values()},
+      backtests=backtests(config, table), exponents=exponents(config, table))
+  return StudyAnalysis(config=config, rows=tuple(rows), law=form.name, formula=form.formula,
+                       arms=arms, measured=tuple(measured), paired=tuple(paired),
+                       fits=content)
 
 
-def _report_numbers(config, rows, table, form, details, arm_of, model_params, dp_values, df_values,
-                    at, content, boundaries, backtests, exponents) -> dict[str, Any]:
-  """Curves, points and text the report draws (see `jaxscale.report`)."""
-  s = config.study
-  m_values = [p for _, p in model_params]
-  name_of = {p: m for m, p in model_params}
-  fits = {arm_of[k]: {"params": g["params"], "stats": g["statistics"], "warnings": g["warnings"]}
-          for k, g in content["groups"].items()}
-  curves = {}
-  xs = {"dp": _grid(min(dp_values), max(dp_values)), "df": _grid(min(df_values), max(df_values)),
-        "M": _grid(min(m_values), max(m_values))}
-  for axis, panel_key, line_key, panel_vals, line_vals in (
-      ("dp", "df", "M", df_values, m_values), ("df", "dp", "M", dp_values, m_values),
-      ("M", "df", "dp", df_values, dp_values)):
-    panels = []
-    for pv in panel_vals:
-      lines = []
-      for lv in line_vals:
-        for key, (fit, boot, _) in details.items():
-          x = {"Dp": None, "M": None, "Df": None}
-          x[{"dp": "Dp", "df": "Df", "M": "M"}[axis]] = xs[axis]
-          x[{"dp": "Dp", "df": "Df", "M": "M"}[panel_key]] = np.full(GRID_POINTS, float(pv))
-          x[{"dp": "Dp", "df": "Df", "M": "M"}[line_key]] = np.full(GRID_POINTS, float(lv))
-          c = _curve(form, fit, boot, x)
-          label = name_of[lv] if line_key == "M" else f"Dp={lv}"
-          lines.append({line_key: lv, "arm": arm_of[key], "label": label, **c})
-      panels.append({panel_key: pv, "lines": lines})
-    curves[axis] = {"x": xs[axis], "panels": panels}
-
-  points = []
-  for i in range(len(table["dp"])):
-    key = "true" if bool(table["distilled"][i]) else "false"
-    key = key if key in details else next(iter(details))
-    fit = details[key][0]
-    x = {"Dp": float(table["dp"][i]), "M": float(table["params"][i]), "Df": float(table["df"][i])}
-    points.append({"dp": int(table["dp"][i]), "df": int(table["df"][i]), "M": int(table["params"][i]),
-                   "model": str(table["model"][i]), "arm": arm_of[key], "seed": int(table["seed"][i]),
-                   "error": max(float(table[TARGET][i]), ERROR_FLOOR),
-                   "pred": float(forms_lib.predict(form.name, fit.params, x).reshape(-1)[0])})
-
-  delta = None
-  headline = content.get("boundary")
-  if headline is not None:
-    (fa, ba, _), (fb, bb, _) = details["false"], details["true"]
-    x = {"Dp": xs["dp"], "M": np.full(GRID_POINTS, at["M"]), "Df": np.full(GRID_POINTS, at["Df"])}
-    mid = _curve(form, fa, None, x)["mid"] - _curve(form, fb, None, x)["mid"]
-    lo = hi = None
-    if ba is not None and bb is not None:
-      k = min(len(ba.u), len(bb.u))
-      diff = (_band(form, {n: ba.params[n][:k] for n in form.param_names}, x)
-              - _band(form, {n: bb.params[n][:k] for n in form.param_names}, x))
-      lo, hi = np.nanpercentile(diff, 2.5, axis=0), np.nanpercentile(diff, 97.5, axis=0)
-    measured = []
-    model_head = name_of[int(at["M"])]
-    for dp in dp_values:
-      sel = lambda d: [p["error"] for p in points if p["dp"] == dp and p["model"] == model_head
-                       and p["df"] == int(at["Df"]) and p["arm"] == d]
-      a, b = sel("plain"), sel("distilled")
-      if a and b:
-        measured.append({"dp": dp, "delta": float(np.mean(a) - np.mean(b))})
-    delta = {"x": xs["dp"], "mid": mid, "lo": lo, "hi": hi, "at": at, "roots": headline["roots"],
-             "measured": measured}
-
-  teacher = "none (plain arm only)"
-  if "distilled" in s.arms:
-    from jaxscale.study import grid
-    t = grid.teacher_of(s)
-    teacher = f"{t.model} pretrained on {t.dp:,} images"
-  study = {"pretrain_dataset": config.pretrain.dataset, "finetune_dataset": config.finetune.dataset,
-           "models": model_params, "dp": dp_values, "df": df_values, "arms": list(s.arms),
-           "seeds": list(s.seeds), "teacher": teacher, "records": len(rows),
-           "wall_s": float(sum(r.get("wall_s", 0.0) for r in rows))}
-  return {"study": study, "summary": summary_text(content, at, name_of, (min(dp_values), max(dp_values))),
-          "boundary_text": boundary_text(headline, at, name_of, (min(dp_values), max(dp_values))),
-          "law": {"name": form.name, "formula": form.formula, "param_names": list(form.param_names)},
-          "fits": fits, "curves": curves, "points": points, "delta": delta, "boundaries": boundaries,
-          "backtests": [b for b in backtests if b.get("error") is None], "exponents": exponents}
-
-
-def _ci(root) -> str:
-  if root.get("ci_low") is None or root.get("ci_high") is None:
-    return "no bootstrap CI"
-  return f"95% CI {root['ci_low']:,.0f} to {root['ci_high']:,.0f}"
-
-
-def boundary_text(b, at, name_of, dp_range) -> str:
-  """One paragraph on the crossing(s) at the headline (M, Df)."""
-  if b is None:
-    return "The study has one arm only, so there is no distillation boundary to solve for."
-  where = f"For {name_of[int(at['M'])]} (M = {at['M']:,.0f} parameters) fine-tuned on Df = {at['Df']:,.0f} images"
-  roots = b["roots"]
-  if not roots:
-    side = {1: "distillation lowers the error", -1: "distillation raises the error", 0: "the arms are equal"}
-    return (f"{where}, the fitted curves do not cross for Dp in [{dp_range[0]:,}, {dp_range[1]:,}]: "
-            f"{side[b['sign_below']]} throughout the measured range (no crossing in range).")
-  parts = [f"Dp* = {r['value']:,.0f} ({_ci(r)})" for r in roots]
-  below, above = (("distillation helps", "the plain arm is better") if b["sign_below"] > 0
-                  else ("distillation hurts", "distillation helps"))
-  return (f"{where}, the distilled and plain error curves cross at {'; '.join(parts)}. Below the "
-          f"{'first crossing' if len(roots) > 1 else 'crossing'} {below}; above it {above}.")
-
-
-def summary_text(content, at, name_of, dp_range) -> str:
-  groups = content["groups"]
-  fit_bits = []
-  for key, g in groups.items():
-    st = g["statistics"]
-    fit_bits.append(f"{ARMS.get(key, key)} arm: {g['n']} fine-tunes, R² (log) {st['r2_log']:.3f}")
-  text = f"The joint law {content['law']} was fitted per arm ({'; '.join(fit_bits)}). "
-  text += boundary_text(content.get("boundary"), at, name_of, dp_range)
-  n_warn = sum(len(g["warnings"]) for g in groups.values())
-  if n_warn:
-    text += (f" The fits carry {n_warn} warning(s) (see below): read the parameters and Dp* as "
-             f"tentative until they are resolved.")
-  return text
-
-
-def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> str:
-  """Fits the study in `workdir`, writes fits.json and the report; returns the headline text."""
-  from jaxscale.report import render
-  from jaxscale.study.runner import paths
-  p = paths(workdir)
-  rows = records.read(p["records"])
-  if not any(r.get("stage") == "finetune" for r in rows):
-    raise JaxscaleError(f"{p['records']} has no fine-tune records; run `jaxscale study` on this workdir first")
-  content, analysis = analyze_records(config, rows, progress=progress)
-  laws.write_fits(p["fits"], content, force=True)  # derived from records: always rebuilt
-  out = render.write_report(analysis, p["report"])
-  return (f"{analysis['summary']}\nfits: {p['fits']}\nreport: {out['html']} (and {out['markdown']})")
+def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> StudyAnalysis:
+  """Analyses the study in `workdir` (its records.jsonl) and writes its fits.json."""
+  path = os.path.join(workdir, "records.jsonl")
+  rows = records.read(path)
+  if not student_rows(rows, "finetune"):
+    raise JaxscaleError(f"{path} has no fine-tune records; run `jaxscale study` on this workdir first")
+  result = analyze_records(config, rows, progress=progress)
+  # fits.json is derived from the records, so it is rebuilt (atomically) every time.
+  laws.write_fits(os.path.join(workdir, "fits.json"), result.fits, force=True)
+  return result

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
   from jaxscale import cli
-  from jaxscale.study import analysis, runner
+  from jaxscale.report import command as report_command
+  from jaxscale.study import runner
   config = cli.load_config(args)
   workdir = os.path.abspath(args.workdir)
   if args.dry_run:
@@ -40,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     runner.print_plan(runner.plan(config, workdir))
   runner.run_cells(config, workdir, show_progress=main and not args.no_progress)
   if main:
-    print(analysis.analyze_study(config, workdir))
+    print(report_command.build(config, workdir))
   return 0

@@ -1,4 +1,7 @@
-"""Study analysis on synthetic records drawn from two known laws with a known crossing."""
+"""Study analysis: the joint laws on synthetic records with a known crossing, the paired verdicts,
+their rule on hand-made points, and the fits.json sections the analysis adds."""
+
+import json
 
 import numpy as np
 import pytest
@@ -6,11 +9,11 @@ from scipy.optimize import brentq
 
 from jaxscale.config import base_config
 from jaxscale.errors import JaxscaleError
-from jaxscale.report import render
 from jaxscale.study import analysis
+from jaxscale.study.analysis import Crossing, PairedPoint
 
 MODELS = (("vit_tiny_xs", 50_000), ("vit_tiny_s", 200_000), ("vit_tiny_m", 800_000))
-DPS, DFS = (250, 800, 2500, 8000), (100, 300, 1000)
+DPS, DFS, SEEDS = (250, 800, 2500, 8000), (100, 300, 1000), (0, 1, 2)
 
 
 def plain(dp, m, df):
@@ -22,22 +25,25 @@ def distilled(dp, m, df):
 
 
 def synthetic_rows(noise=0.01, seed=0):
+  """Fine-tunes of both arms; a seed's two arms share their noise (paired seeds)."""
   rng = np.random.default_rng(seed)
   rows = []
-  for arm, law in ((False, plain), (True, distilled)):
-    for model, m in MODELS:
-      for dp in DPS:
-        for df in DFS:
-          for s in (0, 1):
-            e = law(dp, m, df) * np.exp(noise * rng.normal())
+  for model, m in MODELS:
+    for dp in DPS:
+      for df in DFS:
+        for s in SEEDS:
+          shared = noise * rng.normal()
+          for arm, law in ((False, plain), (True, distilled)):
+            e = law(dp, m, df) * np.exp(shared + 0.002 * rng.normal())
             rows.append(dict(stage="finetune", model=model, params=m, dp=dp, df=df, distilled=arm,
-                             seed=s, eval_error=float(e), wall_s=1.0, cell_id=f"{model}-{dp}-{df}-{s}-{arm}"))
+                             seed=s, eval_error=float(e), wall_s=1.0,
+                             cell_id=f"{model}-{dp}-{df}-{s}-{arm}"))
   return rows
 
 
 def study_config(bootstrap=0):
   c = base_config()
-  c.study.update(models=tuple(m for m, _ in MODELS), dp=DPS, df=DFS, seeds=(0, 1), bootstrap=bootstrap)
+  c.study.update(models=tuple(m for m, _ in MODELS), dp=DPS, df=DFS, seeds=SEEDS, bootstrap=bootstrap)
   return c
 
 
@@ -47,41 +53,126 @@ def analyzed():
 
 
 def test_boundary_matches_the_true_crossing(analyzed):
-  content, numbers = analyzed
   m, df = 800_000, 100
   truth = brentq(lambda dp: plain(dp, m, df) - distilled(dp, m, df), 250, 8000)
-  roots = content["boundary"]["roots"]
-  assert len(roots) == 1
-  assert roots[0]["value"] == pytest.approx(truth, rel=0.1)
-  assert roots[0]["ci_low"] <= roots[0]["value"] <= roots[0]["ci_high"]
-  assert content["boundary"]["sign_below"] == 1  # distillation helps at small Dp
-  assert f"{roots[0]['value']:,.0f}" in numbers["summary"]
-  # one boundary per (M, Df) of the grid
-  assert len(content["boundaries"]) == len(MODELS) * len(DFS)
+  head = analyzed.fits["boundary"]
+  assert head["at"] == {"M": m, "Df": df}
+  assert len(head["roots"]) == 1
+  assert head["roots"][0]["value"] == pytest.approx(truth, rel=0.1)
+  assert head["roots"][0]["ci_low"] <= head["roots"][0]["value"] <= head["roots"][0]["ci_high"]
+  assert head["sign_below"] == 1  # distillation helps at small Dp
+  # one boundary per (M, Df) of the grid, the headline one first
+  assert len(analyzed.fits["boundaries"]) == len(MODELS) * len(DFS)
+  assert analyzed.fits["boundaries"][0]["roots"] == head["roots"]
 
 
-def test_curves_bands_and_points(analyzed):
-  _, numbers = analyzed
-  assert {p["arm"] for p in numbers["points"]} == {"plain", "distilled"}
-  line = numbers["curves"]["dp"]["panels"][0]["lines"][0]
-  assert np.all(line["lo"] <= line["mid"] + 1e-9) and np.all(line["mid"] <= line["hi"] + 1e-9)
-  # fitted predictions are close to the noisy measurements
-  rel = [abs(p["pred"] - p["error"]) / p["error"] for p in numbers["points"]]
-  assert np.median(rel) < 0.05
-  assert numbers["backtests"] and all(b["log_rmse"] >= 0 for b in numbers["backtests"])
+def test_laws_pass_their_checks_and_fit_the_points(analyzed):
+  assert set(analyzed.arms) == {"plain", "distilled"}
+  for arm in analyzed.arms.values():
+    assert arm.failed == () and arm.statistics["r2_log"] > 0.9
+    assert arm.boot is not None and len(arm.boot["alpha"]) == 30
+  bt = analyzed.fits["backtests"]["rows"]
+  assert bt and all(r["log_rmse"] >= 0 for r in bt if r.get("error") is None)
   # every (arm, model, Df) gets a 1-D exponent; the plain arm's is the steeper one
-  alphas = {arm: np.median([e["alpha"] for e in numbers["exponents"] if e["arm"] == arm])
-            for arm in ("plain", "distilled")}
+  ex = analyzed.fits["exponents"]
+  alphas = {arm: np.median([e["alpha"] for e in ex if e["arm"] == arm]) for arm in ("plain", "distilled")}
   assert alphas["plain"] > alphas["distilled"]
 
 
-def test_report_files(analyzed, tmp_path):
-  content, numbers = analyzed
-  out = render.write_report(numbers, str(tmp_path))
-  md = open(out["markdown"]).read()
-  assert render.fmt(content["groups"]["true"]["params"]["alpha"]["value"]) in md
-  assert "Dp*" in open(out["html"]).read()
-  assert (tmp_path / "delta_e.png").stat().st_size > 1000
+def test_paired_verdicts_follow_the_true_difference(analyzed):
+  cells = [c for c in analyzed.paired if c.stage == "finetune"]
+  assert len(cells) == len(MODELS) * len(DFS)
+  for c in cells:
+    m = c.params
+    truth = [plain(dp, m, c.df) - distilled(dp, m, c.df) for dp in DPS]
+    for p, t in zip(c.points, truth):
+      assert p.n_pairs == len(SEEDS) and p.ci[0] <= p.mean_delta <= p.ci[1]
+      assert p.mean_delta == pytest.approx(t, abs=0.01)
+    # where the truth changes sign between two measured Dp, the verdict says so
+    expect = "helps_below_dp_star" if truth[-1] < 0 else "helps_throughout"
+    if c.verdict != "cannot_tell":
+      assert c.verdict == expect, c.verdict_text
+    if c.crossing is not None:
+      root = brentq(lambda dp: plain(dp, m, c.df) - distilled(dp, m, c.df), DPS[0], DPS[-1])
+      lo, hi = max(d for d in DPS if d < root), min(d for d in DPS if d > root)
+      assert lo < c.crossing.dp_star < hi
+  assert any(c.verdict == "helps_below_dp_star" for c in cells)
+
+
+def test_fits_json_sections(analyzed, tmp_path):
+  fits = analyzed.fits
+  assert fits["schema_version"] == 2
+  entry = fits["paired"][0]
+  assert set(entry) >= {"model", "params", "df", "stage", "points", "crossing", "verdict", "verdict_text"}
+  assert set(entry["points"][0]) == {"dp", "n_pairs", "mean_delta", "ci"}
+  assert entry["verdict"] in analysis.VERDICTS
+  assert {e["stage"] for e in fits["paired"]} == {"finetune"}  # these records have no pretraining
+  assert fits["law_check"]["plain"]["passed"] is True
+  from jaxscale import laws
+  laws.write_fits(str(tmp_path / "fits.json"), fits)
+  assert json.loads((tmp_path / "fits.json").read_text())["paired"][0]["verdict"] == entry["verdict"]
+
+
+def _points(*cis, n=4):
+  return [PairedPoint(dp, n, (lo + hi) / 2, (lo, hi), ()) for dp, (lo, hi) in zip((100, 300, 1000, 3000), cis)]
+
+
+@pytest.mark.parametrize("cis, cross, expect", [
+    (((0.01, 0.05),) * 4, None, "helps_throughout"),
+    (((-0.05, -0.01),) * 4, None, "hurts_throughout"),
+    (((0.01, 0.05), (-0.01, 0.03), (-0.01, 0.01), (-0.05, -0.01)), Crossing(500, None, 0.9, True), "helps_below_dp_star"),
+    (((-0.05, -0.01), (-0.01, 0.01), (-0.01, 0.01), (0.01, 0.05)), Crossing(500, None, 0.9, False), "hurts_below_dp_star"),
+    # only one side of the crossing excludes 0
+    (((0.01, 0.05), (-0.01, 0.03), (-0.02, 0.01), (-0.05, 0.001)), Crossing(500, None, 0.6, True), "cannot_tell"),
+    # a point on the wrong side of Dp* excludes 0
+    (((0.01, 0.05), (-0.03, -0.01), (0.01, 0.02), (-0.05, -0.01)), Crossing(200, None, 0.9, True), "cannot_tell"),
+    # CIs include 0 everywhere
+    (((-0.01, 0.05),) * 4, None, "cannot_tell"),
+    # one Dp excluding 0 is not "throughout"
+    (((0.01, 0.05), (-0.01, 0.05), (-0.01, 0.05), (-0.01, 0.05)), None, "cannot_tell"),
+])
+def test_verdict_rule(cis, cross, expect):
+  assert analysis.verdict(_points(*cis), cross) == expect
+
+
+def test_too_few_pairs_cannot_tell():
+  points = _points(*((0.01, 0.05),) * 4, n=analysis.MIN_PAIRS - 1)
+  assert analysis.verdict(points, None) == "cannot_tell"
+  text = analysis.verdict_text("m", "cannot_tell", points, None, None)
+  assert "fewer than" in text
+
+
+def test_crossing_interpolates_in_log_dp():
+  dp_star, helps_below = analysis.first_crossing([100, 1000], np.array([0.1, -0.1]))
+  assert dp_star == pytest.approx(np.sqrt(100 * 1000)) and helps_below
+  assert analysis.first_crossing([100, 1000], np.array([0.1, 0.2])) is None
+
+
+def test_small_sample_ci_is_wider_than_the_percentile_interval():
+  rng = np.random.default_rng(0)
+  v = rng.normal(size=4)
+  boot = v[rng.integers(0, 4, size=(2000, 4))].mean(axis=1)
+  lo, hi = analysis._percentile_ci(boot)
+  wlo, whi = analysis.small_sample_ci(boot, v.mean(), 4)
+  assert wlo < lo < v.mean() < hi < whi
+
+
+def test_pretraining_records_give_the_pretraining_verdict_and_m_is_the_finetune_count():
+  rows = [dict(stage="pretrain", model="vit_tiny_xs", params=62_308, dp=30000, df=0, distilled=False,
+               seed=0, eval_error=0.1, cell_id="teacher-vit_tiny_xs-dp30000-s0")]
+  for dp in (100, 1000):
+    for s in range(4):
+      for arm, e in ((False, 0.8), (True, 0.7 if dp == 100 else 0.9)):
+        e += 0.001 * s
+        rows.append(dict(stage="pretrain", model="vit_tiny_xs", params=62_308, dp=dp, df=0,
+                         distilled=arm, seed=s, eval_error=e, cell_id=f"pt-{dp}-{arm}-{s}"))
+        rows.append(dict(stage="finetune", model="vit_tiny_xs", params=60_250, dp=dp, df=50,
+                         distilled=arm, seed=s, eval_error=e, cell_id=f"ft-{dp}-{arm}-{s}"))
+  cells = {c.stage: c for c in analysis.paired_cells(rows)}
+  assert cells["pretrain"].verdict == "helps_below_dp_star" and cells["pretrain"].df == 0
+  assert cells["pretrain"].params == 60_250  # M as fitted, from the fine-tune record
+  teacher = [m for m in analysis.measured_means(rows) if m.arm == "teacher"]
+  assert len(teacher) == 1 and teacher[0].mean == 0.1
 
 
 def test_too_few_records_is_a_one_line_error():

@@ -1,0 +1,218 @@
+"""The report's figures: for each, the numbers it draws and its caption, side by side.
+
+A figure is a `Figure(name, numbers, draw, caption)`: `numbers(analysis)` builds plain lists from a
+`jaxscale.study.analysis.StudyAnalysis` (None: nothing to draw), `draw(numbers, path)` is in
+`plots`, and `caption(analysis, numbers)` says what the marks are, from the same numbers. One
+figure answers one question.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from jaxscale import laws
+from jaxscale.report import plots, sections
+from jaxscale.study.analysis import Measured, StudyAnalysis
+
+CURVE_POINTS = 40
+AXIS_NAME = {"dp": "Dp", "M": "M", "df": "Df"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+  name: str
+  numbers: Callable[[StudyAnalysis], dict[str, Any] | None]
+  draw: Callable[[dict[str, Any], str], str]
+  caption: Callable[[StudyAnalysis, dict[str, Any]], str]
+
+
+def _finetune(a: StudyAnalysis, arm: str | None = None) -> list[Measured]:
+  return [m for m in a.measured if m.stage == "finetune" and (arm is None or m.arm == arm)]
+
+
+def _value(m: Measured, axis: str) -> int:
+  return {"dp": m.dp, "df": m.df, "M": m.params}[axis]
+
+
+def _law_curve(a: StudyAnalysis, arm: str, axis: str, fixed: dict[str, float],
+               values: list[int]) -> dict[str, list[float]] | None:
+  """The fitted law of `arm` along `axis` over the measured range; None when it failed its checks."""
+  fit = a.arms.get(arm)
+  if fit is None or fit.failed or len(values) < 2:
+    return None
+  x = np.geomspace(min(values), max(values), CURVE_POINTS)
+  inputs = {AXIS_NAME[k]: np.full_like(x, v) for k, v in fixed.items()}
+  inputs[AXIS_NAME[axis]] = x
+  return {"x": x.tolist(), "y": laws.predict(a.law, fit.params, inputs).tolist()}
+
+
+def _failed_note(a: StudyAnalysis) -> str | None:
+  failed = [f"{arm}: {'; '.join(f.failed)}" for arm, f in a.arms.items() if f.failed]
+  return ("law not drawn (failed)\n" + "\n".join(failed)) if failed else None
+
+
+def _measured_panels(a: StudyAnalysis, axis: str, panel_axis: str, key_axis: str) -> dict[str, Any]:
+  """Measured fine-tune means along `axis`, a panel per `panel_axis` value, a series per `key_axis`."""
+  rows = _finetune(a)
+  values = {ax: sorted({_value(m, ax) for m in rows}) for ax in ("dp", "df", "M")}
+  name_of = {m.params: m.model for m in rows}
+  panels = []
+  for pv in values[panel_axis]:
+    series = []
+    for kv in values[key_axis]:
+      for arm in ("plain", "distilled"):
+        ms = sorted((m for m in rows if m.arm == arm and _value(m, panel_axis) == pv
+                     and _value(m, key_axis) == kv), key=lambda m: _value(m, axis))
+        if not ms:
+          continue
+        series.append({"key": kv, "arm": arm, "x": [_value(m, axis) for m in ms],
+                       "mean": [m.mean for m in ms],
+                       "lo": [m.ci[0] if m.ci else m.mean for m in ms],
+                       "hi": [m.ci[1] if m.ci else m.mean for m in ms],
+                       "curve": _law_curve(a, arm, axis, {panel_axis: pv, key_axis: kv}, values[axis])})
+    title = f"{AXIS_NAME[panel_axis]} = {pv:,}" if panel_axis != "M" else f"{name_of[pv]} (M = {pv:,})"
+    panels.append({"title": title, "series": series, "note": _failed_note(a)})
+  keys = [(kv, f"{name_of[kv]} (M = {plots.short(kv)})" if key_axis == "M" else f"{AXIS_NAME[key_axis]} = {kv:,}")
+          for kv in values[key_axis]]
+  labels = {"dp": "pretraining images Dp", "df": "fine-tuning images Df", "M": "parameters M (as fitted)"}
+  return {"panels": panels, "keys": keys, "xticks": values[axis], "xlabel": labels[axis],
+          "ylabel": "downstream top-1 error", "ncols": 2 if len(panels) == 4 else 3}
+
+
+def _law_words(a: StudyAnalysis) -> str:
+  if all(not f.failed for f in a.arms.values()):
+    return f"thin lines: the joint law {a.law} fitted per arm, drawn only over the measured range"
+  return (f"the joint law {a.law} is not drawn because it failed its checks "
+          f"({'; '.join(f'{arm}: ' + ', '.join(f.failed) for arm, f in a.arms.items() if f.failed)})")
+
+
+# ----------------------------------------------------------------------------- ΔE per model size
+
+def delta_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
+  if not a.paired:
+    return None
+  models = sorted({(c.params, c.model) for c in a.paired})
+  keys = (["pretrain"] if any(c.stage == "pretrain" for c in a.paired) else []) + \
+      sorted({c.df for c in a.paired if c.stage == "finetune"})
+  panels = []
+  for params, model in models:
+    series = []
+    for c in (c for c in a.paired if c.model == model):
+      stated = c.crossing is not None and c.verdict.endswith("below_dp_star")
+      series.append({"key": "pretrain" if c.stage == "pretrain" else c.df,
+                     "points": [{"dp": p.dp, "mean": p.mean_delta, "lo": p.ci[0] if p.ci else None,
+                                 "hi": p.ci[1] if p.ci else None} for p in c.points],
+                     "seeds": [(p.dp, d) for p in c.points for d in p.deltas],
+                     "dp_star": c.crossing.dp_star if stated else None})
+    series.sort(key=lambda s: keys.index(s["key"]))
+    panels.append({"title": f"{model} (M = {params:,})", "series": series})
+  labels = [(k, "pretraining task" if k == "pretrain" else f"downstream, Df = {k:,}") for k in keys]
+  return {"panels": panels, "keys": labels, "dp": sorted({p.dp for c in a.paired for p in c.points})}
+
+
+def delta_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  seeds = max(p.n_pairs for c in a.paired for p in c.points)
+  return (f"Does distillation help, and up to which Dp? Paired differences ΔE = E_plain − E_distilled "
+          f"of the same (model, Dp, Df, seed), one panel per model size. Diamonds: mean over up to "
+          f"{seeds} seed pairs with its 95% bootstrap CI over seeds; faint dots: single pairs; "
+          f"series are shifted slightly along Dp to keep them apart. A dashed vertical line marks "
+          f"the crossing Dp* only where the verdict states one.")
+
+
+# ----------------------------------------------------------------------------- error vs Dp, Df, M
+
+def error_vs_dp_numbers(a: StudyAnalysis) -> dict[str, Any]:
+  return _measured_panels(a, "dp", "df", "M")
+
+
+def error_vs_dp_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  return (f"How does downstream error fall with pretraining data? Markers: measured mean over seeds "
+          f"with 95% CI; {_law_words(a)}.")
+
+
+def error_vs_df_numbers(a: StudyAnalysis) -> dict[str, Any]:
+  return _measured_panels(a, "df", "dp", "M")
+
+
+def error_vs_df_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  return (f"How does downstream error fall with fine-tuning data? One panel per Dp. Markers: "
+          f"measured mean over seeds with 95% CI; {_law_words(a)}.")
+
+
+def error_vs_m_numbers(a: StudyAnalysis) -> dict[str, Any]:
+  return _measured_panels(a, "M", "df", "dp")
+
+
+def error_vs_m_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  return (f"Does a larger model help? M is the parameter count as fitted (the fine-tuned model, "
+          f"downstream head included). Markers: measured mean over seeds with 95% CI; {_law_words(a)}.")
+
+
+# ----------------------------------------------------------------------------- pretraining
+
+def pretrain_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
+  rows = [m for m in a.measured if m.stage == "pretrain" and m.arm != "teacher"]
+  if not rows:
+    return None
+  models = sorted({(m.params, m.model) for m in rows})
+  series = []
+  for params, model in models:
+    for arm in ("plain", "distilled"):
+      ms = sorted((m for m in rows if m.model == model and m.arm == arm), key=lambda m: m.dp)
+      if ms:
+        series.append({"key": params, "arm": arm, "x": [m.dp for m in ms], "mean": [m.mean for m in ms],
+                       "lo": [m.ci[0] if m.ci else m.mean for m in ms],
+                       "hi": [m.ci[1] if m.ci else m.mean for m in ms], "curve": None})
+  hlines = [{"y": t.mean, "label": f"teacher {t.model} (Dp = {t.dp:,}): {t.mean:.3f}", "style": "-."}
+            for t in a.measured if t.arm == "teacher"]
+  chance = sections.chance_error(a, "pretrain")
+  if chance is not None:
+    hlines.append({"y": chance, "label": f"chance: {chance:.3f}", "style": ":"})
+  return {"panels": [{"title": "pretraining task", "series": series}], "ncols": 1,
+          "keys": [(p, f"{m} (M = {plots.short(p)})") for p, m in models],
+          "xticks": sorted({m.dp for m in rows}), "xlabel": "pretraining images Dp",
+          "ylabel": "pretraining-task top-1 error", "hlines": hlines}
+
+
+def pretrain_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  return ("How far did pretraining get? Error of the pretrained students on the pretraining task's "
+          "test split (before fine-tuning), mean over seeds with 95% CI; the dash-dotted line is the "
+          "teacher's error on the same split.")
+
+
+# ----------------------------------------------------------------------------- the law's fit
+
+def predicted_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
+  table = {}
+  panels = []
+  for arm, fit in a.arms.items():
+    rows = [r for r in a.rows if r.get("stage") == "finetune" and bool(r.get("distilled")) == (arm == "distilled")
+            and not str(r.get("cell_id", "")).startswith("teacher-")]
+    if not rows:
+      continue
+    table = {"Dp": np.array([r["dp"] for r in rows], float), "M": np.array([r["params"] for r in rows], float),
+             "Df": np.array([r["df"] for r in rows], float)}
+    pred = laws.predict(a.law, fit.params, table)
+    r2 = fit.statistics.get("r2_log")
+    status = "failed" if fit.failed else "passes"
+    panels.append({"arm": arm, "title": f"{arm} arm: R² (log) {r2:.2f}, {status}",
+                   "pred": pred.tolist(), "measured": [max(r["eval_error"], 1e-3) for r in rows]})
+  return {"panels": panels} if panels else None
+
+
+def predicted_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  return (f"How well does the joint law {a.law} describe the fine-tunes? Each run's measured error "
+          f"against the fitted law's prediction (log axes); points on the diagonal are fitted exactly.")
+
+
+FIGURES = (
+    Figure("delta_e.png", delta_numbers, plots.paired_differences, delta_caption),
+    Figure("error_vs_dp.png", error_vs_dp_numbers, plots.measured_panels, error_vs_dp_caption),
+    Figure("error_vs_df.png", error_vs_df_numbers, plots.measured_panels, error_vs_df_caption),
+    Figure("error_vs_m.png", error_vs_m_numbers, plots.measured_panels, error_vs_m_caption),
+    Figure("pretrain_error.png", pretrain_numbers, plots.measured_panels, pretrain_caption),
+    Figure("predicted_vs_measured.png", predicted_numbers, plots.predicted_vs_measured, predicted_caption),
+)

@@ -1,0 +1,298 @@
+"""The report's text and tables, in reading order, built from a `StudyAnalysis`.
+
+A block is ``("h", level, text)``, ``("p", text)``, ``("table", header, rows)`` or
+``("img", filename, caption)`` (see `render`). The first screen says what was run, what was
+measured and how sure the study is; every claim in it is a row of a table on the page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from jaxscale.study.analysis import ARMS, MIN_PAIRS, R2_MIN, Measured, PairedCell, StudyAnalysis
+
+logger = logging.getLogger("jaxscale")
+
+Block = tuple
+VERDICT_WORDS = {
+    "helps_below_dp_star": "helps below Dp*, hurts above",
+    "hurts_below_dp_star": "hurts below Dp*, helps above",
+    "helps_throughout": "helps at every Dp",
+    "hurts_throughout": "hurts at every Dp",
+    "cannot_tell": "cannot tell",
+}
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+  """Numbers for tables: 3 significant digits, thousands separators, '–' for missing."""
+  if v is None:
+    return "–"
+  if isinstance(v, bool):
+    return "yes" if v else "no"
+  if isinstance(v, (int, float)):
+    if v != v or v in (float("inf"), float("-inf")):
+      return "–"
+    if isinstance(v, int) or float(v).is_integer() and abs(v) >= 1:
+      return f"{int(v):,}" if abs(v) < 1e7 else f"{v:.3g}"
+    return f"{v:.{digits}g}"
+  return str(v)
+
+
+def with_ci(value, low, high) -> str:
+  if low is None or high is None:
+    return fmt(value)
+  return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+
+
+def _mean_ci(m: Measured | None) -> str:
+  if m is None:
+    return "–"
+  return (f"{m.mean:.3f} [{m.ci[0]:.3f}, {m.ci[1]:.3f}]" if m.ci else f"{m.mean:.3f}") + f" (n={m.n})"
+
+
+def _delta(p) -> str:
+  ci = f" [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]" if p.ci else ""
+  return f"{p.mean_delta:+.3f}{ci} (n={p.n_pairs})"
+
+
+def _list(values: Sequence[int]) -> str:
+  return ", ".join(f"{v:,}" for v in values)
+
+
+# ----------------------------------------------------------------------------- setup facts
+
+def _steps(a: StudyAnalysis, stage: str, size: str) -> str:
+  """Steps each cell of a stage trained, from the records: '100: 20, 300: 47'."""
+  by = {}
+  for r in a.rows:
+    if r.get("stage") == stage and not str(r.get("cell_id", "")).startswith("teacher-") and "steps" in r:
+      by.setdefault(int(r[size] or 0), set()).add(int(r["steps"]))
+  return "; ".join(f"{size.capitalize()} = {k:,}: {'/'.join(f'{s:,}' for s in sorted(v))}"
+                   for k, v in sorted(by.items())) or "not recorded"
+
+
+def test_size(a: StudyAnalysis, stage: str) -> str:
+  """Images in the test split of a stage: `eval_count` of its records, else read from the dataset."""
+  counts = {int(r["eval_count"]) for r in a.rows if r.get("stage") == stage and r.get("eval_count")}
+  if counts:
+    return "/".join(f"{c:,}" for c in sorted(counts))
+  c = a.config
+  try:
+    from jaxscale.data import sources
+    return f"{len(sources.load_labels(c[stage].dataset, c[stage].eval_split, c.data.data_dir)):,}"
+  except Exception as e:  # not prepared on this machine: say so rather than fail the report
+    logger.debug("test split size of %s unknown: %s", c[stage].dataset, e)
+    return "not recorded"
+
+
+def chance_error(a: StudyAnalysis, stage: str) -> float | None:
+  c = a.config
+  try:
+    from jaxscale.data import sources
+    return 1.0 - 1.0 / sources.num_classes(c[stage].dataset, c.data.data_dir)
+  except Exception:
+    return None
+
+
+def _budget(optim) -> str:
+  o = optim.to_dict() if hasattr(optim, "to_dict") else dict(optim)
+  keys = [k for k in ("batch_size", "lr", "epochs", "min_steps", "max_steps", "steps", "examples") if k in o]
+  return ", ".join(f"{k} {o[k]:g}" if isinstance(o[k], float) else f"{k} {o[k]}" for k in keys)
+
+
+def _teacher(a: StudyAnalysis) -> str:
+  t = [m for m in a.measured if m.arm == "teacher"]
+  if not t:
+    return "none (no distilled arm)"
+  m = t[0]
+  return (f"{m.model} pretrained on Dp = {m.dp:,} images; its error on the pretraining test split "
+          f"{m.mean:.3f}")
+
+
+def setup_blocks(a: StudyAnalysis) -> list[Block]:
+  c = a.config
+  s, d = c.study, c.distill
+  models = sorted({(m.params, m.model) for m in a.measured if m.stage == "finetune"})
+  arms = ["plain: cross-entropy only"]
+  if "distilled" in s.arms:
+    arms.append(f"distilled: (1 − α)·CE + α·T²·KL with α = {d.alpha:g}, T = {d.temperature:g}, "
+                f"during {d.stage}")
+  rows = [
+      ["pretraining data", f"{c.pretrain.dataset} (test split: {test_size(a, 'pretrain')} images)"],
+      ["downstream data", f"{c.finetune.dataset} (test split: {test_size(a, 'finetune')} images)"],
+      ["error measured", "top-1 error on the test split of each stage's dataset"],
+      ["models (M as fitted)", ", ".join(f"{name} ({p:,})" for p, name in models)],
+      ["Dp, Df", f"Dp = {_list(s.dp)}; Df = {_list(s.df)}"],
+      ["arms", "; ".join(arms)], ["teacher", _teacher(a)],
+      ["seeds", f"{', '.join(str(v) for v in s.seeds)} (paired: both arms of a seed share subset, "
+                "order and initialisation)"],
+      ["pretraining budget", _budget(c.pretrain.optim)],
+      ["steps trained (pretraining)", _steps(a, "pretrain", "dp")],
+      ["fine-tuning budget", _budget(c.finetune.optim)],
+      ["steps trained (fine-tuning)", _steps(a, "finetune", "df")],
+      ["runs", f"{len(a.rows):,} records, {sum(r.get('wall_s', 0.0) for r in a.rows) / 60:.1f} min of training"],
+  ]
+  return [("h", 2, "Setup"), ("table", ["", "value"], rows)]
+
+
+# ----------------------------------------------------------------------------- first screen
+
+def _headline_cells(a: StudyAnalysis) -> list[PairedCell]:
+  """The downstream cell of the largest model at the smallest Df, and its pretraining-task cell."""
+  out = []
+  for stage in ("finetune", "pretrain"):
+    cells = [c for c in a.paired if c.stage == stage]
+    if cells:
+      out.append(max(cells, key=lambda c: (c.params, -c.df)))
+  return out
+
+
+def _verdict_counts(a: StudyAnalysis) -> str:
+  cells = [c for c in a.paired if c.stage == "finetune"]
+  counts: dict[str, int] = {}
+  for c in cells:
+    counts[c.verdict] = counts.get(c.verdict, 0) + 1
+  parts = [f"{n} {VERDICT_WORDS[v]}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+  return f"Over all {len(cells)} downstream cells (model × Df): {', '.join(parts)}."
+
+
+def _law_sentence(a: StudyAnalysis) -> str:
+  parts = []
+  for arm, f in a.arms.items():
+    r2 = f.statistics.get("r2_log")
+    state = "fails its checks (" + "; ".join(f.failed) + ")" if f.failed else "passes its checks"
+    parts.append(f"{arm} arm: R² (log) {r2:.2f}, {state}")
+  failed = any(f.failed for f in a.arms.values())
+  tail = (" Its curves are therefore not drawn and its Dp* values are not findings; the tables show "
+          "the measured means instead." if failed else "")
+  return (f"The joint law {a.law} (checks: R² (log) ≥ {R2_MIN}, converged, positive exponents): "
+          f"{'; '.join(parts)}.{tail}")
+
+
+def first_screen(a: StudyAnalysis) -> list[Block]:
+  c = a.config
+  s = c.study
+  models = sorted({(m.params, m.model) for m in a.measured if m.stage == "finetune"})
+  ran = (f"What was run: {len(models)} model sizes ({', '.join(f'{n}, M = {p:,}' for p, n in models)}) "
+         f"pretrained on Dp = {_list(s.dp)} images of {c.pretrain.dataset}, "
+         + ("plainly and distilled from a teacher, " if "distilled" in s.arms else "")
+         + f"then fine-tuned on Df = {_list(s.df)} images of {c.finetune.dataset}; seeds "
+         f"{', '.join(str(v) for v in s.seeds)}, paired across arms ({len(a.rows):,} runs).")
+  measured = (f"What was measured: top-1 error on the test split of {c.finetune.dataset} "
+              f"({test_size(a, 'finetune')} images) after fine-tuning, and on that of "
+              f"{c.pretrain.dataset} ({test_size(a, 'pretrain')} images) after pretraining.")
+  sure = (f"How sure: a verdict is stated only where the 95% bootstrap CI of the paired difference "
+          f"ΔE = E_plain − E_distilled excludes 0 (on both sides of Dp* for a crossing, at every Dp "
+          f"otherwise) with at least {MIN_PAIRS} seed pairs per Dp; otherwise the report says it cannot tell.")
+  return ([("h", 1, "jaxscale study report"), ("p", ran), ("p", measured), ("p", sure),
+           ("h", 2, "Verdict")] + [("p", text) for text in verdict_lines(a)])
+
+
+def verdict_lines(a: StudyAnalysis) -> list[str]:
+  """The headline verdicts (largest model: downstream at the smallest Df, pretraining task), the
+  count of verdicts over all downstream cells, and the law's status."""
+  lines = [c.verdict_text for c in _headline_cells(a)]
+  if a.paired:
+    lines.append(_verdict_counts(a))
+  return lines + [_law_sentence(a)]
+
+
+def verdict_table(a: StudyAnalysis) -> list[Block]:
+  if not a.paired:
+    return [("p", "The study has one arm only: there are no paired differences to compare.")]
+  rows = []
+  for c in a.paired:
+    cross = c.crossing
+    rows.append([c.model, fmt(c.params), "pretraining" if c.stage == "pretrain" else fmt(c.df),
+                 VERDICT_WORDS[c.verdict],
+                 (with_ci(round(cross.dp_star), *(round(v) for v in cross.ci)) if cross and cross.ci
+                  else fmt(round(cross.dp_star)) if cross else "no crossing of the means"),
+                 f"{c.fraction_crossing:.0%}" if c.fraction_crossing is not None else "–"])
+  dps = sorted({p.dp for c in a.paired for p in c.points})
+  deltas = [[c.model, "pretraining" if c.stage == "pretrain" else fmt(c.df)]
+            + [next((_delta(p) for p in c.points if p.dp == dp), "–") for dp in dps] for c in a.paired]
+  return [
+      ("table", ["model", "M", "Df", "verdict", "Dp* of the means [95% CI]", "resamples crossing"], rows),
+      ("h", 3, "Paired differences ΔE = E_plain − E_distilled (mean [95% CI] (pairs))"),
+      ("table", ["model", "Df"] + [f"Dp = {d:,}" for d in dps], deltas)]
+
+
+# ----------------------------------------------------------------------------- measured means
+
+def means_tables(a: StudyAnalysis) -> list[Block]:
+  dps = sorted({m.dp for m in a.measured if m.arm != "teacher"})
+  find = {(m.stage, m.model, m.df, m.arm, m.dp): m for m in a.measured}
+  blocks: list[Block] = [("h", 2, "Measured error (mean [95% CI] (seeds))")]
+  keys = sorted({(m.params, m.model, m.df, m.arm) for m in a.measured if m.stage == "finetune"},
+                key=lambda k: (k[0], k[2], k[3] != "plain"))
+  blocks.append(("h", 3, "Downstream (after fine-tuning)"))
+  blocks.append(("table", ["model", "Df", "arm"] + [f"Dp = {d:,}" for d in dps],
+                 [[m, fmt(df), arm] + [_mean_ci(find.get(("finetune", m, df, arm, d))) for d in dps]
+                  for _, m, df, arm in keys]))
+  pre = sorted({(m.params, m.model, m.arm) for m in a.measured if m.stage == "pretrain" and m.arm != "teacher"},
+               key=lambda k: (k[0], k[2] != "plain"))
+  if pre:
+    chance = chance_error(a, "pretrain")
+    note = f" (chance: {chance:.3f})" if chance is not None else ""
+    blocks.append(("h", 3, f"Pretraining task (after pretraining){note}"))
+    blocks.append(("table", ["model", "arm"] + [f"Dp = {d:,}" for d in dps],
+                   [[m, arm] + [_mean_ci(find.get(("pretrain", m, 0, arm, d))) for d in dps]
+                    for _, m, arm in pre]))
+  return blocks
+
+
+# ----------------------------------------------------------------------------- the law
+
+def law_blocks(a: StudyAnalysis) -> list[Block]:
+  fits = a.fits
+  names = [n for n in next(iter(fits["groups"].values()))["params"]]
+  rows = []
+  for key, g in fits["groups"].items():
+    arm = ARMS.get(key, next(iter(a.arms)))
+    st = g["statistics"]
+    rows.append([arm, "failed" if a.arms[arm].failed else "passes"]
+                + [with_ci(g["params"][n]["value"], g["params"][n].get("ci_low"), g["params"][n].get("ci_high"))
+                   for n in names]
+                + [fmt(st.get("r2_log")), fmt(st.get("converged")), fmt(st.get("n"))])
+  blocks: list[Block] = [
+      ("h", 2, f"Fitted law: {a.law}"), ("p", a.formula),
+      ("table", ["arm", "status"] + names + ["R² (log)", "converged", "points"], rows),
+      ("p", "Values are the best of a multi-start Huber fit on log-residuals; brackets are 95% "
+            "bootstrap percentile intervals. A law that fails its checks is shown here for the record, "
+            "not as a finding.")]
+  warnings = [f"{f.arm}: {w}" for f in a.arms.values() for w in f.warnings]
+  if warnings:
+    blocks += [("h", 3, "Fit warnings"), ("p", "; ".join(warnings))]
+  if fits.get("boundaries"):
+    blocks += [("h", 3, "Crossing of the fitted laws per (M, Df)"),
+               ("p", "Where the two fitted laws cross along Dp (searched over the measured Dp range "
+                     f"{fmt(min(m.dp for m in a.measured if m.stage == 'finetune'))} to "
+                     f"{fmt(max(m.dp for m in a.measured if m.stage == 'finetune'))}); read with the "
+                     "law's status above, and against the paired differences."),
+               ("table", ["M", "Df", "Dp* [95% CI]", "resamples crossing", "below the first root"], [
+                   [fmt(b["M"]), fmt(b["Df"]),
+                    "; ".join(with_ci(r["value"], r.get("ci_low"), r.get("ci_high")) for r in b["roots"])
+                    or "no crossing in range",
+                    f"{b['boot_crossing_frac']:.0%}" if b.get("boot_crossing_frac") is not None else "–",
+                    b["sign_below"] if b["roots"] else "–"] for b in fits["boundaries"]])]
+  return blocks
+
+
+def backtest_blocks(a: StudyAnalysis) -> list[Block]:
+  rows = [[ARMS.get(r["group"], next(iter(a.arms))), f"{r['input']} = {r['value']:g}", fmt(r.get("n_test")),
+           fmt(r.get("log_rmse")), fmt(r.get("are"))]
+          for r in a.fits.get("backtests", {}).get("rows", []) if r.get("error") is None]
+  blocks: list[Block] = []
+  if rows:
+    blocks += [("h", 2, "Extrapolation backtests"),
+               ("p", "Fit on the smaller scales, predict the held-out largest value of one input."),
+               ("table", ["arm", "held out", "points", "log-RMSE", "abs. rel. error"], rows)]
+  ex = a.fits.get("exponents") or []
+  if ex:
+    blocks += [("h", 2, "One-dimensional laws"),
+               ("p", "E(Dp) = E_inf + A·Dp^-alpha fitted per model, Df and arm."),
+               ("table", ["arm", "model", "Df", "alpha", "E_inf", "R² (log)"],
+                [[e["arm"], e["model"], fmt(e["df"]), fmt(e["alpha"]), fmt(e["E_inf"]), fmt(e["r2_log"])]
+                 for e in ex])]
+  return blocks
