@@ -52,7 +52,7 @@ DEFAULT_LOSS = "huber"
 DEFAULT_MAX_STARTS = 4096
 DEFAULT_SCREEN_ITERS = 10
 DEFAULT_ITERS = 200
-DEFAULT_TOL = 1e-9
+DEFAULT_TOL = 1e-12
 DEFAULT_SCREEN_ROWS = 512
 DEFAULT_REFINE = 4
 # Starts x rows handled per scan step (bounds memory: about 80 * P bytes each).

@@ -160,6 +160,12 @@ class LawForm:
     one-line error otherwise.
     """
     fix, limits = dict(fix or {}), dict(limits or {})
+    if not fix and not limits:
+      return self
+    memo = (id(self), tuple(sorted((k, float(v)) for k, v in fix.items())),
+            tuple(sorted((k, tuple(map(float, v))) for k, v in limits.items())))
+    if memo in _CONSTRAINED:  # the same object again, so compiled solvers are reused
+      return _CONSTRAINED[memo]
     known = set(self.param_names)
     for name in list(fix) + list(limits):
       if name not in known:
@@ -175,8 +181,10 @@ class LawForm:
       raise JaxscaleError(f"every parameter of law '{self.name}' is fixed; leave at least one free")
     params = tuple(dataclasses.replace(p, limits=tuple(map(float, limits[p.name])))
                    if p.name in limits else p for p in self.params if p.name not in fix)
-    return dataclasses.replace(self, params=params,
-                               fixed={**self.fixed, **{k: float(v) for k, v in fix.items()}})
+    out = dataclasses.replace(self, params=params,
+                              fixed={**self.fixed, **{k: float(v) for k, v in fix.items()}})
+    _CONSTRAINED[memo] = out
+    return out
 
   def log_predict(self, u: Array, x: Mapping[str, Array]) -> Array:
     """log E for the optimised vector u [P] at inputs x (each [N]); float [N]."""
@@ -194,6 +202,7 @@ class LawForm:
 
 
 _REGISTRY: dict[str, LawForm] = {}
+_CONSTRAINED: dict[tuple, LawForm] = {}
 
 
 def register(form: LawForm) -> LawForm:
