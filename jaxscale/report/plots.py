@@ -176,6 +176,7 @@ def predicted_vs_measured(numbers: Mapping[str, Any], path: str) -> str:
   """
   panels = numbers["panels"]
   fig, axes = _figure(len(panels), 2, sharey=False)
+  fig.subplots_adjust(wspace=0.3)
   for ax, panel in zip(axes, panels):
     style = ARM_STYLE[panel["arm"]]
     ax.scatter(panel["pred"], panel["measured"], marker=style["marker"], s=12, color="C0", alpha=0.6, lw=0)
@@ -184,6 +185,10 @@ def predicted_vs_measured(numbers: Mapping[str, Any], path: str) -> str:
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # 0.2, 0.5, 1 rather than crowded 3x10^-1 labels
+      axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+      axis.set_minor_locator(NullLocator())
+      axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("predicted error", fontsize=FONT)
     ax.set_title(panel["title"], fontsize=FONT + 1)
     ax.tick_params(labelsize=FONT)

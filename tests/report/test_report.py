@@ -1,0 +1,129 @@
+"""The report of a synthetic study with a known answer: first screen, setup, tables, figures, files,
+and a fixed-size screenshot in headless Chromium."""
+
+import dataclasses
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+import synthetic
+from jaxscale.report import figures, render, sections
+
+
+def _first_screen(md: str) -> str:
+  return md.split("## Setup")[0]
+
+
+def test_result_files_have_the_permissions_of_the_figures(study):
+  workdir, _, out, _ = study
+  mode = lambda p: os.stat(p).st_mode & 0o777
+  png = mode(os.path.join(out["folder"], "delta_e.png"))
+  assert png & 0o044  # figures are readable by others (umask 022: 0644)
+  for path in (out["markdown"], out["html"], os.path.join(workdir, "fits.json")):
+    assert mode(path) == png, path
+
+
+def test_first_screen_says_what_was_run_measured_and_how_sure(study):
+  _, result, out, _ = study
+  md = open(out["markdown"], encoding="utf-8").read()
+  first = _first_screen(md)
+  for needle in ("What was run", "What was measured", "How sure", "360 images", "2,600 images",
+                 "M = 454,762", "seeds 0, 1, 2, 3"):
+    assert needle in first, needle
+  head = max((c for c in result.paired if c.stage == "finetune"), key=lambda c: (c.params, -c.df))
+  assert head.verdict == "helps_below_dp_star"  # the synthetic truth: ΔE > 0 at Dp 100, < 0 above
+  assert head.verdict_text in first
+  pre = max((c for c in result.paired if c.stage == "pretrain"), key=lambda c: c.params)
+  assert pre.verdict_text in first
+
+
+def test_every_paired_claim_is_a_table_row(study):
+  _, result, out, _ = study
+  md = open(out["markdown"], encoding="utf-8").read()
+  for c in result.paired:
+    for p in c.points:
+      assert sections._delta(p) in md
+  # the measured means with their CIs, downstream and pretraining
+  for m in result.measured:
+    if m.arm != "teacher":
+      assert sections._mean_ci(m) in md
+
+
+def test_setup_table(study):
+  _, _, out, _ = study
+  md = open(out["markdown"], encoding="utf-8").read()
+  setup = md.split("## Setup")[1].split("##")[0]
+  for needle in ("jaxscale_digits/16px (test split: 360 images)", "α = 0.5, T = 2, during pretrain",
+                 f"its error on the pretraining test split {synthetic.TEACHER_ERROR:.3f}",
+                 "vit_tiny_xs (60,250)", "Dp = 100: 20", "Df = 1,000: 156", "batch_size"):
+    assert needle in setup, needle
+
+
+def test_laws_that_pass_are_drawn_over_the_data_only(study):
+  _, result, _, _ = study
+  assert all(not f.failed for f in result.arms.values())
+  n = figures.error_vs_dp_numbers(result)
+  keys = {k for k, _ in n["keys"]}
+  for panel in n["panels"]:
+    assert panel["note"] is None
+    for s in panel["series"]:
+      assert s["key"] in keys  # the legend names every series
+      assert min(s["curve"]["x"]) >= min(synthetic.DPS) and max(s["curve"]["x"]) <= max(synthetic.DPS)
+
+
+def test_a_failed_law_is_labelled_and_not_drawn(study, tmp_path):
+  _, result, _, _ = study
+  failed = {arm: dataclasses.replace(f, failed=("R² (log) 0.49 < 0.9",)) for arm, f in result.arms.items()}
+  bad = dataclasses.replace(result, arms=failed)
+  for numbers in (figures.error_vs_dp_numbers(bad), figures.error_vs_df_numbers(bad),
+                  figures.error_vs_m_numbers(bad)):
+    for panel in numbers["panels"]:
+      assert "failed" in panel["note"] and all(s["curve"] is None for s in panel["series"])
+  out = render.write_report(bad, str(tmp_path))
+  md = open(out["markdown"], encoding="utf-8").read()
+  assert "fails its checks (R² (log) 0.49 < 0.9)" in _first_screen(md)
+  assert "| plain | failed |" in md
+
+
+def test_paired_figure_has_a_panel_per_model_with_every_seed(study):
+  _, result, out, _ = study
+  n = figures.delta_numbers(result)
+  assert [p["title"].split()[0] for p in n["panels"]] == [m for m, _, _ in synthetic.MODELS]
+  for panel in n["panels"]:
+    assert len(panel["series"]) == 1 + len(synthetic.DFS)  # the pretraining task and each Df
+    for s in panel["series"]:
+      assert len(s["seeds"]) == len(synthetic.DPS) * len(synthetic.SEEDS)
+      assert s["dp_star"] is not None and 100 < s["dp_star"] < 300
+  html = open(out["html"], encoding="utf-8").read()
+  assert html.count("data:image/png;base64,") == len(figures.FIGURES)
+
+
+def test_each_warning_is_logged_once(study):
+  _, _, _, messages = study
+  assert len(messages) == len(set(messages)), messages
+
+
+def _png_size(path):
+  with open(path, "rb") as f:
+    head = f.read(24)
+  assert head[:8] == b"\x89PNG\r\n\x1a\n"
+  return struct.unpack(">II", head[16:24])
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on PATH (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(study, tmp_path):
+  _, _, out, _ = study
+  shot = tmp_path / "report.png"
+  proc = subprocess.run(
+      [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+       "--window-size=1400,1000", f"--screenshot={shot}", "file://" + os.path.abspath(out["html"])],
+      capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert _png_size(shot) == (1400, 1000)
+  assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
