@@ -74,3 +74,38 @@ def test_missing_at_value_is_one_line_error():
   p = dict(E_inf=0.05, A=3.0, alpha=0.35, B=20.0, beta=0.3, C=2.0, gamma=0.4)
   with pytest.raises(JaxscaleError, match="pass --at Df=VALUE"):
     boundary.find_roots("transfer_additive", p, p, "Dp", {"M": 1e5}, 1e3, 1e4)
+
+
+def _boot(p, spread, n=200, seed=0):
+  rng = np.random.default_rng(seed)
+  return {k: v * np.exp(spread * rng.standard_normal(n)) for k, v in p.items()}
+
+
+def test_band_containing_zero_is_cannot_tell_never_one_arm_throughout():
+  from jaxscale.laws import command
+  import io
+  pa = dict(E_inf=0.100, A=1.0, alpha=0.5)
+  pb = dict(E_inf=0.101, A=1.0, alpha=0.5)  # b a hair worse: no fitted crossing
+  out = boundary.boundary("power", pa, pb, "x", {}, 10.0, 1e6, boot_a=_boot(pa, 0.05),
+                          boot_b=_boot(pb, 0.05, seed=1))
+  assert out["roots"] == [] and out["sign_below"] == -1
+  assert out["verdict"] == "cannot_tell" and out["band_zero_frac"] == 1.0
+  lo, hi = out["ends"]["low"]["ci_low"], out["ends"]["low"]["ci_high"]
+  assert lo < 0 < hi
+  text = io.StringIO()
+  command.print_boundary(dict(out, warnings=[]), text)
+  assert "cannot tell" in text.getvalue() and "throughout" not in text.getvalue()
+  assert "resamples cross in range" in text.getvalue()
+
+
+def test_band_away_from_zero_is_one_arm_throughout_and_a_crossing_is_established():
+  pa = dict(E_inf=0.10, A=50.0, alpha=0.5)
+  pb = dict(E_inf=0.05, A=20.0, alpha=0.5)
+  out = boundary.boundary("power", pa, pb, "x", {}, 10.0, 1e6, boot_a=_boot(pa, 0.01),
+                          boot_b=_boot(pb, 0.01, seed=1))
+  assert out["verdict"] == "a_higher" and out["band_zero_frac"] == 0.0
+  pb = dict(E_inf=0.15, A=20.0, alpha=0.5)  # crosses at ~3.6e3
+  out = boundary.boundary("power", pa, pb, "x", {}, 10.0, 1e6, boot_a=_boot(pa, 0.01),
+                          boot_b=_boot(pb, 0.01, seed=1))
+  assert out["verdict"] == "crossing" and out["boot_crossing_frac"] == 1.0
+  assert out["roots"][0]["ci_found"] == 1.0
