@@ -26,6 +26,7 @@ COMMANDS = {
     "study": "jaxscale.study.command",
     "train": "jaxscale.train.command",
     "fit": "jaxscale.laws.command",
+    "predict": "jaxscale.laws.predict_command",
     "report": "jaxscale.report.command",
     "data": "jaxscale.data.command",
     "plan": "jaxscale.study.plan_command",

@@ -73,7 +73,7 @@ def base_config() -> ConfigDict:
       group_size=64,          # most runs trained together (vmapped); larger groups are split
       steps_per_dispatch=50,  # K: train steps per compiled call (lax.scan); 1 = one step per call
       data_on_device="auto",  # auto | always | never: keep the group's images on device as uint8
-      device_data_mb=1024,    # budget (MB) for images kept on device; "auto" stays under it
+      device_data_mb=1024.0,  # budget (MB) for images kept on device; "auto" stays under it
       sync_every_step=False,  # wait for each call's metrics before the next (the unbatched baseline)
   ))
   c.pretrain = ConfigDict(dict(

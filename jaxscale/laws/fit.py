@@ -291,16 +291,17 @@ def check_data(form: LawForm, x: Mapping[str, np.ndarray], y: np.ndarray,
   free = len(form.params)
   if require_fit and len(y) < free + 1:
     fixed = f" ({len(form.fixed)} fixed)" if form.fixed else ""
-    raise JaxscaleError(f"law '{form.name}' has {free} free parameters{fixed} but only {len(y)} "
-                        f"points were given ({_rows(lines, len(y))}); supply at least {free + 1} "
-                        f"points, fix parameters (--fix) or use a smaller law")
+    given = f"{len(y)} point was" if len(y) == 1 else f"{len(y)} points were"
+    raise JaxscaleError(f"law '{form.name}' has {free} free parameters{fixed} but only {given} "
+                        f"given ({_rows(lines, len(y))}); supply at least {free + 1} points, fix "
+                        f"parameters (--fix) or use a smaller law")
 
 
 def _rows(lines: np.ndarray | None, n: int) -> str:
   """'lines 2, 5, 9' (file lines) or 'rows 0, 1' (indices) naming up to 5 of n rows."""
-  if lines is None:
-    return "rows " + ", ".join(str(i) for i in range(min(n, 5))) + (", ..." if n > 5 else "")
-  return "lines " + ", ".join(str(int(i)) for i in lines[:5]) + (", ..." if n > 5 else "")
+  label = ("row" if lines is None else "line") + ("s" if n != 1 else "")
+  named = range(min(n, 5)) if lines is None else lines[:5]
+  return f"{label} " + ", ".join(str(int(i)) for i in named) + (", ..." if n > 5 else "")
 
 
 def _check_positive(v: np.ndarray, what: str, hint: str = "",
@@ -308,7 +309,8 @@ def _check_positive(v: np.ndarray, what: str, hint: str = "",
   bad = ~np.isfinite(v) | (v <= 0)
   if np.any(bad):
     rows = np.flatnonzero(bad)
-    label = "lines" if lines is not None else "rows"
+    label = ("lines" if lines is not None else "rows") if len(rows) > 1 else \
+        ("line" if lines is not None else "row")
     named = rows if lines is None else np.asarray(lines)[rows]
     shown = ", ".join(str(int(i)) for i in named[:5]) + (", ..." if len(rows) > 5 else "")
     kinds = []

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
   from jaxscale.train import sharding
   sharding.initialize_distributed()  # a no-op on one host
+  sharding.enable_compilation_cache()
   main = jax.process_index() == 0
   if main:
     runner.prepare_workdir(config, workdir, force_new=args.force_new)

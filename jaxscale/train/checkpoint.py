@@ -108,8 +108,12 @@ class GroupCheckpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    """Starts an asynchronous save of `state` at `step` (orbax copies the arrays before returning)."""
+    """Starts an asynchronous save of `state` at `step` (orbax copies the arrays before returning).
+
+    A step that is already saved is kept (the state at a step is the same)."""
     self._manager.wait_until_finished()
+    if step in self._manager.all_steps():
+      return
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_item(state)),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 

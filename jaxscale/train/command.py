@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
   from jaxscale.study import records
   from jaxscale.train import loop, sharding, steps
   sharding.initialize_distributed()
+  sharding.enable_compilation_cache()
   path = os.path.join(args.workdir, "records.jsonl")
   done = [r for r in records.read(path) if r.get("stage") == args.stage and r.get("cell_id") == "run"]
   if done:

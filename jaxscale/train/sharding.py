@@ -136,3 +136,20 @@ def to_host(tree: Any) -> Any:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
   return jax.tree_util.tree_map(fetch, tree)
+
+
+def enable_compilation_cache(directory: str | None = None) -> str | None:
+  """Keeps compiled programs on disk so a rerun (or a test worker) does not compile them again.
+
+  The directory is `directory`, else ``$JAXSCALE_COMPILATION_CACHE``, else
+  ``~/.cache/jaxscale/xla``; ``JAXSCALE_COMPILATION_CACHE=off`` disables it. A cached program is
+  the same executable, so results do not change. Returns the directory used (None when off).
+  """
+  directory = directory or os.environ.get("JAXSCALE_COMPILATION_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "jaxscale", "xla")
+  if directory == "off":
+    return None
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return directory

@@ -60,14 +60,15 @@ def num_train_steps(optim: Any, subset_size: int) -> int:
   return steps
 
 
-def learning_rate(optim: Any, step: int, total_steps: int) -> float:
+def learning_rate(optim: Any, step: int, total_steps: int, peak: float | None = None) -> float:
   """The learning rate of update `step` (0-based) of `total_steps`: warmup, then cosine to 0.
 
   Linear warmup ``lr * (step + 1) / warmup`` over ``warmup = round(warmup_frac * total_steps)``
   steps (so the first update is not wasted), then ``lr * (1 + cos(pi * t)) / 2`` with ``t`` going
-  from 0 to ``(n - 1) / n`` over the remaining ``n`` steps. Plain Python, computed on the host.
+  from 0 to ``(n - 1) / n`` over the remaining ``n`` steps, with ``lr = peak`` (default
+  ``optim.lr``). Plain Python, computed on the host.
   """
-  peak = float(optim.lr)
+  peak = float(optim.lr if peak is None else peak)
   warmup = int(round(float(optim.warmup_frac) * total_steps))
   if step < warmup:
     return peak * (step + 1) / warmup
@@ -75,9 +76,9 @@ def learning_rate(optim: Any, step: int, total_steps: int) -> float:
   return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / remaining))
 
 
-def learning_rate_table(optim: Any, total_steps: int) -> np.ndarray:
+def learning_rate_table(optim: Any, total_steps: int, peak: float | None = None) -> np.ndarray:
   """float32 [total_steps]: :func:`learning_rate` of every update (the per-run table the device reads)."""
-  return np.asarray([learning_rate(optim, t, total_steps) for t in range(total_steps)], np.float32)
+  return np.asarray([learning_rate(optim, t, total_steps, peak) for t in range(total_steps)], np.float32)
 
 
 def run_flops(student_flops_per_image: float, teacher_flops_per_image: float, images: int) -> float:

@@ -102,7 +102,8 @@ def ensure_built(name: str, data_dir: str = "") -> None:
     if _prepared(b):
       return
     _remove_stale_incomplete(b.data_dir)
-    logger.info("building %s into %s", name, b.data_dir)
+    logger.info("building %s into %s from files inside installed packages: nothing is downloaded, "
+                "although tfds words every build 'Downloading and preparing dataset'", name, b.data_dir)
     t0 = time.monotonic()
     b.download_and_prepare()
     logger.info("built %s in %.1fs", name, time.monotonic() - t0)
