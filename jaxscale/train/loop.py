@@ -181,7 +181,9 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) ->
 
 
 def _put(x: np.ndarray, sharding) -> jax.Array:
-  """Host-identical values onto a (possibly multi-process) sharding."""
+  """Host-identical values onto a (possibly multi-process) sharding (device arrays pass through)."""
+  if isinstance(x, jax.Array):
+    return x
   x = np.asarray(x)
   return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
@@ -301,7 +303,8 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
   eval_chunk = steps_lib.make_eval_chunk(graphdef, mesh, params_sharding)
   chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, int(config.data.image_size), channels,
                         int(s.optim.eval_batch_size))
-  sums = [eval_chunk(params, chunk) for chunk in chunks]
+  repl = sharding_lib.replicated(mesh)
+  sums = [eval_chunk(params, {k: _put(v, repl) for k, v in chunk.items()}) for chunk in chunks]
   sums = jax.device_get(sums)
   count = float(sum(x["count"] for x in sums))
   errors = np.sum([x["errors"] for x in sums], axis=0)
@@ -376,9 +379,10 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
       label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher["graphdef"] if teacher else None,
       temperature=float(config.distill.temperature), on_device=inputs["on_device"])
   chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh)
-  consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
-            "key": _keys(runs, f"{stage}/augment")}
-  teacher_params = jax.device_put(teacher["params"], teacher_sh) if teacher else None
+  in_sh = steps_lib.chunk_input_shardings(spec, mesh)
+  consts = jax.tree_util.tree_map(_put, {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
+                                         "key": _keys(runs, f"{stage}/augment")}, in_sh["consts"])
+  teacher_params = jax.tree_util.tree_map(_put, teacher["params"], teacher_sh) if teacher else None
 
   ckpts = ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep))
   try:
@@ -396,7 +400,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
       losses, wall_before = [[] for _ in names], 0.0
     del params
     total = inputs["total_steps"]
-    state, losses = _train_loop(config, stage, chunk, state, consts, teacher_params, inputs, ckpts, names,
+    state, losses = _train_loop(config, stage, chunk, in_sh, state, consts, teacher_params, inputs, ckpts, names,
                                 losses, wall_before, t_start, show_progress, progress_delay_s, desc)
     result = evaluate(config, stage, graphdef, state.params, state_sh.params, mesh, inputs["channels"])
     host_params = jax.device_get(state.params)
@@ -421,7 +425,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   return results
 
 
-def _train_loop(config, stage, chunk, state, consts, teacher_params, inputs, ckpts, names, losses,
+def _train_loop(config, stage, chunk, in_sh, state, consts, teacher_params, inputs, ckpts, names, losses,
                 wall_before, t_start, show_progress, progress_delay_s, desc):
   """Dispatches K steps at a time until every run has trained; returns (state, per-run losses)."""
   k = int(config.engine.steps_per_dispatch)
@@ -454,9 +458,10 @@ def _train_loop(config, stage, chunk, state, consts, teacher_params, inputs, ckp
                         f"{ckpts.directory}; run again to resume")
       d = step0 // k
       t0 = time.perf_counter()
-      lr = np.ascontiguousarray(inputs["lr"][:, d * k:(d + 1) * k].T)
-      state, device_losses = chunk(state, consts, teacher_params, _dispatch_data(inputs, d, k, batch_iter),
-                                   lr, inputs["valid"][d * k:(d + 1) * k])
+      data = jax.tree_util.tree_map(_put, _dispatch_data(inputs, d, k, batch_iter), in_sh["data"])
+      lr = _put(np.ascontiguousarray(inputs["lr"][:, d * k:(d + 1) * k].T), in_sh["lr"])
+      state, device_losses = chunk(state, consts, teacher_params, data, lr,
+                                   _put(inputs["valid"][d * k:(d + 1) * k], in_sh["valid"]))
       loss = collect(pending) if pending is not None else None
       pending = (step0, device_losses)
       if sync:

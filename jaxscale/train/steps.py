@@ -127,7 +127,7 @@ def make_optimizer(settings: tuple) -> optax.GradientTransformation:
       parts.append(optax.trace(decay=momentum))
   else:  # validated by the config
     raise ValueError(f"unknown optimizer {optimizer!r}")
-  return optax.chain(*parts)
+  return optax.chain(*parts) if parts else optax.identity()  # plain SGD: the gradient itself
 
 
 def create_state(params: Any, settings: tuple) -> TrainState:
@@ -221,6 +221,16 @@ def _cache_key(*parts: Any) -> tuple:
   return tuple(out)
 
 
+def chunk_input_shardings(spec: StepSpec, mesh) -> dict[str, Any]:
+  """Shardings of a train chunk's inputs: ``consts``, ``data``, ``lr`` and ``valid`` (see below)."""
+  runs = sharding_lib.runs_sharding(mesh)
+  batch = NamedSharding(mesh, P(None, "runs", sharding_lib.BATCH_AXES))
+  repl = sharding_lib.replicated(mesh)
+  data = {"images": repl, "labels": repl, "index": batch} if spec.on_device else {"images": batch, "labels": batch}
+  return {"consts": {"alpha": runs, "key": runs}, "data": data, "lr": NamedSharding(mesh, P(None, "runs")),
+          "valid": repl}
+
+
 def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_sharding: Any) -> Callable:
   """``chunk(state, consts, teacher_params, data, lr, valid) -> (state, losses)``, jitted.
 
@@ -235,12 +245,7 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
 
   Returns the new state and ``losses`` float32 [K, R] (each step's objective before its update).
   """
-  per_step_run = NamedSharding(mesh, P(None, "runs"))
-  batch = NamedSharding(mesh, P(None, "runs", sharding_lib.BATCH_AXES))
-  repl = sharding_lib.replicated(mesh)
-  const_sh = {"alpha": sharding_lib.runs_sharding(mesh), "key": sharding_lib.runs_sharding(mesh)}
-  data_sh = ({"images": repl, "labels": repl, "index": batch} if spec.on_device
-             else {"images": batch, "labels": batch})
+  sh = chunk_input_shardings(spec, mesh)
   step_fn = functools.partial(_run_step, spec)
 
   def chunk(state: TrainState, consts: dict, teacher_params: Any, data: dict, lr, valid):
@@ -262,9 +267,9 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
 
   key = _cache_key("train", spec, mesh, state_sharding, teacher_sharding)
   if key not in _CACHE:
-    _CACHE[key] = jax.jit(chunk, in_shardings=(state_sharding, const_sh, teacher_sharding, data_sh,
-                                               per_step_run, repl),
-                          out_shardings=(state_sharding, per_step_run), donate_argnums=(0,))
+    _CACHE[key] = jax.jit(chunk, in_shardings=(state_sharding, sh["consts"], teacher_sharding, sh["data"],
+                                               sh["lr"], sh["valid"]),
+                          out_shardings=(state_sharding, sh["lr"]), donate_argnums=(0,))
   return _CACHE[key]
 
 

@@ -44,43 +44,66 @@ def make_batches(n: int, batch: int, num_classes: int = 5, seed: int = 0):
 SETTINGS = ("adamw", 0.9, 1e-2, 1.0)
 
 
-def train(data: int, fsdp: int, steps: int = 6, batch: int = 16, teacher: bool = False):
-  """Trains the stand-in on a (data, fsdp) mesh of the first data*fsdp devices.
+def make_images(n: int, batch: int, runs: int, num_classes: int = 5, seed: int = 0):
+  """n steps of uint8 images [n, R, B, 4, 4, 3] and labels [n, R, B] (class-dependent means)."""
+  rng = np.random.default_rng(seed)
+  centers = rng.uniform(60, 200, size=(num_classes, 4, 4, 3))
+  y = rng.integers(0, num_classes, size=(n, runs, batch)).astype(np.int32)
+  x = np.clip(centers[y] + 25 * rng.normal(size=(n, runs, batch, 4, 4, 3)), 0, 255).astype(np.uint8)
+  return x, y
 
-  Returns (losses [steps], final params as {path: numpy}, the kernel's sharding spec).
+
+def group(mesh_shape=(1, 1, 1), runs: int = 2, teacher: bool = False, settings=SETTINGS, batch: int = 16,
+          alpha: float = 0.5):
+  """A group of `runs` stand-ins (different inits) on a (runs, data, fsdp) mesh of the first devices.
+
+  Returns (mesh, graphdef, state, state shardings, chunk, consts, teacher params or None).
   """
   from types import SimpleNamespace
   from jaxscale.train import sharding, steps as steps_lib
-  mesh = sharding.make_mesh(SimpleNamespace(data=data, fsdp=fsdp), devices=jax.devices()[:data * fsdp])
-  graphdef, params = nnx.split(StandIn(5, nnx.Rngs(0)), nnx.Param)
-  rng = jax.random.key(1)
-  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, SETTINGS, rng), params)
-  state_sh = steps_lib.state_shardings(abstract, SETTINGS, mesh)
-  state = jax.jit(lambda p: steps_lib.create_state(p, SETTINGS, rng), out_shardings=state_sh)(params)
+  r, d, f = mesh_shape
+  mesh = sharding.make_mesh(SimpleNamespace(runs=r, data=d, fsdp=f), devices=jax.devices()[:r * d * f])
+  models_ = [nnx.split(StandIn(5, nnx.Rngs(i)), nnx.Param) for i in range(runs)]
+  graphdef = models_[0][0]
+  params = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[m[1].to_pure_dict() for m in models_])
+  param_sh = sharding.with_runs_axis(sharding.param_shardings(models_[0][1], mesh).to_pure_dict())
+  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
+  state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
+  state = steps_lib.make_init(settings, state_sh)(jax.device_put(params, param_sh))
   t_graph = t_params = t_sh = None
   if teacher:
-    t_graph, t_params = nnx.split(StandIn(5, nnx.Rngs(7)), nnx.Param)
-    t_sh = sharding.param_shardings(t_params, mesh)
-    t_params = jax.device_put(t_params, t_sh)
-  step = steps_lib.make_train_step(graphdef, SETTINGS, state_sharding=state_sh, mesh=mesh,
-                                   teacher_graphdef=t_graph, teacher_sharding=t_sh, alpha=0.5,
-                                   temperature=2.0)
+    t_graph, t_state = nnx.split(StandIn(5, nnx.Rngs(7)), nnx.Param)
+    t_sh = sharding.param_shardings(t_state, mesh).to_pure_dict()
+    t_params = jax.device_put(t_state.to_pure_dict(), t_sh)
+  spec = steps_lib.StepSpec(graphdef=graphdef, settings=settings, batch_size=batch, teacher_graphdef=t_graph,
+                            temperature=2.0, on_device=False)
+  chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, t_sh)
+  consts = {"alpha": np.full(runs, alpha if teacher else 0.0, np.float32),
+            "key": np.stack([np.asarray(jax.random.key_data(jax.random.key(i))) for i in range(runs)])}
+  return mesh, graphdef, state, state_sh, chunk, consts, t_params
+
+
+def train(mesh_shape, dispatches: int = 3, k: int = 2, runs: int = 2, teacher: bool = True):
+  """Trains a stand-in group; returns (losses [steps, R], final kernel [R, 48, 512], kernel spec)."""
+  _, _, state, _, chunk, consts, t_params = group(mesh_shape, runs, teacher)
+  images, labels = make_images(dispatches * k, 16, runs)
   losses = []
-  for b in make_batches(steps, batch):
-    state, m = step(state, sharding.shard_batch(b, mesh), t_params, np.float32(3e-3))
-    losses.append(float(m["loss"]))
-  flat = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(state.params)}
-  return np.asarray(losses), flat, str(state.params["kernel"].get_value().sharding.spec)
+  for d in range(dispatches):
+    sl = slice(d * k, (d + 1) * k)
+    state, loss = chunk(state, consts, t_params, {"images": images[sl], "labels": labels[sl]},
+                        np.full((k, runs), 3e-3, np.float32), np.ones(k, bool))
+    losses.append(np.asarray(loss))
+  kernel = state.params["kernel"]
+  return np.concatenate(losses), np.asarray(kernel), str(kernel.sharding.spec)
 
 
 if __name__ == "__main__":
-  # python standin.py OUT.json 1x1 8x1 2x4 ...: loss curves, final kernels and kernel shardings.
+  # python standin.py OUT.json 1x1x1 2x4x1 1x2x4 ...: loss curves, final kernels and kernel shardings.
   import json
   result = {}
   for mesh in sys.argv[2:]:
-    data, fsdp = map(int, mesh.split("x"))
-    losses, flat, spec = train(data, fsdp, teacher=True)
-    result[mesh] = {"losses": losses.tolist(), "kernel": flat["kernel"].tolist(), "spec": spec,
+    losses, kernel, spec = train(tuple(map(int, mesh.split("x"))))
+    result[mesh] = {"losses": losses.tolist(), "kernel": kernel.tolist(), "spec": spec,
                     "devices": jax.device_count()}
   with open(sys.argv[1], "w") as f:
     json.dump(result, f)

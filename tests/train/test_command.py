@@ -28,7 +28,7 @@ def test_train_prints_record_then_refuses_to_retrain(config_file, tmp_path, caps
   assert cli.main(args) == 0
   out = capsys.readouterr()
   record = json.loads(out.out.strip().splitlines()[-1])
-  assert record["stage"] == "pretrain" and record["steps"] == 4
+  assert record["stage"] == "pretrain" and record["steps"] == 4 and record["group_size"] == 1
   assert records.read(os.path.join(work, "records.jsonl")) == [record]
   assert cli.main(args) == 0
   out = capsys.readouterr()
@@ -43,9 +43,20 @@ def test_user_error_exits_2_with_one_line(config_file, tmp_path, capsys):
   assert code == 2 and len(err.splitlines()) == 1 and "pretrain checkpoint" in err
 
 
+def test_pretrain_then_finetune_records(config_file, tmp_path, capsys):
+  work = str(tmp_path / "w")
+  common = ["--config", config_file, "--workdir", work, "--no-progress", "--config.pretrain.optim.min_steps=4",
+            "--config.finetune.optim.min_steps=3", "--config.finetune.optim.epochs=0.1"]
+  assert cli.main(["train", "--stage", "pretrain", *common]) == 0
+  assert cli.main(["train", "--stage", "finetune", *common]) == 0
+  pre, ft = records.read(os.path.join(work, "records.jsonl"))
+  assert (ft["stage"], ft["dp"], ft["df"], ft["steps"], ft["distilled"]) == ("finetune", 208, 100, 3, False)
+  assert ft["params"] < pre["params"]  # a 10-class head replaces the 52-class one
+
+
 def test_preempted_exits_143(config_file, tmp_path, capsys, monkeypatch):
   def preempted(*a, **k):
     raise loop.Preempted("pretrain stopped by SIGTERM at step 3; checkpoint saved")
-  monkeypatch.setattr(loop, "run_stage", preempted)
+  monkeypatch.setattr(loop, "train_group", preempted)
   code = cli.main(["train", "--config", config_file, "--stage", "pretrain", "--workdir", str(tmp_path)])
   assert code == 143 and "SIGTERM at step 3" in capsys.readouterr().err

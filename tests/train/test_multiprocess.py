@@ -37,9 +37,6 @@ def test_two_processes_match_one_process(tmp_path):
   assert (a["processes"], a["devices"]) == (1, 4) and (b["processes"], b["devices"]) == (2, 4)
   np.testing.assert_allclose(b["losses"], a["losses"], rtol=0, atol=1e-5)
   np.testing.assert_allclose(b["kernel"], a["kernel"], rtol=0, atol=1e-5)
-  assert a["losses"][-1] < a["losses"][0]
-  # Both processes saved and restored one orbax checkpoint with per-process data-iterator state.
-  assert b["restored_step"] == 3 and b["meta"] == {"at": 3}
-  data_dir = tmp_path / "c2" / "3" / "data"
-  assert sorted(f for f in os.listdir(data_dir) if f.endswith(".json")) == [
-      "process_0-of-2.json", "process_1-of-2.json"]
+  assert (np.asarray(a["losses"][-1]) < np.asarray(a["losses"][0])).all()
+  # Both processes saved and restored one orbax checkpoint of the group.
+  assert b["restored_step"] == [3, 3] and b["meta"] == {"at": 3}
