@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from typing import Sequence
 
 from jaxscale.fileio import atomic_write_text
@@ -18,10 +19,11 @@ from jaxscale.report.sections import Block, fmt, with_ci  # noqa: F401  (re-expo
 from jaxscale.study.analysis import StudyAnalysis
 
 TITLE = "jaxscale study report"
+NUMBER = re.compile(r"^[-+–]?[\d.,]+(e[-+]?\d+)?( |%|$)")
 STYLE = ("body{font-family:sans-serif;max-width:1150px;margin:1.5em auto;padding:0 1em;color:#222;"
          "line-height:1.4}table{border-collapse:collapse;margin:0.8em 0;font-size:0.85em}"
-         "td,th{border:1px solid #ccc;padding:2px 7px;text-align:right}th{background:#f3f3f3}"
-         "td:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}"
+         "td,th{border:1px solid #ccc;padding:2px 7px;text-align:left}th{background:#f3f3f3}"
+         "td.n{text-align:right}img{max-width:100%}figure{margin:1em 0}"
          "figcaption{font-size:0.85em;color:#444;max-width:60em}")
 
 
@@ -43,6 +45,13 @@ def to_markdown(blocks: Sequence[Block]) -> str:
   return "\n".join(out)
 
 
+def _cell(value) -> str:
+  """A table cell; numbers (with their CIs) align right, words left."""
+  text = str(value)
+  cls = ' class="n"' if NUMBER.match(text) else ""
+  return f"<td{cls}>{html.escape(text)}</td>"
+
+
 def to_html(blocks: Sequence[Block], folder: str, title: str = TITLE) -> str:
   body = []
   for b in blocks:
@@ -52,7 +61,7 @@ def to_html(blocks: Sequence[Block], folder: str, title: str = TITLE) -> str:
       body.append(f"<p>{html.escape(b[1])}</p>")
     elif b[0] == "table":
       head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
-      rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b[2])
+      rows = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in b[2])
       body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
     elif b[0] == "img":
       with open(os.path.join(folder, b[1]), "rb") as f:

@@ -261,21 +261,25 @@ def law_blocks(a: StudyAnalysis) -> list[Block]:
       ("p", "Values are the best of a multi-start Huber fit on log-residuals; brackets are 95% "
             "bootstrap percentile intervals. A law that fails its checks is shown here for the record, "
             "not as a finding.")]
-  warnings = [f"{f.arm}: {w}" for f in a.arms.values() for w in f.warnings]
+  warnings = [[f.arm, w] for f in a.arms.values() for w in f.warnings]
   if warnings:
-    blocks += [("h", 3, "Fit warnings"), ("p", "; ".join(warnings))]
+    blocks += [("h", 3, "Fit warnings"), ("table", ["arm", "warning"], warnings)]
   if fits.get("boundaries"):
     blocks += [("h", 3, "Crossing of the fitted laws per (M, Df)"),
                ("p", "Where the two fitted laws cross along Dp (searched over the measured Dp range "
                      f"{fmt(min(m.dp for m in a.measured if m.stage == 'finetune'))} to "
-                     f"{fmt(max(m.dp for m in a.measured if m.stage == 'finetune'))}); read with the "
-                     "law's status above, and against the paired differences."),
-               ("table", ["M", "Df", "Dp* [95% CI]", "resamples crossing", "below the first root"], [
+                     f"{fmt(max(m.dp for m in a.measured if m.stage == 'finetune'))}); "
+                     + ("the laws failed their checks, so these crossings are not findings."
+                        if any(f.failed for f in a.arms.values()) else
+                        "read them against the paired differences above.")),
+               ("table", ["M", "Df", "Dp* [95% CI]", "resamples crossing", "below the first root",
+                          "the laws' verdict"], [
                    [fmt(b["M"]), fmt(b["Df"]),
                     "; ".join(with_ci(r["value"], r.get("ci_low"), r.get("ci_high")) for r in b["roots"])
                     or "no crossing in range",
                     f"{b['boot_crossing_frac']:.0%}" if b.get("boot_crossing_frac") is not None else "–",
-                    b["sign_below"] if b["roots"] else "–"] for b in fits["boundaries"]])]
+                    b["sign_below"] if b["roots"] else "–",
+                    (b.get("verdict") or "–").replace("_", " ")] for b in fits["boundaries"]])]
   return blocks
 
 
