@@ -99,3 +99,21 @@ def test_console_script_runs():
   assert "usage: jaxscale" in out.stdout
   for name in cli.available_commands():
     assert name in out.stdout
+
+
+def test_report_on_a_folder_without_a_study_is_one_line(tmp_path, capsys):
+  assert cli.main(["report", "--workdir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "no study.json" in err and "--workdir" in err and err.count("\n") == 1
+
+
+def test_report_on_a_study_without_finetunes_is_one_line(tmp_path, capsys):
+  import json
+  from jaxscale.config import base_config
+  (tmp_path / "study.json").write_text(json.dumps({"hash": "x", "config": base_config().to_dict()}))
+  (tmp_path / "records.jsonl").write_text(json.dumps({"stage": "pretrain", "model": "m", "params": 1,
+                                                      "dp": 1, "eval_error": 0.5}) + "\n")
+  assert cli.main(["report", "--workdir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "no fine-tune records" in err and err.count("\n") == 1
+  assert not (tmp_path / "report").exists() and not (tmp_path / "fits.json").exists()
