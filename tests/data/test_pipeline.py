@@ -1,7 +1,4 @@
-"""grain pipelines: shapes, determinism, resume, per-process shards, workers, complete eval."""
-
-import json
-import logging
+"""Input paths: example order tables, image reading, the grain dispatch reader, complete eval chunks."""
 
 import numpy as np
 import pytest
@@ -22,127 +19,61 @@ def subset(data_dir):
   return subsets.nested_subset(sources.load_labels(NAME, "train", data_dir), 208, seed=0)
 
 
-def _take(it, n):
-  return [next(it) for _ in range(n)]
+def test_order_is_a_function_of_seed_and_step(subset):
+  full = pipeline.example_order(subset, seed=3, batch_size=16, start_step=0, num_steps=40)
+  assert full.shape == (40, 16) and set(full.ravel()) <= set(subset)
+  np.testing.assert_array_equal(pipeline.example_order(subset, 3, 16, 25, 15), full[25:])  # resume anywhere
+  assert not np.array_equal(pipeline.example_order(subset, 4, 16, 0, 40), full)
 
 
-def _iter(src, subset, **kw):
-  args = dict(global_batch_size=16, image_size=16, seed=0, crop_padding=2, process_index=0,
-              process_count=1)
-  args.update(kw)
-  return pipeline.train_iterator(src, subset, **args)
+def test_each_epoch_covers_the_subset_once_and_reshuffles(subset):
+  flat = pipeline.example_order(subset, seed=0, batch_size=16, start_step=0, num_steps=26).ravel()  # 2 epochs
+  first, second = flat[:208], flat[208:416]
+  assert sorted(first) == sorted(subset) and sorted(second) == sorted(subset)
+  assert not np.array_equal(first, second)
 
 
-def _same(a, b):
-  return all(np.array_equal(x["image"], y["image"]) and np.array_equal(x["label"], y["label"])
-             for x, y in zip(a, b, strict=True))
-
-
-def test_train_batches_shapes_and_range(src, subset):
-  batch = next(_iter(src, subset, image_size=24))
-  assert batch["image"].shape == (16, 24, 24, 3) and batch["image"].dtype == np.float32
-  assert batch["label"].shape == (16,) and batch["label"].dtype == np.int32
-  assert batch["image"].min() >= -1 and batch["image"].max() <= 1
-  np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])  # grey -> 3 channels
-
-
-def test_same_seed_same_batches_other_seed_differs(src, subset):
-  a, b = _take(_iter(src, subset), 4), _take(_iter(src, subset), 4)
-  assert _same(a, b)
-  assert not _same(a, _take(_iter(src, subset, seed=1), 4))
-
-
-def test_epochs_cover_the_subset_and_reshuffle(src, subset):
-  # 208 examples / 16 = 13 batches per epoch.
-  it = _iter(src, subset, crop_padding=0)
-  epoch1 = np.concatenate([b["label"] for b in _take(it, 13)])
-  epoch2 = np.concatenate([b["label"] for b in _take(it, 13)])
-  want = np.sort(np.array([src[int(i)]["label"] for i in subset]))
-  np.testing.assert_array_equal(np.sort(epoch1), want)
-  np.testing.assert_array_equal(np.sort(epoch2), want)
-  assert not np.array_equal(epoch1, epoch2)
-
-
-def test_restored_iterator_continues_exactly(src, subset):
-  it = _iter(src, subset)
-  _take(it, 5)
-  state = json.loads(json.dumps(it.get_state()))
-  expected = _take(it, 3)
-  fresh = _iter(src, subset)
-  fresh.set_state(state)
-  assert _same(_take(fresh, 3), expected)
-
-
-def test_process_shards_concatenate_to_the_global_batch(src, subset):
-  global_batches = _take(_iter(src, subset), 6)
-  shards = [_take(_iter(src, subset, process_index=p, process_count=4), 6) for p in range(4)]
-  for k, batch in enumerate(global_batches):
-    assert all(s[k]["image"].shape[0] == 4 for s in shards)
-    np.testing.assert_array_equal(np.concatenate([s[k]["image"] for s in shards]), batch["image"])
-    np.testing.assert_array_equal(np.concatenate([s[k]["label"] for s in shards]), batch["label"])
-
-
-def test_process_shards_are_disjoint_and_cover_an_epoch(src, subset):
-  # Without augmentation, map every yielded image back to its example: one epoch = 13 batches.
-  lookup = {src[int(i)]["image"].tobytes(): int(i) for i in subset}
-  seen = []
-  for p in range(2):
-    for b in _take(_iter(src, subset, crop_padding=0, process_index=p, process_count=2), 13):
-      raw = np.rint((b["image"][..., :1] + 1) * 127.5).astype(np.uint8)
-      seen += [lookup[im.tobytes()] for im in raw]
-  assert len(seen) == len(set(seen)) == len(subset) and set(seen) == set(subset.tolist())
-
-
-def test_output_does_not_depend_on_workers(src, subset):
-  reference = _take(_iter(src, subset), 5)
-  it = _iter(src, subset, num_workers=2)
-  try:
-    assert _same(_take(it, 3), reference[:3])
-    state = it.get_state()
-  finally:
-    it.close()
-  resumed = _iter(src, subset, num_workers=0)
-  resumed.set_state(state)
-  assert _same(_take(resumed, 2), reference[3:])
-
-
-def test_flip_is_refused_for_letters(src, subset, caplog):
-  with caplog.at_level(logging.WARNING, logger="jaxscale"):
-    flipped = _take(_iter(src, subset, flip=True), 2)
-  assert "flips are off" in caplog.text
-  assert _same(flipped, _take(_iter(src, subset), 2))
-
-
-def test_eval_is_complete_padded_and_masked(src):
-  indices = np.arange(0, 1000, 7)  # 143 examples
-  ev = pipeline.eval_batches(src, global_batch_size=32, image_size=16, indices=indices,
-                             process_index=0, process_count=1)
-  batches = list(ev)
-  assert len(ev) == len(batches) == 5 and ev.num_examples == 143
-  mask = np.concatenate([b["mask"] for b in batches])
-  assert mask.sum() == 143 and mask[:143].all()
-  labels = np.concatenate([b["label"] for b in batches])[:143]
-  np.testing.assert_array_equal(labels, [src[int(i)]["label"] for i in indices])
-  assert not batches[-1]["image"][~batches[-1]["mask"]].any()
-  again = list(ev)
-  assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(batches, again))
-
-
-def test_eval_shards_concatenate_to_the_global_batch(src):
-  whole = list(pipeline.eval_batches(src, global_batch_size=64, image_size=16, process_index=0,
-                                     process_count=1))
-  parts = [list(pipeline.eval_batches(src, global_batch_size=64, image_size=16, process_index=p,
-                                      process_count=2)) for p in range(2)]
-  assert len(whole) == 16 and all(len(p) == 16 for p in parts)
-  for k, batch in enumerate(whole):
-    for key in ("image", "label", "mask"):
-      np.testing.assert_array_equal(np.concatenate([parts[0][k][key], parts[1][k][key]]), batch[key])
-
-
-def test_bad_inputs(src, subset):
-  with pytest.raises(JaxscaleError, match="multiple of the process count 3"):
-    _iter(src, subset, process_count=3)
-  with pytest.raises(JaxscaleError, match="image size 4 is too small"):
-    _iter(src, subset, image_size=4)
+def test_read_images_shapes_and_labels(src, subset, data_dir):
+  images, labels = pipeline.read_images(src, subset[:10], 16)
+  assert images.dtype == np.uint8 and images.shape[:3] == (10, 16, 16)
+  np.testing.assert_array_equal(labels, sources.load_labels(NAME, "train", data_dir)[subset[:10]])
+  big, _ = pipeline.read_images(src, subset[:3], 24, channels=3)
+  assert big.shape == (3, 24, 24, 3)
   with pytest.raises(JaxscaleError, match="outside the split"):
-    _iter(src, np.array([0, 5000]))
+    pipeline.read_images(src, np.array([len(src)]), 16)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_dispatch_reader_reads_the_order_table(src, subset, workers):
+  order = np.stack([pipeline.example_order(subset, s, 8, 0, 6) for s in (0, 1)])       # [R=2, T=6, B=8]
+  reader = pipeline.DispatchReader(src, order, steps_per_dispatch=3, image_size=16,
+                                   channels=pipeline.image_channels(src), num_workers=workers)
+  got = list(reader.iterate(0))
+  assert reader.num_dispatches == 2 and len(got) == 2
+  images, labels = got[1]
+  assert images.shape[:3] == (3, 2, 8) and labels.shape == (3, 2, 8)
+  want, want_labels = pipeline.read_images(src, order[1, 3:6].ravel(), 16)
+  np.testing.assert_array_equal(images[:, 1].reshape(want.shape), want)
+  np.testing.assert_array_equal(labels[:, 1].ravel(), want_labels)
+  resumed = next(reader.iterate(1))
+  np.testing.assert_array_equal(resumed[0], images)
+
+
+def test_eval_chunks_are_complete_padded_and_masked(data_dir):
+  test = sources.open_source(NAME, "test", data_dir)
+  chunks = list(pipeline.eval_chunks(test, chunk_size=96, image_size=16, channels=1))
+  n = len(test)
+  assert len(chunks) == -(-n // 96) and all(c["image"].shape[0] == 96 for c in chunks)
+  mask = np.concatenate([c["mask"] for c in chunks])
+  assert mask.sum() == n and not mask[n:].any()
+  labels = np.concatenate([c["label"] for c in chunks])[:n]
+  np.testing.assert_array_equal(labels, sources.load_labels(NAME, "test", data_dir))
+
+
+def test_bad_inputs(src):
+  with pytest.raises(JaxscaleError, match="empty"):
+    pipeline.example_order(np.array([], np.int64), 0, 8, 0, 2)
+  with pytest.raises(JaxscaleError, match="image size"):
+    pipeline.check_image_size(4)
+  with pytest.raises(JaxscaleError, match="crop padding"):
+    pipeline.check_image_size(16, 16)

@@ -54,15 +54,38 @@ def test_empty_grid_is_a_one_line_error(field):
     grid.expand(study_config(**{field: ()}))
 
 
-def test_cell_config_wires_checkpoints_and_teacher():
+def test_groups_pack_cells_by_model_and_size_in_dependency_order():
   config = study_config()
-  cells = grid.expand(config)
-  ft = next(c for c in cells if c.kind == grid.FINETUNE and c.arm == "distilled")
-  c = grid.cell_config(config, ft, "/study/cells")
-  assert c.model.name == ft.model and c.pretrain.size == ft.dp and c.finetune.size == ft.df
-  assert c.seed == ft.seed
-  assert c.finetune.init_checkpoint == f"/study/cells/{ft.pretrain_cell().id}/pretrain"
+  groups = grid.groups(config)
+  cells = [c for g in groups for c in g.cells]
+  assert sorted(c.id for c in cells) == sorted(c.id for c in grid.expand(config))  # every cell once
+  kinds = [g.kind for g in groups]
+  assert kinds == sorted(kinds, key=["teacher", "pretrain", "finetune"].index)
+  for g in groups:
+    assert len({(c.model, c.df if c.kind == grid.FINETUNE else c.dp) for c in g.cells}) == 1
+  ft = next(g for g in groups if g.kind == grid.FINETUNE)
+  s = config.study
+  assert len(ft.cells) == len(s.dp) * len(s.arms) * len(s.seeds) and ft.id == f"ft-{ft.model}-df{ft.size}"
+
+
+def test_group_size_splits_groups():
+  config = study_config()
+  config.engine.group_size = 3
+  groups = grid.groups(config)
+  assert max(len(g.cells) for g in groups) == 3
+  assert any(g.id.endswith("-part1") for g in groups)
+  assert len({g.id for g in groups}) == len(groups)
+
+
+def test_group_config_wires_the_teacher_and_kd_weight():
+  config = study_config()
+  groups = grid.groups(config)
+  pt = next(g for g in groups if g.kind == grid.PRETRAIN)
+  c = grid.group_config(config, pt, "/study/cells")
+  assert c.model.name == pt.model
   assert c.distill.teacher_checkpoint.endswith("teacher-vit_tiny_xs-dp300-s0/pretrain")
-  plain = next(c for c in cells if c.kind == grid.PRETRAIN and c.arm == "plain")
-  assert grid.cell_config(config, plain, "/x").distill.teacher_checkpoint == ""
+  alphas = {cell.arm: grid.kd_alpha(config, cell) for cell in pt.cells}
+  assert alphas == {"plain": 0.0, "distilled": config.distill.alpha}
+  ft = next(g for g in groups if g.kind == grid.FINETUNE)
+  assert grid.group_config(config, ft, "/x").distill.teacher_checkpoint == ""  # KD during pretraining only
   assert config.distill.teacher_checkpoint == ""  # the study config itself is untouched
