@@ -100,7 +100,7 @@ class Crossing:
   """Where the mean ΔE changes sign (log-linear between neighbouring Dp)."""
   dp_star: float
   ci: tuple[float, float] | None
-  fraction_crossing: float
+  fraction_crossing: float | None
   helps_below: bool
 
 
@@ -278,11 +278,14 @@ def first_crossing(dps: Sequence[int], means: np.ndarray) -> tuple[float, bool] 
 
 
 def crossing(dps: Sequence[int], points: Sequence[PairedPoint], boot: np.ndarray
-             ) -> tuple[Crossing | None, float]:
-  """The crossing of the measured mean ΔE with its bootstrap CI, and the share of resamples that cross."""
+             ) -> tuple[Crossing | None, float | None]:
+  """The crossing of the measured mean ΔE with its bootstrap CI, and the share of resamples that
+  cross (both None when no Dp has two pairs: resampling one seed says nothing)."""
+  mid = first_crossing(dps, np.array([p.mean_delta for p in points]))
+  if max(p.n_pairs for p in points) < 2:
+    return (None if mid is None else Crossing(mid[0], None, None, mid[1])), None
   found = [first_crossing(dps, row) for row in boot]
   fraction = float(np.mean([f is not None for f in found]))
-  mid = first_crossing(dps, np.array([p.mean_delta for p in points]))
   if mid is None:
     return None, fraction
   same = np.array([f[0] for f in found if f is not None and f[1] == mid[1]])

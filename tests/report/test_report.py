@@ -127,3 +127,20 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert _png_size(shot) == (1400, 1000)
   assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_a_one_seed_study_reports_without_claims(tmp_path):
+  """The smoke study's shape: one seed, two Dp; every verdict is 'cannot tell', no CI is invented."""
+  from jaxscale.study import analysis
+  rows = [r for r in synthetic.rows() if r["seed"] == 0 and r["model"] != "vit_tiny_s"
+          and r["dp"] in (100, 3200) and r["df"] in (0, 100, 1000)]
+  c = synthetic.config(bootstrap=0)
+  c.study.update(models=("vit_tiny_xs", "vit_tiny_m"), dp=(100, 3200), df=(100, 1000), seeds=(0,))
+  result = analysis.analyze_records(c, rows, progress=False)
+  assert {p.verdict for p in result.paired} == {"cannot_tell"}
+  assert all(p.fraction_crossing is None and p.crossing.ci is None for p in result.paired)
+  assert all(m.ci is None for m in result.measured)
+  out = render.write_report(result, str(tmp_path))
+  md = open(out["markdown"], encoding="utf-8").read()
+  assert "fewer than 3 paired seeds" in _first_screen(md)
+  assert all((tmp_path / f.name).exists() for f in figures.FIGURES)
