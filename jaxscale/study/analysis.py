@@ -34,6 +34,19 @@ What is computed
 
 M is the parameter count as fitted: the `params` field of the fine-tune record (backbone and the
 downstream head).
+
+fits.json of a study is the content of `laws.analyze` (schema in docs/laws.md) plus::
+
+  "schema_version": 2,
+  "paired": [{"model", "params", "df" (0: pretraining task), "stage": "finetune" | "pretrain",
+              "points": [{"dp", "n_pairs", "mean_delta", "ci": [lo, hi] | null}],
+              "crossing": {"dp_star", "ci": [lo, hi] | null, "fraction_crossing"} | null,
+              "fraction_crossing": share of resamples with a crossing | null,
+              "verdict": one of VERDICTS, "verdict_text"}],
+  "law_check": {ARM: {"passed", "reasons": [TEXT]}},
+  "boundaries": [{"M", "Df", "roots", "boot_crossing_frac", "verdict", "text", "sign_below"}],
+  "backtests": `laws.validate.backtest` output, "exponents": [{"arm", "model", "df", "alpha",
+  "E_inf", "r2_log"}]
 """
 
 from __future__ import annotations
