@@ -7,6 +7,7 @@ GPU), so the ratio says how much of the practical peak a train step reaches. On 
   python benchmarks/bench_train.py [--ladders vit_tiny resnet_tiny] [--batch 128] [--steps 20]
 
 FLOPs per train step = 3 x forward FLOPs per image (``jaxscale.models.flops_per_image``) x batch.
+Steps run as the study's engine runs them: K = 10 scanned steps per call, images gathered on the device.
 """
 
 from __future__ import annotations
@@ -40,33 +41,40 @@ def matmul_peak(n: int, dtype, repeats: int = 5) -> float:
   return 2.0 * n ** 3 / best
 
 
-def bench_model(name: str, num_classes: int, image_size: int, batch: int, steps: int, dtype) -> dict:
-  """Images/s and FLOP/s of the jitted train step of `name` (after one compile step)."""
-  mesh = sharding.make_mesh(types.SimpleNamespace(data=-1, fsdp=1))
-  model = models.create(name, num_classes, image_size, rngs=nnx.Rngs(0), dtype=dtype)
-  graphdef, params = nnx.split(model, nnx.Param)
-  rng = jax.random.key(0)
-  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, SETTINGS, rng), params)
-  sh = steps_lib.state_shardings(abstract, SETTINGS, mesh)
-  state = jax.jit(lambda p: steps_lib.create_state(p, SETTINGS, rng), out_shardings=sh)(params)
-  step = steps_lib.make_train_step(graphdef, SETTINGS, state_sharding=sh, mesh=mesh)
+def bench_model(name: str, num_classes: int, image_size: int, batch: int, steps: int, dtype,
+                runs: int = 1, k: int = 10) -> dict:
+  """Images/s and FLOP/s of the engine's train program for `name`: `runs` vmapped runs, K steps a call.
+
+  The images are uint8 on the device and gathered and augmented inside the step, as in a study."""
+  mesh = sharding.make_mesh(types.SimpleNamespace(runs=1, data=-1, fsdp=1))
+  graphdef, one = nnx.split(models.create(name, num_classes, image_size, rngs=nnx.Rngs(0), dtype=dtype), nnx.Param)
+  params = jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * runs), one.to_pure_dict())
+  param_sh = sharding.with_runs_axis(sharding.param_shardings(one, mesh).to_pure_dict())
+  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, SETTINGS), params)
+  sh = steps_lib.state_shardings(abstract, SETTINGS, param_sh, mesh)
+  state = steps_lib.make_init(SETTINGS, sh)(jax.device_put(params, param_sh))
+  spec = steps_lib.StepSpec(graphdef=graphdef, settings=SETTINGS, batch_size=batch, on_device=True)
+  chunk = steps_lib.make_train_chunk(spec, mesh, sh, None)
   rs = np.random.default_rng(0)
-  data = sharding.shard_batch({
-      "image": rs.uniform(-1, 1, (batch, image_size, image_size, 3)).astype(np.float32),
-      "label": rs.integers(0, num_classes, batch).astype(np.int32)}, mesh)
-  lr = np.float32(1e-4)
+  n = 4 * batch
+  data = {"images": jnp.asarray(rs.integers(0, 256, (n, image_size, image_size, 3)).astype(np.uint8)),
+          "labels": jnp.asarray(rs.integers(0, num_classes, n).astype(np.int32)),
+          "index": rs.integers(0, n, (k, runs, batch)).astype(np.int32)}
+  consts = {"alpha": np.zeros(runs, np.float32), "key": np.zeros((runs, 2), np.uint32)}
+  lr, valid = np.full((k, runs), 1e-4, np.float32), np.ones(k, bool)
   t = time.perf_counter()
-  state, m = step(state, data, None, lr)
+  state, m = chunk(state, consts, None, data, lr, valid)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t
+  calls = max(1, steps // k)
   t = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, data, None, lr)
+  for _ in range(calls):
+    state, m = chunk(state, consts, None, data, lr, valid)
   jax.block_until_ready(m)
-  dt = (time.perf_counter() - t) / steps
-  flops = 3.0 * models.flops_per_image(name, num_classes, image_size) * batch
+  dt = (time.perf_counter() - t) / (calls * k)
+  flops = 3.0 * models.flops_per_image(name, num_classes, image_size) * batch * runs
   return {"model": name, "params": models.param_count(name, num_classes, image_size),
-          "img_s": batch / dt, "flop_s": flops / dt, "step_ms": dt * 1e3, "compile_s": compile_s}
+          "img_s": batch * runs / dt, "flop_s": flops / dt, "step_ms": dt * 1e3, "compile_s": compile_s}
 
 
 def table(rows: list[dict], peak: float, ratio_name: str) -> None:

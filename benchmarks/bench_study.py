@@ -1,0 +1,163 @@
+"""A study's training three ways, in one process: total images/s, wall time and fraction of the matmul peak.
+
+  python benchmarks/bench_study.py [--config configs/default.py] [--fraction half|full]
+                                   [--ways unbatched,engine,torch]
+
+1. ``unbatched``: today's behaviour before the group engine, reachable by config: one run per group
+   (``engine.group_size=1``), one step per dispatch (``steps_per_dispatch=1``), the host waiting for
+   every step's metrics (``sync_every_step``), images read by grain (``data_on_device=never``).
+2. ``engine``: the group engine with the config's settings (groups vmapped, K scanned steps per
+   dispatch, the data on the device).
+3. ``torch``: the same models (``benchmarks/bench_models.py``'s PyTorch twins), trained one run at a
+   time in PyTorch on the CPU with the same subsets, steps, batch, AdamW and KD loss, as a user would with
+   a timm-style script.
+
+``--fraction half`` (the default) keeps the config's smallest two models, its smallest and largest Dp and
+Df, and two seeds; ``full`` runs the whole grid. The machine's peak is the FLOP/s of a large float32
+matmul measured in the same run (``bench_train.matmul_peak``); training FLOPs are the records' ``flops``.
+Wall times include setup, compilation and evaluation: what a user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_train import matmul_peak  # noqa: E402
+
+from jaxscale import config as config_lib  # noqa: E402
+from jaxscale.data import builders, sources, subsets  # noqa: E402
+from jaxscale.data.seeding import derive_seed  # noqa: E402
+from jaxscale.study import grid, runner  # noqa: E402
+from jaxscale.train import steps as steps_lib  # noqa: E402
+
+
+def shrink(config, fraction: str):
+  """The stated fraction of the config's grid."""
+  s = config.study
+  if fraction == "half":
+    s.models = tuple(s.models[:2])
+    s.dp = (min(s.dp), max(s.dp))
+    s.df = (min(s.df), max(s.df))
+    s.seeds = tuple(s.seeds[:2])
+  return config
+
+
+def run_jax(config, engine: dict) -> dict:
+  config = config_lib.validate(config.copy_and_resolve_references())
+  config.engine.update(engine)
+  with tempfile.TemporaryDirectory() as workdir:
+    runner.prepare_workdir(config, workdir)
+    t = time.perf_counter()
+    rows = runner.run_cells(config, workdir, show_progress=False)
+    wall = time.perf_counter() - t
+  return {"wall": wall, "images": sum(r["steps"] * r["batch_size"] for r in rows),
+          "flops": sum(r["flops"] for r in rows), "runs": len(rows)}
+
+
+def run_torch(config) -> dict:
+  """Every cell of the grid in PyTorch, one run at a time (same subsets, steps, batch, optimizer, KD)."""
+  import torch
+  import torch.nn.functional as F
+  import bench_models
+  torch.manual_seed(0)
+  data_dir, size_px = config.data.data_dir, int(config.data.image_size)
+
+  def split(stage, which):
+    s = config[stage]
+    src = sources.open_source(s.dataset, s[which], data_dir)
+    from jaxscale.data import pipeline
+    images, labels = pipeline.read_images(src, np.arange(len(src)), size_px, 3)
+    x = torch.from_numpy(images.astype(np.float32) * (2 / 255) - 1).permute(0, 3, 1, 2).contiguous()
+    return x, torch.from_numpy(labels.astype(np.int64)), sources.num_classes(s.dataset, data_dir)
+
+  data = {st: (split(st, "train_split"), split(st, "eval_split")) for st in ("pretrain", "finetune")}
+  nets, images, flops = {}, 0, 0.0
+  t0 = time.perf_counter()
+  for cell in grid.expand(config):
+    stage = cell.stage
+    (x, y, classes), (xe, ye, _) = data[stage]
+    spec = bench_models.models.spec(cell.model)
+    net = (bench_models.TorchViT if spec.family == "vit" else bench_models.TorchResNet)(spec.config, classes, size_px)
+    if cell.kind == grid.FINETUNE:
+      state = {k: v for k, v in nets[cell.pretrain_cell().id].state_dict().items() if not k.startswith("head")}
+      net.load_state_dict(state, strict=False)
+    o = config[stage].optim
+    size = cell.df if cell.kind == grid.FINETUNE else cell.dp
+    idx = subsets.nested_subset(y.numpy(), size, derive_seed(cell.seed, f"{stage}/subset"))
+    steps = steps_lib.num_train_steps(o, size)
+    lrs = steps_lib.learning_rate_table(o, steps)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(o.lr), betas=(o.momentum, 0.999), weight_decay=o.weight_decay)
+    teacher = nets.get(grid.teacher_of(config.study).id) if grid.kd_alpha(config, cell) > 0 else None
+    alpha, temp = float(config.distill.alpha), float(config.distill.temperature)
+    rng = np.random.default_rng(cell.seed)
+    for t in range(steps):
+      b = torch.from_numpy(idx[rng.integers(0, len(idx), int(o.batch_size))])
+      for g in opt.param_groups:
+        g["lr"] = float(lrs[t])
+      logits = net(x[b])
+      loss = F.cross_entropy(logits, y[b])
+      if teacher is not None:
+        with torch.no_grad():
+          t_logits = teacher(x[b])
+        kl = F.kl_div(F.log_softmax(logits / temp, -1), F.log_softmax(t_logits / temp, -1), log_target=True,
+                      reduction="batchmean")
+        loss = (1 - alpha) * loss + alpha * temp ** 2 * kl
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(net.parameters(), float(o.grad_clip))
+      opt.step()
+    with torch.no_grad():
+      _ = sum(int((net(xe[i:i + 512]).argmax(-1) != ye[i:i + 512]).sum()) for i in range(0, len(xe), 512))
+    nets[cell.id] = net
+    images += steps * int(o.batch_size)
+    flops += runner.cell_flops(config, cell)
+  return {"wall": time.perf_counter() - t0, "images": images, "flops": flops, "runs": len(grid.expand(config))}
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"))
+  ap.add_argument("--fraction", choices=("half", "full"), default="half")
+  ap.add_argument("--ways", default="unbatched,engine,torch")
+  ap.add_argument("--data-dir", default="")
+  args = ap.parse_args(argv)
+  config = shrink(config_lib.load(args.config, [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else []),
+                  args.fraction)
+  for stage in ("pretrain", "finetune"):
+    if config[stage].dataset.startswith("jaxscale_"):
+      builders.ensure_built(config[stage].dataset, config.data.data_dir)
+  peak = matmul_peak(2048, np.float32)
+  s = config.study
+  print(f"# {jax.devices()[0].platform} x{jax.device_count()}, grid: models {s.models}, dp {s.dp}, df {s.df}, "
+        f"arms {s.arms}, seeds {s.seeds}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+  ways = {
+      "unbatched": lambda: run_jax(config, dict(group_size=1, steps_per_dispatch=1, sync_every_step=True,
+                                                data_on_device="never")),
+      "engine": lambda: run_jax(config, {}),
+      "torch": lambda: run_torch(config),
+  }
+  rows = {}
+  print(f"{'way':<10} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} {'of peak':>8} {'vs unbatched':>12}",
+        flush=True)
+  for name in args.ways.split(","):
+    r = rows[name] = ways[name]()
+    base = rows.get("unbatched")
+    ratio = f"{(r['images'] / r['wall']) / (base['images'] / base['wall']):.2f}x" if base else "-"
+    print(f"{name:<10} {r['runs']:>5} {r['images']:>10,} {r['wall']:>8.1f} {r['images'] / r['wall']:>8,.0f} "
+          f"{r['flops'] / r['wall'] / peak:>8.1%} {ratio:>12}", flush=True)
+  if "engine" in rows and "torch" in rows:
+    e, t = rows["engine"], rows["torch"]
+    print(f"# engine vs torch: {(e['images'] / e['wall']) / (t['images'] / t['wall']):.2f}x")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
