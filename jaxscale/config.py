@@ -75,6 +75,7 @@ def base_config() -> ConfigDict:
       data_on_device="auto",  # auto | always | never: keep the group's images on device as uint8
       device_data_mb=1024.0,  # budget (MB) for images kept on device; "auto" stays under it
       sync_every_step=False,  # wait for each call's metrics before the next (the unbatched baseline)
+      resources='{"CPU": 1}',  # Ray engine: resources of one group's task, JSON (e.g. '{"GPU": 1}')
   ))
   c.pretrain = ConfigDict(dict(
       dataset="jaxscale_glyphs",
@@ -176,6 +177,12 @@ def validate(config: ConfigDict) -> ConfigDict:
   _check(e.data_on_device in DATA_PLACEMENT,
          f"config.engine.data_on_device must be one of {DATA_PLACEMENT}, got {e.data_on_device!r}")
   _check(e.device_data_mb > 0, f"config.engine.device_data_mb must be > 0, got {e.device_data_mb}")
+  try:
+    resources = json.loads(e.resources)
+  except json.JSONDecodeError:
+    resources = None
+  _check(isinstance(resources, dict) and all(isinstance(v, (int, float)) and v >= 0 for v in resources.values()),
+         f"config.engine.resources must be a JSON object of amounts such as '{{\"GPU\": 1}}', got {e.resources!r}")
   for stage in ("pretrain", "finetune"):
     s = c[stage]
     _check(s.size >= 1, f"config.{stage}.size must be >= 1, got {s.size}")
@@ -234,7 +241,7 @@ def result_hash(config: ConfigDict) -> str:
   c = ConfigDict(config.to_dict())
   for group, field in PATH_FIELDS:
     c[group][field] = ""
-  return config_hash(c, exclude=("study",))
+  return config_hash(c, exclude=("study", "engine", "mesh"))
 
 
 # ----------------------------------------------------------------------------- loading

@@ -38,6 +38,8 @@ logger = logging.getLogger("jaxscale")
 
 # Fields that change only the analysis, not any cell: editing them keeps the study's identity.
 ANALYSIS_FIELDS = ("law", "bootstrap")
+# Groups that say how cells are run, not what they compute: editing them keeps the study's identity.
+EXECUTION_GROUPS = ("engine", "mesh")
 # Assumed sustained training throughput for --dry-run estimates when the workdir has no records yet.
 DEFAULT_FLOPS_PER_S = 2e10
 
@@ -47,7 +49,7 @@ def study_hash(config: ConfigDict) -> str:
   c = ConfigDict(config.to_dict())
   for field in ANALYSIS_FIELDS:
     del c.study[field]
-  return config_lib.config_hash(c)
+  return config_lib.config_hash(c, exclude=EXECUTION_GROUPS)
 
 
 def paths(workdir: str) -> dict[str, str]:
@@ -156,7 +158,7 @@ def print_plan(p: dict[str, Any]) -> None:
         f"about {format_duration(p['eta_s'])} at {p['flops_per_s'] / 1e9:.1f} GFLOP/s ({source})")
 
 
-def _run_of(config: ConfigDict, cell: grid.Cell, cells_dir: str) -> loop.Run:
+def run_of(config: ConfigDict, cell: grid.Cell, cells_dir: str) -> loop.Run:
   """The trainer's view of a cell: seed, subset size, KD weight, where it starts and is saved."""
   if cell.kind == grid.FINETUNE:
     return loop.Run(cell.id, cell.seed, cell.df, alpha=grid.kd_alpha(config, cell),
@@ -168,7 +170,7 @@ def _run_of(config: ConfigDict, cell: grid.Cell, cells_dir: str) -> loop.Run:
                   meta=(("dp", cell.dp), ("distilled", distilled), ("teacher", teacher)))
 
 
-def _record(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> dict[str, Any]:
+def record_of(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> dict[str, Any]:
   distilled = cell.arm == "distilled"
   teacher = grid.teacher_of(config.study).model if distilled else ""
   return records.build(config, cell.stage, result, cell_id=cell.id, dp=cell.dp, df=cell.df,
@@ -190,12 +192,12 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
     for group in todo:
       cfg = grid.group_config(config, group, p["cells"])
       t0 = time.time()
-      results = loop.train_group(cfg, group.stage, [_run_of(config, c, p["cells"]) for c in group.cells],
+      results = loop.train_group(cfg, group.stage, [run_of(config, c, p["cells"]) for c in group.cells],
                                  os.path.join(p["groups"], group.id), show_progress=show_progress,
                                  progress_delay_s=5.0, desc=f"{group.id} ({len(group.cells)} runs)")
       for cell, result in zip(group.cells, results):
         if cell.id not in done:
-          done[cell.id] = _record(cfg, cell, result)
+          done[cell.id] = record_of(cfg, cell, result)
           if main:
             records.append(p["records"], done[cell.id])
       errors = [r["eval_error"] for r in results]
