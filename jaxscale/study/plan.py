@@ -7,7 +7,8 @@ compiled executable says
 
 * per-device memory: ``memory_analysis()``: arguments + outputs + temporaries - aliased (donated)
   bytes, plus the generated code;
-* FLOPs per step: ``cost_analysis()["flops"]`` of the per-device program times the devices;
+* FLOPs per step: ``cost_analysis()["flops"]`` of the per-device program times the devices, per run
+  (the program holds one run per device of the mesh's ``runs`` axis);
 
 and :func:`largest_batch` searches the largest per-device batch that fits a device memory by
 compiling (memory is affine in the batch: two compiles give the line, a third checks the
@@ -52,7 +53,7 @@ class StepCost:
 
   Attributes:
     memory_bytes: per-device bytes: arguments + outputs + temporaries - aliased + code.
-    flops: FLOPs of one step over all devices (per-device program FLOPs x devices).
+    flops: FLOPs of one run's step over all its devices (per-device program FLOPs x devices / runs).
     memory: the raw ``memory_analysis()`` fields (bytes).
   """
   memory_bytes: int
@@ -119,8 +120,8 @@ def compiled_step(config: ConfigDict, stage: str, model_name: str, batch_size: i
   return chunk.lower(abstract, consts, t_params, data, lr, valid).compile()
 
 
-def step_cost(compiled, num_devices: int) -> StepCost:
-  """Per-device memory and all-device FLOPs of a compiled step (see :class:`StepCost`)."""
+def step_cost(compiled, num_devices: int, runs: int = 1) -> StepCost:
+  """Per-device memory and one run's FLOPs of a compiled step of `runs` runs (see :class:`StepCost`)."""
   m = compiled.memory_analysis()
   fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
             "alias_size_in_bytes", "generated_code_size_in_bytes")
@@ -130,7 +131,7 @@ def step_cost(compiled, num_devices: int) -> StepCost:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per program
     cost = cost[0] if cost else {}
-  flops = float((cost or {}).get("flops", 0.0)) * num_devices
+  flops = float((cost or {}).get("flops", 0.0)) * num_devices / runs
   return StepCost(memory_bytes=int(total), flops=flops, memory=memory)
 
 
@@ -206,7 +207,7 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
     search: search the largest per-device batch (3+ extra compiles per row).
 
   Row fields: ``model``, ``stage``, ``teacher`` ("" = plain), ``batch`` (global),
-  ``device_batch``, ``devices``, ``memory_bytes`` (per device), ``flops_per_step``,
+  ``device_batch``, ``replicas`` (data-parallel size), ``devices``, ``memory_bytes`` (per device), ``flops_per_step``,
   ``max_batch`` (largest per-device batch that fits, or None), ``fits`` (bool or None),
   ``cells``, ``steps`` (summed over the row's cells), ``grid_flops`` (= steps x flops_per_step),
   ``backend`` (``jax.default_backend()``), ``memory`` (raw memory_analysis fields).
@@ -227,7 +228,7 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
     def cost_at(device_batch, model=model, stage=stage, teacher=teacher, cache={}):
       if device_batch not in cache:
         compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher)
-        cache[device_batch] = step_cost(compiled, devices)
+        cache[device_batch] = step_cost(compiled, devices, int(mesh.shape["runs"]))
       return cache[device_batch]
 
     cost = cost_at(batch // replicas)
@@ -237,7 +238,7 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
     fits = None if limit is None else cost.memory_bytes <= limit
     max_batch = largest_batch(cost_at, limit, max(batch // replicas, 1)) if (search and limit) else None
     rows.append({"model": model, "stage": stage, "teacher": teacher, "batch": batch,
-                 "device_batch": batch // replicas, "devices": devices,
+                 "device_batch": batch // replicas, "replicas": replicas, "devices": devices,
                  "memory_bytes": cost.memory_bytes, "flops_per_step": cost.flops,
                  "max_batch": max_batch, "fits": fits, "limit_bytes": limit, "cells": len(cells),
                  "steps": steps, "grid_flops": steps * cost.flops, "backend": jax.default_backend(),
@@ -250,12 +251,17 @@ def check_fits(rows: list[dict[str, Any]]) -> None:
   for r in rows:
     if r["fits"] is False:
       kd = f" distilled from {r['teacher']}" if r["teacher"] else ""
-      hint = (f"lower config.{r['stage']}.optim.batch_size to {r['max_batch'] * r['devices']} or less"
-              if r.get("max_batch") else f"config.{r['stage']}.optim.batch_size cannot fit even at 1 per device")
+      field = f"config.{r['stage']}.optim.batch_size"
+      if r.get("max_batch") is None:
+        hint = f"lower {field}"
+      elif r["max_batch"] == 0:
+        hint = "not even 1 example per device fits: shard the model (config.mesh.fsdp) or pick a smaller one"
+      else:
+        hint = f"lower {field} to {r['max_batch'] * r['replicas']} or less"
       raise JaxscaleError(
           f"{r['model']} ({r['stage']}{kd}) at batch {r['batch']} ({r['device_batch']} per device) needs "
           f"{format_bytes(r['memory_bytes'])} per device, more than the {format_bytes(r['limit_bytes'])} "
-          f"of device memory; {hint}, or add devices (config.mesh)")
+          f"of device memory; {hint}")
 
 
 def print_table(rows: list[dict[str, Any]], flops_per_s: float, rate_source: str = "stated") -> None:
