@@ -223,6 +223,22 @@ def validate(config: ConfigDict) -> ConfigDict:
   return config
 
 
+def from_dict(values: dict) -> ConfigDict:
+  """A validated config from stored values (e.g. a study.json); fields added since keep their defaults."""
+  def overlay(base: ConfigDict, new: dict) -> None:
+    for key, value in new.items():
+      if isinstance(value, dict) and key in base and isinstance(base[key], ConfigDict):
+        overlay(base[key], value)
+      else:
+        base[key] = tuple(value) if isinstance(value, list) else value
+  config = base_config()
+  problem = _schema_mismatch(config, ConfigDict(values), "")
+  if problem:
+    raise JaxscaleError(problem)
+  overlay(config, values)
+  return validate(config)
+
+
 def config_hash(config: ConfigDict, exclude: Sequence[str] = ()) -> str:
   """A short stable hash of the config's values (top-level groups in `exclude` left out)."""
   d = config.to_dict()

@@ -30,7 +30,7 @@ def study_config(workdir: str) -> ConfigDict:
   if not os.path.exists(path):
     raise JaxscaleError(f"{workdir!r} holds no study (no study.json); pass the --workdir of a `jaxscale study` run")
   with open(path, encoding="utf-8") as f:
-    return config_lib.validate(ConfigDict(json.load(f)["config"]))
+    return config_lib.from_dict(json.load(f)["config"])
 
 
 def build(config: ConfigDict, workdir: str, progress: bool = True) -> str:
