@@ -173,9 +173,14 @@ def main(argv=None):
   ap.add_argument("--ft-lr", type=float, default=1e-3)
   ap.add_argument("--scratch", action="store_true", help="also fine-tune from random init")
   ap.add_argument("--out", default="")
+  ap.add_argument("--records", default="",
+                  help="only summarise a study's records.jsonl (paired differences per cell)")
   ap.add_argument("--spec", action="append", default=[],
                   help="try an unregistered ViT rung: NAME=width,depth,heads (4 px patches, 16 px)")
   a = ap.parse_args(argv)
+  if a.records:
+    summarize(from_records(a.records))
+    return
   for item in a.spec:
     key, _, dims = item.partition("=")
     w, d, h = (int(x) for x in dims.split(","))
@@ -275,6 +280,23 @@ def main(argv=None):
   if a.out:
     with open(a.out, "w") as f:
       json.dump(out, f, indent=1)
+
+
+def from_records(path: str) -> dict:
+  """A study's records.jsonl in this script's summary format."""
+  out = {"teacher": None, "pretrain": [], "finetune": []}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      r = json.loads(line)
+      row = {"model": r["model"], "dp": r["dp"], "arm": "distilled" if r["distilled"] else "plain",
+             "seed": r["seed"], "error": r["eval_error"]}
+      if r["cell_id"].startswith("teacher"):
+        out["teacher"] = {"model": r["model"], "dp": r["dp"], "error": r["eval_error"]}
+      elif r["stage"] == "pretrain":
+        out["pretrain"].append(row)
+      else:
+        out["finetune"].append(dict(row, df=r["df"]))
+  return out
 
 
 def _paired(rows, key):
