@@ -73,6 +73,45 @@ def _finish(fig, path: str, handles: list, ncol: int) -> str:
   return path
 
 
+def _style_axes(ax, title: str, xlabel: str, xticks: Sequence[float]) -> None:
+  ax.set_xscale("log")
+  _log_ticks(ax, "x", xticks)
+  ax.set_title(title, fontsize=FONT + 1)
+  ax.set_xlabel(xlabel, fontsize=FONT)
+  ax.tick_params(labelsize=FONT)
+  ax.grid(True, alpha=0.25)
+
+
+def _means(ax, s: Mapping[str, Any], color, shift: float) -> None:
+  """One series: means with CI bars (joined by a thin line when no law curve is drawn), its curve."""
+  style = ARM_STYLE[s["arm"]]
+  x, m = np.asarray(s["x"], float), np.asarray(s["mean"], float)
+  err = np.abs(np.vstack([m - np.asarray(s["lo"], float), np.asarray(s["hi"], float) - m]))
+  ax.errorbar(x * shift, m, yerr=err, color=color, marker=style["marker"], ms=5, capsize=2,
+              elinewidth=0.9, zorder=3, ls="none" if s.get("curve") else style["ls"], lw=0.7)
+  if s.get("curve"):
+    ax.plot(s["curve"]["x"], s["curve"]["y"], color=color, ls=style["ls"], lw=1.1, alpha=0.9)
+
+
+def _note(ax, text: str | None) -> None:
+  if text:
+    ax.text(0.03, 0.03, text, transform=ax.transAxes, fontsize=FONT - 1, color="C3", va="bottom",
+            bbox=dict(fc="white", ec="C3", lw=0.6, alpha=0.9))
+
+
+def _means_legend(numbers: Mapping[str, Any], color: Mapping, arms: Sequence[str], curves: bool) -> list:
+  """Legend entries: a colour per key, a marker per arm, the law's line per arm, each reference line."""
+  handles = [Line2D([], [], color=color[k], marker="s", ls="none", ms=7, label=label)
+             for k, label in numbers["keys"]]
+  handles += [Line2D([], [], color="0.3", marker=ARM_STYLE[a]["marker"], lw=0.7,
+                     ls="none" if curves else ARM_STYLE[a]["ls"], label=f"{a}: mean over seeds, 95% CI")
+              for a in arms]
+  if curves:
+    handles += [Line2D([], [], color="0.3", ls=ARM_STYLE[a]["ls"], label=f"fitted law ({a})") for a in arms]
+  return handles + [Line2D([], [], color="0.4", ls=h.get("style", ":"), label=h["label"])
+                    for h in numbers.get("hlines", [])]
+
+
 def measured_panels(numbers: Mapping[str, Any], path: str) -> str:
   """Error against one input: a panel per value of another, a series per colour key and arm.
 
@@ -84,45 +123,34 @@ def measured_panels(numbers: Mapping[str, Any], path: str) -> str:
   panels = numbers["panels"]
   fig, axes = _figure(len(panels), numbers.get("ncols", 3))
   color = dict(zip([k for k, _ in numbers["keys"]], colors(len(numbers["keys"]))))
-  arms = []
   slots = [(k, arm) for k, _ in numbers["keys"] for arm in ARM_STYLE]
   for ax, panel in zip(axes, panels):
     for s in panel["series"]:
-      style, c = ARM_STYLE[s["arm"]], color[s["key"]]
-      shift = 1.0 + 0.025 * (slots.index((s["key"], s["arm"])) - (len(slots) - 1) / 2)
-      x, m = np.asarray(s["x"], float), np.asarray(s["mean"], float)
-      err = np.abs(np.vstack([m - np.asarray(s["lo"], float), np.asarray(s["hi"], float) - m]))
-      ax.errorbar(x * shift, m, yerr=err, color=c, marker=style["marker"], ms=5, capsize=2,
-                  elinewidth=0.9, zorder=3, ls=style["ls"] if not s.get("curve") else "none",
-                  lw=0.7)
-      if s.get("curve"):
-        ax.plot(s["curve"]["x"], s["curve"]["y"], color=c, ls=style["ls"], lw=1.1, alpha=0.9)
-      arms.append(s["arm"])
+      _means(ax, s, color[s["key"]], 1.0 + 0.025 * (slots.index((s["key"], s["arm"])) - (len(slots) - 1) / 2))
     for h in numbers.get("hlines", []):
       ax.axhline(h["y"], color="0.4", lw=0.9, ls=h.get("style", ":"))
-    ax.set_xscale("log")
-    _log_ticks(ax, "x", numbers["xticks"])
-    ax.set_title(panel["title"], fontsize=FONT + 1)
-    ax.set_xlabel(numbers["xlabel"], fontsize=FONT)
-    ax.tick_params(labelsize=FONT)
-    ax.grid(True, alpha=0.25)
-    if panel.get("note"):
-      ax.text(0.03, 0.03, panel["note"], transform=ax.transAxes, fontsize=FONT - 1, color="C3",
-              va="bottom", bbox=dict(fc="white", ec="C3", lw=0.6, alpha=0.9))
+    _style_axes(ax, panel["title"], numbers["xlabel"], numbers["xticks"])
+    _note(ax, panel.get("note"))
   axes[0].set_ylabel(numbers["ylabel"], fontsize=FONT)
-  handles = [Line2D([], [], color=color[k], marker="s", ls="none", ms=7, label=label)
-             for k, label in numbers["keys"]]
+  arms = list(dict.fromkeys(s["arm"] for p in panels for s in p["series"]))
   curves = any(s.get("curve") for p in panels for s in p["series"])
-  for arm in dict.fromkeys(arms):
-    handles.append(Line2D([], [], color="0.3", marker=ARM_STYLE[arm]["marker"],
-                          ls="none" if curves else ARM_STYLE[arm]["ls"], lw=0.7,
-                          label=f"{arm}: mean over seeds, 95% CI"))
-  if curves:
-    for arm in dict.fromkeys(arms):
-      handles.append(Line2D([], [], color="0.3", ls=ARM_STYLE[arm]["ls"], label=f"fitted law ({arm})"))
-  handles += [Line2D([], [], color="0.4", ls=h.get("style", ":"), label=h["label"])
-              for h in numbers.get("hlines", [])]
-  return _finish(fig, path, handles, ncol=int(fig.get_figwidth() // 2.6))
+  return _finish(fig, path, _means_legend(numbers, color, arms, curves),
+                 ncol=int(fig.get_figwidth() // 2.6))
+
+
+def _pairs(ax, s: Mapping[str, Any], color, shift: float) -> None:
+  """One series of ΔE: faint dots per seed pair, the mean with its CI bars, the stated Dp*."""
+  if s["seeds"]:
+    sx, sy = zip(*s["seeds"])
+    ax.scatter(np.asarray(sx) * shift, sy, color=color, s=9, alpha=0.35, lw=0, zorder=2)
+  pts = s["points"]
+  m = np.array([p["mean"] for p in pts], float)
+  lo = np.array([p["mean"] if p["lo"] is None else p["lo"] for p in pts], float)
+  hi = np.array([p["mean"] if p["hi"] is None else p["hi"] for p in pts], float)
+  ax.errorbar(np.array([p["dp"] for p in pts], float) * shift, m, yerr=np.vstack([m - lo, hi - m]),
+              color=color, marker="D", ms=4.5, lw=0.9, capsize=2.5, zorder=3)
+  if s.get("dp_star"):
+    ax.axvline(s["dp_star"], color=color, lw=1.0, ls="--", alpha=0.8)
 
 
 def paired_differences(numbers: Mapping[str, Any], path: str) -> str:
@@ -130,41 +158,23 @@ def paired_differences(numbers: Mapping[str, Any], path: str) -> str:
 
   numbers: {"panels": [{"title", "series": [{"key", "points": [{"dp", "mean", "lo", "hi"}],
   "seeds": [(dp, delta)], "dp_star": float | None}]}], "keys": [(key, label)], "dp": [values]}.
-  Series are shifted slightly along Dp so their error bars do not hide each other.
+  Series are shifted slightly along Dp so their error bars do not hide each other; the pretraining
+  task (key "pretrain") is drawn in near-black.
   """
   panels = numbers["panels"]
   fig, axes = _figure(len(panels), 3)
   keys = [k for k, _ in numbers["keys"]]
-  color = dict(zip(keys, ["0.15"] + colors(len(keys) - 1) if keys and keys[0] == "pretrain"
-                     else colors(len(keys))))
-  shift = {k: 1.0 + 0.06 * (i - (len(keys) - 1) / 2) for i, k in enumerate(keys)}
+  pre = bool(keys) and keys[0] == "pretrain"
+  color = dict(zip(keys, (["0.15"] + colors(len(keys) - 1)) if pre else colors(len(keys))))
   for ax, panel in zip(axes, panels):
     ax.axhline(0.0, color="k", lw=0.8)
     for s in panel["series"]:
-      c, f = color[s["key"]], shift[s["key"]]
-      if s["seeds"]:
-        sx, sy = zip(*s["seeds"])
-        ax.scatter(np.asarray(sx) * f, sy, color=c, s=9, alpha=0.35, lw=0, zorder=2)
-      pts = s["points"]
-      x = np.array([p["dp"] for p in pts], float) * f
-      m = np.array([p["mean"] for p in pts], float)
-      lo = np.array([p["lo"] if p["lo"] is not None else p["mean"] for p in pts], float)
-      hi = np.array([p["hi"] if p["hi"] is not None else p["mean"] for p in pts], float)
-      ax.errorbar(x, m, yerr=np.vstack([m - lo, hi - m]), color=c, marker="D", ms=4.5, lw=0.9,
-                  capsize=2.5, zorder=3)
-      if s.get("dp_star"):
-        ax.axvline(s["dp_star"], color=c, lw=1.0, ls="--", alpha=0.8)
-    ax.set_xscale("log")
-    _log_ticks(ax, "x", numbers["dp"])
-    ax.set_title(panel["title"], fontsize=FONT + 1)
-    ax.set_xlabel("pretraining images Dp", fontsize=FONT)
-    ax.tick_params(labelsize=FONT)
-    ax.grid(True, alpha=0.25)
+      _pairs(ax, s, color[s["key"]], 1.0 + 0.06 * (keys.index(s["key"]) - (len(keys) - 1) / 2))
+    _style_axes(ax, panel["title"], "pretraining images Dp", numbers["dp"])
   axes[0].set_ylabel("ΔE = E_plain − E_distilled\n(> 0: distillation helps)", fontsize=FONT)
   handles = [Line2D([], [], color=color[k], marker="D", ms=5, label=f"{label}: mean, 95% CI")
              for k, label in numbers["keys"]]
-  handles += [Line2D([], [], color="0.5", marker="o", ls="none", ms=4, alpha=0.5,
-                     label="one seed's pair"),
+  handles += [Line2D([], [], color="0.5", marker="o", ls="none", ms=4, alpha=0.5, label="one seed's pair"),
               Line2D([], [], color="0.5", ls="--", label="crossing Dp* (stated verdicts only)")]
   return _finish(fig, path, handles, ncol=3)
 
