@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from jaxscale.errors import JaxscaleError
+
 HELP = "run a whole scaling study: grid of cells (resumable), fitted laws, distillation boundary, report"
 
 
@@ -17,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--force-new", action="store_true",
                       help="the workdir holds a study with another config: archive it and start anew")
   parser.add_argument("--no-progress", action="store_true", help="no per-cell progress lines")
+  parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                      help="local: train the groups in this process (default); ray: each group a task on a "
+                           "Ray cluster, with config.engine.resources (needs jaxscale[ray])")
+  parser.add_argument("--address", default="",
+                      help="--engine ray: the cluster to join (auto | HOST:PORT); default: start Ray on this machine")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
   from jaxscale.report import command as report_command
   from jaxscale.study import runner
   config = cli.load_config(args)
+  if args.address and args.engine != "ray":
+    raise JaxscaleError("--address names a Ray cluster; pass it with --engine ray")
   workdir = os.path.abspath(args.workdir)
   if args.dry_run:
     runner.check_sizes(config, dry_run=True)
@@ -32,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
   import jax
 
   from jaxscale.train import sharding
-  sharding.initialize_distributed()  # a no-op on one host
+  if args.engine == "ray":
+    jax.config.update("jax_platforms", "cpu")  # the driver fits and reports; the devices are the tasks'
+  else:
+    sharding.initialize_distributed()  # a no-op on one host
   sharding.enable_compilation_cache()
   main = jax.process_index() == 0
   if main:
@@ -40,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
   runner.check_sizes(config, dry_run=False)
   if main:
     runner.print_plan(runner.plan(config, workdir))
-  runner.run_cells(config, workdir, show_progress=main and not args.no_progress)
+  if args.engine == "ray":
+    from jaxscale.study import ray_engine
+    ray_engine.run_cells(config, workdir, address=args.address, show_progress=not args.no_progress)
+  else:
+    runner.run_cells(config, workdir, show_progress=main and not args.no_progress)
   if main:
     print(report_command.build(config, workdir))
   return 0
