@@ -78,11 +78,14 @@ def find_roots(law: str | LawForm, params_a: Mapping[str, np.ndarray],
     out: list[list[tuple[float, int]]] = [[] for _ in range(b)]
     if not len(rows):
       return out
-    sub_a = {k: jnp.asarray(v[rows])[:, None] for k, v in pa.items()}
-    sub_b = {k: jnp.asarray(v[rows])[:, None] for k, v in pb.items()}
-    t, slope = _refine(form, name, tuple(sorted(at.items())), sub_a, sub_b,
-                       jnp.asarray(grid[cols]), jnp.asarray(grid[cols + 1]))
-    t, slope = np.asarray(t), np.asarray(slope)
+    # Pad the brackets to a power of two (copies of the first) so compilations are shared.
+    k = len(rows)
+    idx = np.concatenate([np.arange(k), np.zeros((1 << (k - 1).bit_length()) - k, int)])
+    sub_a = {n: jnp.asarray(v[rows[idx]])[:, None] for n, v in pa.items()}
+    sub_b = {n: jnp.asarray(v[rows[idx]])[:, None] for n, v in pb.items()}
+    t, slope = _refine_jit(form, name, tuple(sorted(at.items())), sub_a, sub_b,
+                           jnp.asarray(grid[cols[idx]]), jnp.asarray(grid[cols[idx] + 1]))
+    t, slope = np.asarray(t)[:k], np.asarray(slope)[:k]
   for r, tv, sl in zip(rows, t, slope):
     out[r].append((float(np.exp(tv)), int(np.sign(sl))))
   return out
@@ -109,6 +112,9 @@ def _refine(form, name, at_items, pa, pb, lo, hi):
 
   _, _, t = jax.lax.fori_loop(0, NEWTON_ITERS, body, (lo, hi, 0.5 * (lo + hi)))
   return t, df(t)
+
+
+_refine_jit = jax.jit(_refine, static_argnums=(0, 1, 2))
 
 
 def delta_curve(law: str | LawForm, params_a: Mapping[str, np.ndarray],

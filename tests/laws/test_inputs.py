@@ -66,7 +66,7 @@ def test_one_row_group_is_named_before_any_fit(tmp_path, capsys):
   rc, out = _fit(tmp_path, data, "--split-by", "Model")
   line = _one_error(capsys)
   assert rc == 2 and not out.exists()
-  assert "only 1 points were given (lines 26)" in line and "in group Model=Lone" in line
+  assert "only 1 point was given (line 26)" in line and "in group Model=Lone" in line
 
 
 def test_text_cell_names_its_line(tmp_path, capsys):
@@ -80,7 +80,7 @@ def test_bad_target_names_the_file_line_after_filtering(tmp_path, capsys):
   data = _csv(tmp_path / "d.csv", extra=['"Dec-only",1,50,0'])
   rc, _ = _fit(tmp_path, data, "--where", "Model=Dec-only")
   line = _one_error(capsys)
-  assert rc == 2 and "non-positive value(s) (lines 26)" in line
+  assert rc == 2 and "non-positive value(s) (line 26)" in line
 
 
 def test_mixed_stages_get_a_hint(tmp_path, capsys):
