@@ -54,7 +54,7 @@ def test_m4_solves_its_equation_and_has_implicit_gradient():
   form = forms.get("m4")
   with fit_lib.float64():
     u = jnp.asarray(form.to_raw(p))
-    f = lambda u: jnp.sum(form.log_predict(u, {"x": jnp.asarray(x)}))
+    f = jax.jit(lambda u: jnp.sum(form.log_predict(u, {"x": jnp.asarray(x)})))
     g = np.asarray(jax.grad(f)(u))
     eps = 1e-6
     fd = np.array([(f(u.at[i].add(eps)) - f(u.at[i].add(-eps))) / (2 * eps) for i in range(len(u))])
