@@ -1,12 +1,15 @@
-"""A small synthetic study workdir (study.json + records.jsonl) shaped like the default study.
+"""A small synthetic study workdir (study.json + records.jsonl) shaped like the default study
+(configs/default.py: its models with M as fitted on the 20 downstream classes, its Dp, Df, seeds,
+datasets and fixed step budgets), so the documented commands run on it stay inside its data.
 
 Errors follow known laws so tests can check what the analysis and the report say:
 
-  plain:     E = 0.05 + 4.0 Dp^-0.5 + 30 M^-0.5 + 2 Df^-0.5
+  plain:     E = 0.05 + 6.0 Dp^-0.5 + 30 M^-0.5 + 2 Df^-0.5
   distilled: E = 0.08 + 1.2 Dp^-0.3 + 30 M^-0.5 + 2 Df^-0.5
 
-so ΔE = E_plain − E_distilled is +0.069 at Dp = 100 and −0.016, −0.055, −0.065 at 300, 1000,
-3200: distillation helps below a Dp* between 100 and 300 and hurts above, in every (M, Df).
+so ΔE = E_plain − E_distilled is +0.120 and +0.036 at Dp = 250 and 630, −0.011 and −0.035 at
+1,600 and 4,000: distillation helps below a Dp* between 630 and 1,600 and hurts above, in every
+(M, Df).
 Both arms of a seed share most of their noise (paired seeds), so the paired CIs are narrow.
 `flat=True` gives a study whose fine-tune errors do not follow the law (a failed fit).
 """
@@ -18,14 +21,15 @@ import numpy as np
 
 from jaxscale.config import base_config
 
-MODELS = (("vit_tiny_xs", 60_250, 62_308), ("vit_tiny_s", 154_890, 157_620),
-          ("vit_tiny_m", 454_762, 458_836))
-DPS, DFS, SEEDS = (100, 300, 1000, 3200), (100, 300, 1000), (0, 1, 2, 3)
-TEACHER_ERROR = 0.21
+# (name, M as fitted with the 20-class downstream head, parameters with the 52-class glyph head)
+MODELS = (("vit_tiny_xs", 16_556, 17_356), ("vit_tiny_s", 28_212, 29_268), ("vit_tiny_m", 60_740, 62_308))
+DPS, DFS, SEEDS = (250, 630, 1600, 4000), (100, 1000), (0, 1, 2, 3)
+PT_STEPS, FT_STEPS = 800, 150
+TEACHER_ERROR = 0.615
 
 
 def plain(dp, m, df):
-  return 0.05 + 4.0 * dp ** -0.5 + 30 * m ** -0.5 + 2 * df ** -0.5
+  return 0.05 + 6.0 * dp ** -0.5 + 30 * m ** -0.5 + 2 * df ** -0.5
 
 
 def distilled(dp, m, df):
@@ -35,7 +39,9 @@ def distilled(dp, m, df):
 def config(bootstrap=20):
   c = base_config()
   c.pretrain.dataset = "jaxscale_glyphs/16px_30k"
-  c.finetune.dataset = "jaxscale_digits/16px"
+  c.finetune.dataset = "jaxscale_symbols/16px"
+  c.pretrain.optim.update(batch_size=32, min_steps=PT_STEPS, max_steps=PT_STEPS, epochs=1.0)
+  c.finetune.optim.update(batch_size=32, min_steps=FT_STEPS, max_steps=FT_STEPS, epochs=1.0)
   c.study.update(models=tuple(m for m, _, _ in MODELS), dp=DPS, df=DFS, seeds=SEEDS,
                  teacher_dp=30000, bootstrap=bootstrap)
   return c
@@ -44,15 +50,15 @@ def config(bootstrap=20):
 def _row(stage, model, params, dp, df, arm, seed, error, cell_id, steps):
   return dict(stage=stage, model=model, params=params, dp=dp, df=df, distilled=arm == "distilled",
               teacher="vit_tiny_xs" if arm == "distilled" else "", seed=seed, steps=steps,
-              eval_error=float(error), eval_loss=1.0, eval_count=360 if stage == "finetune" else 2600,
+              eval_error=float(error), eval_loss=1.0, eval_count=5000 if stage == "finetune" else 2600,
               wall_s=1.0, cell_id=cell_id)
 
 
 def rows(flat=False, seed=0):
-  """The records of the synthetic study: 1 teacher, 96 pretraining and 288 fine-tune runs."""
+  """The records of the synthetic study: 1 teacher, 96 pretraining and 192 fine-tune runs."""
   rng = np.random.default_rng(seed)
-  out = [_row("pretrain", "vit_tiny_xs", 62_308, 30000, 0, "plain", 0, TEACHER_ERROR,
-              "teacher-vit_tiny_xs-dp30000-s0", 1875)]
+  out = [_row("pretrain", "vit_tiny_xs", 17_356, 30000, 0, "plain", 0, TEACHER_ERROR,
+              "teacher-vit_tiny_xs-dp30000-s0", PT_STEPS)]
   laws = {"plain": plain, "distilled": distilled}
   for model, m, m_pre in MODELS:
     for dp in DPS:
@@ -61,7 +67,7 @@ def rows(flat=False, seed=0):
         for arm in ("plain", "distilled"):
           e = 0.3 + laws[arm](dp, m, 1000) * np.exp(shared + 0.005 * rng.normal())
           out.append(_row("pretrain", model, m_pre, dp, 0, arm, s, min(e, 0.98),
-                          f"pt-{model}-dp{dp}-{arm}-s{s}", max(20, dp * 10 // 64)))
+                          f"pt-{model}-dp{dp}-{arm}-s{s}", PT_STEPS))
         for df in DFS:
           shared = 0.03 * rng.normal()
           for arm in ("plain", "distilled"):
@@ -69,7 +75,7 @@ def rows(flat=False, seed=0):
             if flat:
               e = 0.6 + 0.05 * rng.normal() - (0.3 if dp == DPS[-1] else 0.0)
             out.append(_row("finetune", model, m, dp, df, arm, s, e,
-                            f"ft-{model}-dp{dp}-{arm}-s{s}-df{df}", max(40, df * 5 // 32)))
+                            f"ft-{model}-dp{dp}-{arm}-s{s}-df{df}", FT_STEPS))
   return out
 
 

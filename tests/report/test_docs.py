@@ -127,3 +127,18 @@ def test_report_command_rebuilds_the_report_byte_identically(study, docs_run):
   rebuilt = cwd / "runs" / "default" / "report"
   for name in ("report.md", "report.html", "delta_e.png"):
     assert (rebuilt / name).read_bytes() == open(os.path.join(out["folder"], name), "rb").read(), name
+
+
+def test_the_synthetic_study_mirrors_the_default_config():
+  """The documented commands name the default study's values; the synthetic one must share them."""
+  import synthetic
+  from jaxscale import config as config_lib
+  from jaxscale import models
+  default = config_lib.load(str(REPO / "configs" / "default.py"), [])
+  s = default.study
+  assert tuple(s.models) == tuple(m for m, _, _ in synthetic.MODELS)
+  assert (tuple(s.dp), tuple(s.df), tuple(s.seeds)) == (synthetic.DPS, synthetic.DFS, synthetic.SEEDS)
+  assert default.finetune.dataset == synthetic.config().finetune.dataset
+  size = int(default.data.image_size)
+  for name, m, m_pretrain in synthetic.MODELS:  # 20 jaxscale_symbols classes, 52 glyph classes
+    assert (models.param_count(name, 20, size), models.param_count(name, 52, size)) == (m, m_pretrain)

@@ -30,11 +30,11 @@ def test_first_screen_says_what_was_run_measured_and_how_sure(study):
   _, result, out, _ = study
   md = open(out["markdown"], encoding="utf-8").read()
   first = _first_screen(md)
-  for needle in ("What was run", "What was measured", "How sure", "360 images", "2,600 images",
-                 "M = 454,762", "seeds 0, 1, 2, 3"):
+  for needle in ("What was run", "What was measured", "How sure", "5,000 images", "2,600 images",
+                 "M = 60,740", "seeds 0, 1, 2, 3"):
     assert needle in first, needle
   head = max((c for c in result.paired if c.stage == "finetune"), key=lambda c: (c.params, -c.df))
-  assert head.verdict == "helps_below_dp_star"  # the synthetic truth: ΔE > 0 at Dp 100, < 0 above
+  assert head.verdict == "helps_below_dp_star"  # the synthetic truth: ΔE > 0 up to Dp 630, < 0 above
   assert head.verdict_text in first
   pre = max((c for c in result.paired if c.stage == "pretrain"), key=lambda c: c.params)
   assert pre.verdict_text in first
@@ -56,9 +56,9 @@ def test_setup_table(study):
   _, _, out, _ = study
   md = open(out["markdown"], encoding="utf-8").read()
   setup = md.split("## Setup")[1].split("##")[0]
-  for needle in ("jaxscale_digits/16px (test split: 360 images)", "α = 0.5, T = 2, during pretrain",
+  for needle in ("jaxscale_symbols/16px (test split: 5,000 images)", "α = 0.5, T = 2, during pretrain",
                  f"its error on the pretraining test split {synthetic.TEACHER_ERROR:.3f}",
-                 "vit_tiny_xs (60,250)", "Dp = 100: 20", "Df = 1,000: 156", "batch_size"):
+                 "vit_tiny_xs (16,556)", "Dp = 250: 800", "Df = 1,000: 150", "batch_size 32"):
     assert needle in setup, needle
 
 
@@ -96,7 +96,7 @@ def test_paired_figure_has_a_panel_per_model_with_every_seed(study):
     assert len(panel["series"]) == 1 + len(synthetic.DFS)  # the pretraining task and each Df
     for s in panel["series"]:
       assert len(s["seeds"]) == len(synthetic.DPS) * len(synthetic.SEEDS)
-      assert s["dp_star"] is not None and 100 < s["dp_star"] < 300
+      assert s["dp_star"] is not None and 630 < s["dp_star"] < 1600
   html = open(out["html"], encoding="utf-8").read()
   assert html.count("data:image/png;base64,") == len(figures.FIGURES)
 
@@ -133,9 +133,9 @@ def test_a_one_seed_study_reports_without_claims(tmp_path):
   """The smoke study's shape: one seed, two Dp; every verdict is 'cannot tell', no CI is invented."""
   from jaxscale.study import analysis
   rows = [r for r in synthetic.rows() if r["seed"] == 0 and r["model"] != "vit_tiny_s"
-          and r["dp"] in (100, 3200) and r["df"] in (0, 100, 1000)]
+          and r["dp"] in (250, 4000)]
   c = synthetic.config(bootstrap=0)
-  c.study.update(models=("vit_tiny_xs", "vit_tiny_m"), dp=(100, 3200), df=(100, 1000), seeds=(0,))
+  c.study.update(models=("vit_tiny_xs", "vit_tiny_m"), dp=(250, 4000), df=(100, 1000), seeds=(0,))
   result = analysis.analyze_records(c, rows, progress=False)
   assert {p.verdict for p in result.paired} == {"cannot_tell"}
   assert all(p.fraction_crossing is None and p.crossing.ci is None for p in result.paired)
