@@ -354,59 +354,16 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   ckpt_lib.check_shared_directory(group_dir)
   names = [r.name for r in runs]
   runs = _pad_runs(runs, mesh.shape["runs"])
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
   inputs = prepare_inputs(config, stage, runs, mesh)
-  distil = config.distill.stage in (stage, "both") and any(r.alpha > 0 for r in runs)
-  if distil and not config.distill.teacher_checkpoint:
-    raise JaxscaleError("a run distils (alpha > 0) but config.distill.teacher_checkpoint is empty; "
-                        "name a finished pretrain run directory")
-  teacher = load_teacher(config, stage, inputs["num_classes"], dtype) if distil else None
-  graphdef, params, init_metas = initial_params(config, stage, runs, inputs["num_classes"], dtype)
-
-  o, k = config[stage].optim, int(config.engine.steps_per_dispatch)
-  settings = steps_lib.optimizer_settings(o)
-  _, one_run = _abstract_params(config.model.name, inputs["num_classes"], int(config.data.image_size), dtype)
-  param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
-  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
-  state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
-  teacher_sh = (sharding_lib.param_shardings(_abstract_params(teacher["model"], inputs["num_classes"],
-                                                              int(config.data.image_size), dtype)[1], mesh
-                                             ).to_pure_dict() if teacher else None)
-  spec = steps_lib.StepSpec(
-      graphdef=graphdef, settings=settings, batch_size=int(o.batch_size),
-      crop_padding=int(config[stage].crop_padding),
-      flip=bool(config[stage].flip) and sources.allows_flip(config[stage].dataset),
-      label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher["graphdef"] if teacher else None,
-      temperature=float(config.distill.temperature), on_device=inputs["on_device"])
-  chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh)
-  in_sh = steps_lib.chunk_input_shardings(spec, mesh)
-  consts = jax.tree_util.tree_map(_put, {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
-                                         "key": _keys(runs, f"{stage}/augment")}, in_sh["consts"])
-  teacher_params = jax.tree_util.tree_map(_put, teacher["params"], teacher_sh) if teacher else None
-
-  ckpts = ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep))
-  try:
-    if ckpts.latest_step() is not None:
-      state, saved = ckpts.restore(abstract, state_sh)
-      if saved.get("runs") != names:
-        raise JaxscaleError(f"{group_dir} holds a checkpoint of other runs; use a fresh --workdir")
-      if saved.get("steps_per_dispatch") != k:
-        raise JaxscaleError(f"{group_dir} was checkpointed with config.engine.steps_per_dispatch="
-                            f"{saved.get('steps_per_dispatch')}; resume with that value")
-      losses, wall_before = saved["losses"], float(saved["wall_s"])
-      logger.info("resuming %s from step %d", desc or stage, saved["step"])
-    else:
-      state = steps_lib.make_init(settings, state_sh)(jax.tree_util.tree_map(_put, params, param_sh))
-      losses, wall_before = [[] for _ in names], 0.0
-    del params
-    total = inputs["total_steps"]
-    state, losses = _train_loop(config, stage, chunk, in_sh, state, consts, teacher_params, inputs, ckpts, names,
-                                losses, wall_before, t_start, show_progress, progress_delay_s, desc)
-    result = evaluate(config, stage, graphdef, state.params, state_sh.params, mesh, inputs["channels"])
+  program = build_program(config, stage, runs, inputs, mesh)
+  with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
+    state, losses, wall_before = _restore_or_init(program, ckpts, names, config, desc or stage)
+    state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses,
+                                wall_before, t_start, show_progress, progress_delay_s, desc)
+    result = evaluate(config, stage, program["graphdef"], state.params, program["state_sh"].params, mesh,
+                      inputs["channels"])
     host_params = jax.device_get(state.params)
     diverged = np.asarray(jax.device_get(state.diverged_at))
-  finally:
-    ckpts.close()
   wall = wall_before + time.time() - t_start
   results = []
   for i, r in enumerate(runs[:len(names)]):
@@ -416,18 +373,75 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
       ckpt_lib.save_run(r.out_dir, jax.tree_util.tree_map(lambda x: x[i], host_params), meta)
     results.append({
         "name": r.name, "eval_error": float(result["eval_error"][i]), "eval_loss": float(result["eval_loss"][i]),
-        "eval_count": result["eval_count"], "steps": total,
+        "eval_count": result["eval_count"], "steps": inputs["total_steps"],
         "diverged_at": int(diverged[i]) if diverged[i] else None, "losses": losses[i],
-        "subset_hash": inputs["hashes"][i], "params": models.count_params(one_run),
-        "num_classes": inputs["num_classes"], "init": init_metas[i],
+        "subset_hash": inputs["hashes"][i], "params": program["param_count"],
+        "num_classes": inputs["num_classes"], "init": program["init_metas"][i],
         "wall_s": round(wall / len(names), 3), "group_size": len(names)})
   atomic_write_text(os.path.join(group_dir, RESULT_FILE), json.dumps({"runs": results}, sort_keys=True))
   return results
 
 
-def _train_loop(config, stage, chunk, in_sh, state, consts, teacher_params, inputs, ckpts, names, losses,
-                wall_before, t_start, show_progress, progress_delay_s, desc):
+def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: dict, mesh) -> dict[str, Any]:
+  """The group's compiled train program and what it runs on: initial parameters, shardings, per-run
+  constants (KD weight, augmentation key) and the teacher."""
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
+  classes, size_px = inputs["num_classes"], int(config.data.image_size)
+  distil = config.distill.stage in (stage, "both") and any(r.alpha > 0 for r in runs)
+  if distil and not config.distill.teacher_checkpoint:
+    raise JaxscaleError("a run distils (alpha > 0) but config.distill.teacher_checkpoint is empty; "
+                        "name a finished pretrain run directory")
+  teacher = load_teacher(config, stage, classes, dtype) if distil else None
+  graphdef, params, init_metas = initial_params(config, stage, runs, classes, dtype)
+  o = config[stage].optim
+  settings = steps_lib.optimizer_settings(o)
+  _, one_run = _abstract_params(config.model.name, classes, size_px, dtype)
+  param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
+  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
+  state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
+  teacher_sh = None
+  if teacher:
+    teacher_abstract = _abstract_params(teacher["model"], classes, size_px, dtype)[1]
+    teacher_sh = sharding_lib.param_shardings(teacher_abstract, mesh).to_pure_dict()
+  spec = steps_lib.StepSpec(
+      graphdef=graphdef, settings=settings, batch_size=int(o.batch_size),
+      crop_padding=int(config[stage].crop_padding),
+      flip=bool(config[stage].flip) and sources.allows_flip(config[stage].dataset),
+      label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher["graphdef"] if teacher else None,
+      temperature=float(config.distill.temperature), on_device=inputs["on_device"])
+  in_sh = steps_lib.chunk_input_shardings(spec, mesh)
+  consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
+            "key": _keys(runs, f"{stage}/augment")}
+  return {"graphdef": graphdef, "params": params, "init_metas": init_metas, "settings": settings,
+          "param_sh": param_sh, "abstract": abstract, "state_sh": state_sh, "in_sh": in_sh,
+          "chunk": steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh),
+          "consts": jax.tree_util.tree_map(_put, consts, in_sh["consts"]),
+          "teacher_params": jax.tree_util.tree_map(_put, teacher["params"], teacher_sh) if teacher else None,
+          "param_count": models.count_params(one_run)}
+
+
+def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
+  """(state, per-run losses so far, wall seconds so far): from the group's last checkpoint, or fresh."""
+  k = int(config.engine.steps_per_dispatch)
+  if ckpts.latest_step() is None:
+    init = steps_lib.make_init(program["settings"], program["state_sh"])
+    return init(jax.tree_util.tree_map(_put, program.pop("params"), program["param_sh"])), [[] for _ in names], 0.0
+  program.pop("params")
+  state, saved = ckpts.restore(program["abstract"], program["state_sh"])
+  if saved.get("runs") != names:
+    raise JaxscaleError(f"{ckpts.directory} holds a checkpoint of other runs; use a fresh --workdir")
+  if saved.get("steps_per_dispatch") != k:
+    raise JaxscaleError(f"{ckpts.directory} was checkpointed with config.engine.steps_per_dispatch="
+                        f"{saved.get('steps_per_dispatch')}; resume with that value")
+  logger.info("resuming %s from step %d", desc, saved["step"])
+  return state, saved["losses"], float(saved["wall_s"])
+
+
+def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wall_before, t_start,
+                show_progress, progress_delay_s, desc):
   """Dispatches K steps at a time until every run has trained; returns (state, per-run losses)."""
+  chunk, in_sh = program["chunk"], program["in_sh"]
+  consts, teacher_params = program["consts"], program["teacher_params"]
   k = int(config.engine.steps_per_dispatch)
   total, batch = inputs["total_steps"], int(config[stage].optim.batch_size)
   start = len(losses[0])
@@ -453,7 +467,6 @@ def _train_loop(config, stage, chunk, in_sh, state, consts, teacher_params, inpu
           collect(pending)
         ckpts.save(step0, state, {"runs": names, "losses": losses, "step": step0, "steps_per_dispatch": k,
                                   "wall_s": wall_before + time.time() - t_start})
-        ckpts.close()
         raise Preempted(f"{stage} stopped by SIGTERM at step {step0}; checkpoint saved in "
                         f"{ckpts.directory}; run again to resume")
       d = step0 // k
