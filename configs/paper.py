@@ -148,6 +148,11 @@ def get_config(arg=None):
   c.data.update(image_size=224, num_workers=8, prefetch=2)
   c.mesh.update(data=-1, fsdp=1)
   c.checkpoint.update(every_steps=2000, keep=2)
+  # The engine vmaps a group's runs on one device, so memory grows with the group: by the CPU
+  # backend's count (`jaxscale plan`) a vit_paper_xl run needs ~45 GB per device at batch 256 and
+  # ~23 GB at 128. Groups of 2 keep each Dp's plain and distilled runs paired in one program;
+  # run `jaxscale plan --config ...` on the accelerator first, it refuses a group that does not fit.
+  c.engine.update(group_size=2)
   c.pretrain.update(dataset="imagenet100", train_split="train", eval_split="validation",
                     size=1000, flip=True, crop_padding=16)
   _downstream(c, task or "cifar100")

@@ -10,7 +10,9 @@ compiled executable says
 * FLOPs per step: ``cost_analysis()["flops"]`` of the per-device program times the devices, per run
   (the program holds one run per device of the mesh's ``runs`` axis);
 
-and :func:`largest_batch` searches the largest per-device batch that fits a device memory by
+Each (model, stage, teacher) program is compiled at the size of its largest group of runs (the
+engine vmaps a group's runs on one device), so a group too large for a device is caught too;
+:func:`largest_batch` searches the largest per-device batch that fits a device memory by
 compiling (memory is affine in the batch: two compiles give the line, a third checks the
 prediction, and the search steps down until a compile fits). :func:`capacity_table` adds each
 row's grid total (steps x FLOPs per step over the row's cells) and :func:`check_fits` refuses a
@@ -143,7 +145,7 @@ def largest_batch(cost_at, limit_bytes: int, start: int, max_batch: int = 1 << 1
   Memory is affine in the batch, ``m(b) = m0 + k * b``: `cost_at` at `start` and `2 * start` gives
   the line, the prediction is compiled, and while it does not fit the search steps down by a
   tenth (XLA may pick other layouts at other batches, so the line is a guide, not a proof). The
-  answer is a batch that compiled and fit. `cost_at(b)` compiles at per-device batch b.
+  answer is a batch that compiled and fit. `cost_at(b)` compiles at per-device batch b (per run).
   """
   m1, m2 = cost_at(start).memory_bytes, cost_at(2 * start).memory_bytes
   slope = max((m2 - m1) / start, 1.0)
@@ -157,32 +159,20 @@ def largest_batch(cost_at, limit_bytes: int, start: int, max_batch: int = 1 << 1
 
 # ----------------------------------------------------------------------------- the table
 
-def _variants(config: ConfigDict) -> list[tuple[str, str, str]]:
-  """(model, stage, teacher model or "") of every distinct train step the grid runs."""
-  s, d = config.study, config.distill
-  teacher = grid.teacher_of(s).model if "distilled" in s.arms else ""
-  out = []
-  for model in s.models:
-    for stage in ("pretrain", "finetune"):
-      kd = bool(teacher) and d.stage in (stage, "both")
-      if "plain" in s.arms or not kd:
-        out.append((model, stage, ""))
-      if kd:
-        out.append((model, stage, teacher))
-  if teacher and (teacher, "pretrain", "") not in out:
-    out.insert(0, (teacher, "pretrain", ""))
-  return out
+def _rows_of_groups(config: ConfigDict) -> dict[tuple[str, str, str], dict[str, Any]]:
+  """(model, stage, teacher or "") -> ``{"cells": [...], "runs": largest group}`` over the study's groups.
 
-
-def _cells_of(config: ConfigDict, model: str, stage: str, teacher: str) -> list[grid.Cell]:
-  kd_stage = config.distill.stage in (stage, "both")
-  out = []
-  for cell in grid.expand(config):
-    if cell.model != model or cell.stage != stage:
-      continue
-    distilled_here = cell.arm == "distilled" and kd_stage and cell.kind != grid.TEACHER
-    if distilled_here == bool(teacher):
-      out.append(cell)
+  A group is one program: it carries the teacher's forward when any of its runs distils (its plain
+  runs then pay for it too), and its runs are vmapped side by side, so its memory grows with its
+  size (``config.engine.group_size`` caps it).
+  """
+  teacher = grid.teacher_of(config.study).model
+  out: dict[tuple[str, str, str], dict[str, Any]] = {}
+  for g in grid.groups(config):
+    t = teacher if any(grid.kd_alpha(config, c) > 0 for c in g.cells) else ""
+    row = out.setdefault((g.model, g.stage, t), {"cells": [], "runs": 0})
+    row["cells"].extend(g.cells)
+    row["runs"] = max(row["runs"], len(g.cells))
   return out
 
 
@@ -198,7 +188,10 @@ def device_memory(default: int | None = None) -> int | None:
 
 def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
                    search: bool = True) -> list[dict[str, Any]]:
-  """One row per distinct compiled train step of the grid.
+  """One row per distinct train program of the study's groups: (model, stage, teacher).
+
+  Each row is compiled at the size of its largest group (runs vmapped side by side, padded to the
+  mesh's ``runs`` axis), so its memory is what the engine will allocate per device.
 
   Args:
     config: a validated study config.
@@ -206,10 +199,13 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
       one (GPU/TPU), else no limit (CPU): then ``max_batch`` is None and nothing is refused.
     search: search the largest per-device batch (3+ extra compiles per row).
 
-  Row fields: ``model``, ``stage``, ``teacher`` ("" = plain), ``batch`` (global),
-  ``device_batch``, ``replicas`` (data-parallel size), ``devices``, ``memory_bytes`` (per device), ``flops_per_step``,
-  ``max_batch`` (largest per-device batch that fits, or None), ``fits`` (bool or None),
-  ``cells``, ``steps`` (summed over the row's cells), ``grid_flops`` (= steps x flops_per_step),
+  Row fields: ``model``, ``stage``, ``teacher`` ("" = plain), ``batch`` (global, per run),
+  ``device_batch``, ``replicas`` (data-parallel size), ``devices``, ``group_runs`` and
+  ``runs_per_device`` (of the largest group), ``memory_bytes`` (per device), ``flops_per_step``,
+  ``max_batch`` (largest per-run per-device batch that fits at that group size, or None),
+  ``fits`` (bool or None),
+  ``cells``, ``steps`` (summed over the row's cells), ``grid_flops`` (= steps x flops_per_step,
+  ``flops_per_step`` being one run's),
   ``backend`` (``jax.default_backend()``), ``memory`` (raw memory_analysis fields).
   """
   import jax
@@ -221,24 +217,26 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
   devices = mesh.devices.size
   limit = device_memory(None) if device_memory_bytes is None else int(device_memory_bytes)
   rows = []
-  for model, stage, teacher in _variants(config):
+  for (model, stage, teacher), spec in _rows_of_groups(config).items():
     batch = int(config[stage].optim.batch_size)
     sharding_lib.check_batch_size(batch, mesh, f"config.{stage}.optim.batch_size")
+    runs = -(-spec["runs"] // mesh.shape["runs"]) * mesh.shape["runs"]   # the engine pads to the axis
 
-    def cost_at(device_batch, model=model, stage=stage, teacher=teacher, cache={}):
+    def cost_at(device_batch, model=model, stage=stage, teacher=teacher, runs=runs, cache={}):
       if device_batch not in cache:
-        compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher)
-        cache[device_batch] = step_cost(compiled, devices, int(mesh.shape["runs"]))
+        compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher, runs=runs)
+        cache[device_batch] = step_cost(compiled, devices, runs)
       return cache[device_batch]
 
     cost = cost_at(batch // replicas)
-    cells = _cells_of(config, model, stage, teacher)
+    cells = spec["cells"]
     steps = sum(num_train_steps(config[stage].optim, c.df if c.kind == grid.FINETUNE else c.dp)
                 for c in cells)
     fits = None if limit is None else cost.memory_bytes <= limit
     max_batch = largest_batch(cost_at, limit, max(batch // replicas, 1)) if (search and limit) else None
     rows.append({"model": model, "stage": stage, "teacher": teacher, "batch": batch,
                  "device_batch": batch // replicas, "replicas": replicas, "devices": devices,
+                 "group_runs": runs, "runs_per_device": runs // mesh.shape["runs"],
                  "memory_bytes": cost.memory_bytes, "flops_per_step": cost.flops,
                  "max_batch": max_batch, "fits": fits, "limit_bytes": limit, "cells": len(cells),
                  "steps": steps, "grid_flops": steps * cost.flops, "backend": jax.default_backend(),
@@ -258,21 +256,26 @@ def check_fits(rows: list[dict[str, Any]]) -> None:
         hint = "not even 1 example per device fits: shard the model (config.mesh.fsdp) or pick a smaller one"
       else:
         hint = f"lower {field} to {r['max_batch'] * r['replicas']} or less"
+      runs = r.get("runs_per_device", 1)
+      group = f" x {runs} runs of a group" if runs > 1 else ""
+      if runs > 1:
+        hint += ", or lower config.engine.group_size"
       raise JaxscaleError(
-          f"{r['model']} ({r['stage']}{kd}) at batch {r['batch']} ({r['device_batch']} per device) needs "
-          f"{format_bytes(r['memory_bytes'])} per device, more than the {format_bytes(r['limit_bytes'])} "
-          f"of device memory; {hint}")
+          f"{r['model']} ({r['stage']}{kd}) at batch {r['batch']} ({r['device_batch']} per device){group} "
+          f"needs {format_bytes(r['memory_bytes'])} per device, more than the "
+          f"{format_bytes(r['limit_bytes'])} of device memory; {hint}")
 
 
 def print_table(rows: list[dict[str, Any]], flops_per_s: float, rate_source: str = "stated") -> None:
   """Prints the plan table, the grid total and the estimated wall time at `flops_per_s`."""
-  print(f"{'model':<18} {'stage':<9} {'teacher':<16} {'batch':>6} {'/dev':>5} {'mem/dev':>10} "
-        f"{'GFLOP/step':>11} {'max b/dev':>9} {'cells':>6} {'steps':>9} {'PFLOPs':>9}")
+  print(f"{'model':<18} {'stage':<9} {'teacher':<16} {'batch':>6} {'/dev':>5} {'runs/dev':>8} {'mem/dev':>10} "
+        f"{'GFLOP/step':>11} {'max b/dev':>9} {'cells':>6} {'steps':>9} {'FLOPs':>9}")
   for r in rows:
     max_b = "-" if r["max_batch"] is None else str(r["max_batch"])
     print(f"{r['model']:<18} {r['stage']:<9} {r['teacher'] or '-':<16} {r['batch']:>6} "
-          f"{r['device_batch']:>5} {format_bytes(r['memory_bytes']):>10} {r['flops_per_step'] / 1e9:>11.1f} "
-          f"{max_b:>9} {r['cells']:>6} {r['steps']:>9,} {r['grid_flops'] / 1e15:>9.2f}")
+          f"{r['device_batch']:>5} {r['runs_per_device']:>8} {format_bytes(r['memory_bytes']):>10} "
+          f"{r['flops_per_step'] / 1e9:>11.1f} "
+          f"{max_b:>9} {r['cells']:>6} {r['steps']:>9,} {r['grid_flops']:>9.3g}")
   if not rows:
     return
   total = sum(r["grid_flops"] for r in rows)

@@ -57,12 +57,14 @@ def test_plan_numbers_equal_a_direct_compile():
   analytic = 3 * models.flops_per_image("vit_tiny_xs", 52, 16) * 64   # fwd + bwd, batch 64
   assert 0.8 < plain["flops_per_step"] / analytic < 1.3
   assert distilled["flops_per_step"] > plain["flops_per_step"]          # + the teacher's forward
-  # Grid totals: the teacher and the plain students use the plain row, distilled students theirs.
+  # Rows follow the engine's groups: the teacher alone; each Dp's plain and distilled runs in one
+  # program that carries the teacher (R = 2); each Df's 2 Dp x 2 arms fine-tunes together (R = 4).
   steps = [num_train_steps(config.pretrain.optim, dp) for dp in config.study.dp]
-  teacher_steps = num_train_steps(config.pretrain.optim, config.study.teacher_dp)
-  assert plain["cells"] == 3 and plain["steps"] == sum(steps) + teacher_steps
-  assert distilled["cells"] == 2 and distilled["grid_flops"] == sum(steps) * distilled["flops_per_step"]
-  assert finetune["cells"] == 8 and finetune["batch"] == 32
+  assert plain["cells"] == 1 and plain["group_runs"] == 1
+  assert plain["steps"] == num_train_steps(config.pretrain.optim, config.study.teacher_dp)
+  assert distilled["cells"] == 4 and distilled["group_runs"] == 2
+  assert distilled["grid_flops"] == 2 * sum(steps) * distilled["flops_per_step"]
+  assert finetune["cells"] == 8 and finetune["group_runs"] == 4 and finetune["batch"] == 32
 
 
 def test_largest_batch_search_on_an_affine_memory():
