@@ -43,10 +43,11 @@ Choices the paper does not state, and why (every one is a config field; override
   for ``imagenet1k`` (a TPU VM or several GPUs).
 * Fine-tune budget: 2,000 steps of 128 (256K examples) for every Df: 5 epochs of cifar100's whole
   train split, about 250 of flowers'.
-* Recipe: ViT pretraining is DeiT's without its heavy augmentation (AdamW, peak lr 1e-3 scaled by
-  batch/256 would be 4e-3 at 1,024, so lr 1e-3 at 256 and 2e-3 at 512/1,024, weight decay 0.05,
-  label smoothing 0.1, 5% warmup then cosine, gradient clipping 1.0). ResNets use SGD with momentum
-  0.9, lr 0.1 x batch/256, L2 5e-5 (BiT's from-scratch setting). Fine-tuning follows big_vision's
+* Recipe: ViT pretraining is DeiT's without its heavy augmentation: AdamW, weight decay 0.05, label
+  smoothing 0.1, 5% warmup then cosine, gradient clipping 1.0, peak lr 1e-3 at batch 256 and 2e-3 at
+  512 and 1,024 (square-root scaling; linear scaling's 4e-3 at 1,024 is unstable for small ViTs
+  with a short warmup). ResNets use SGD with momentum 0.9, lr 0.1 x batch/256 (Goyal et al.) and
+  L2 5e-5. Fine-tuning follows big_vision's
   transfer recipe: SGD with momentum 0.9, lr 0.01, no weight decay, clipping 1.0, 5% warmup.
 * Augmentation: horizontal flips and a padded random crop (16 px at 224 px) are what the current
   pipeline offers; ImageNet recipes use a random-resized crop, which belongs to the on-device
@@ -54,12 +55,15 @@ Choices the paper does not state, and why (every one is a config field; override
 * Teacher and KD: the smallest rung (``vit_paper_xs`` / ``resnet_paper_xs``) pretrained on the
   largest Dp, distilling the students during pretraining (``stage="pretrain"``) with alpha 0.5 and
   T 2. This is the paper's framing "from a small to a large model": a small teacher that saw all the
-  data guides larger students that see Dp; its quality then lies inside the students' range (better
-  than the students at small Dp, worse than the plain large students at the largest Dp), which a
-  crossing Dp* needs. alpha and T are the standard Hinton values; the paper gives none.
+  data guides larger students that see Dp. Its error should lie inside the students' range (below
+  the students' at small Dp, above the plain large students' at the largest Dp), which a crossing
+  Dp* needs; the teacher's own pretrain record shows whether it does. alpha and T are the standard
+  Hinton values; the paper gives none.
 * Seeds: one seed (0) per cell, both arms paired on it; add seeds with
   ``--config.study.seeds='(0,1,2)'`` (cost grows linearly).
 * Precision: bfloat16 compute (parameters float32): these configs are for accelerators.
+* ``engine.group_size`` 2: each Dp's plain and distilled runs train as one program (see the
+  comment in ``get_config``); ``jaxscale plan`` says whether a group fits a device.
 * ``data.num_workers`` 8 grain worker processes decode JPEGs. ``benchmarks/bench_data.py`` measures
   about 240 images per CPU-second for decode + resize to 224 px of ImageNet-sized JPEGs, while the
   recorded H100 rates are about 4,100 (``vit_paper_xl``) to 15,600 (``vit_paper_xs``) images/s: a
