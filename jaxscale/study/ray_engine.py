@@ -67,10 +67,8 @@ def connect(address: str = ""):
   # Ray starts its services with subprocess (fork + exec), which JAX warns about needlessly.
   warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
   try:
-    if address:
-      ray.init(address=address, include_dashboard=False, log_to_driver=True)
-    else:
-      ray.init(include_dashboard=False, log_to_driver=True)
+    # "local" starts a new cluster here even where `ray start` left an address file behind.
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=True)
   except (ConnectionError, RuntimeError, ValueError) as e:
     where = f"at {address}" if address else "on this machine"
     raise JaxscaleError(f"cannot connect to a Ray cluster {where} ({_first_line(e)}); start one with "
@@ -114,7 +112,9 @@ def _probe(path: str) -> str:
 
 def _train(config: ConfigDict, group: grid.Group, workdir: str, board) -> dict[str, Any]:
   """Runs on a worker: trains one group; returns its results, or the one line of a user error."""
+  from jaxscale.progress import setup_logging
   from jaxscale.train import sharding
+  setup_logging()  # the worker's log lines (e.g. "resuming ... from step N") reach the driver through Ray
   sharding.enable_compilation_cache()
   if board is not None:
     board.started.remote(group.id)
