@@ -72,9 +72,8 @@ def scipy_multistart(form, starts, x, y):
 
     @jax.jit
     def vg(u):
-      r = form.log_predict(u, xj) - ly
-      return jax.value_and_grad(lambda v: jnp.sum(numeric.rho("huber", form.log_predict(v, xj) - ly,
-                                                                DELTA)))(u)
+      objective = lambda v: jnp.sum(numeric.rho("huber", form.log_predict(v, xj) - ly, DELTA))
+      return jax.value_and_grad(objective)(u)
 
     def fun(u):
       f, g = vg(jnp.asarray(u))

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from jaxscale import cli
 from jaxscale import laws
