@@ -143,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
   fix, bounds = parse_fix(args.fix), parse_bounds(args.bounds)
   holdout = None
   if args.holdout:
-    (hcol, hval), = parse_pairs(args.holdout, "--holdout").items()
+    hcol, op, hval = table_lib.parse_where(args.holdout)
+    if op not in ("=", "=="):
+      raise JaxscaleError(f"--holdout expects COLUMN=VALUE, got '{args.holdout}'")
     holdout = (hcol, hval)
   boundary_range = None
   if args.boundary_range:

@@ -45,6 +45,13 @@ def test_where_value_with_a_comma_and_a_comparison(tmp_path):
   assert min(g["rows"]["line"]) == 3 and max(g["rows"]["line"]) == 13
 
 
+def test_holdout_value_may_hold_a_comma(tmp_path):
+  rc, out = _fit(tmp_path, _csv(tmp_path / "d.csv"), "--holdout", "Model=6 Enc, 6 Dec")
+  assert rc == 0
+  g = json.loads(out.read_text())["groups"]["all"]
+  assert g["n"] == 12 and g["holdout"]["n"] == 12 and g["holdout"]["rows"]["line"][0] == 2
+
+
 def test_two_conditions_in_one_flag_are_refused_with_a_hint(tmp_path, capsys):
   rc, out = _fit(tmp_path, _csv(tmp_path / "d.csv"), "--where", "Model=Dec-only,Training=1")
   line = _one_error(capsys)
