@@ -120,15 +120,16 @@ def _train(config: ConfigDict, group: grid.Group, workdir: str, board) -> dict[s
     board.started.remote(group.id)
   p = runner.paths(workdir)
   cfg = grid.group_config(config, group, p["cells"])
-  t0 = time.time()
+  group_dir = os.path.join(p["groups"], group.id)
+  trained, t0 = loop.finished(group_dir) is None, time.time()
   try:
     results = loop.train_group(cfg, group.stage, [runner.run_of(config, c, p["cells"]) for c in group.cells],
-                               os.path.join(p["groups"], group.id), show_progress=False)
+                               group_dir, show_progress=False)
   except loop.Preempted:
     raise  # SIGTERM on the worker: Ray retries the task, which resumes from the saved checkpoint
   except JaxscaleError as e:
     return {"error": str(e)}
-  return {"results": results, "t0": t0, "t1": time.time(), "pid": os.getpid()}
+  return {"results": results, "trained": trained, "t0": t0, "t1": time.time(), "pid": os.getpid()}
 
 
 class _Board:
@@ -195,7 +196,6 @@ class _Status:
     self.total, self.enabled = len(todo), enabled
     self.t0, self.last = time.monotonic(), -float("inf")
     self.done_flops, self.images = 0.0, 0
-    self.tty = sys.stderr.isatty()
 
   def finished(self, group: grid.Group, images: int) -> None:
     self.done_flops += self.flops[group.id]
@@ -250,6 +250,8 @@ def _schedule(ray, config: ConfigDict, workdir: str, show_progress: bool) -> Non
   opts = _resources(config)
   waiting, inflight = list(todo), {}
   while waiting or inflight:
+    if not inflight and not any(needs[g.id] <= finished for g in waiting):
+      raise RuntimeError(f"groups wait on groups that never run: {[g.id for g in waiting]}")
     for g in [g for g in waiting if needs[g.id] <= finished]:
       waiting.remove(g)
       inflight[task.options(**opts, name=f"group {g.id}").remote(config, g, workdir, board)] = g
@@ -263,7 +265,7 @@ def _schedule(ray, config: ConfigDict, workdir: str, show_progress: bool) -> Non
           done[cell.id] = runner.record_of(cfg, cell, result)
           records.append(p["records"], done[cell.id])
       finished.add(group.id)
-      status.finished(group, _group_images(cfg, group, out["results"]))
+      status.finished(group, _group_images(cfg, group, out["results"]) if out["trained"] else 0)
     started = ray.get(board.snapshot.remote())
     running = sum(g.id in started for g in inflight.values())
     status.show(len(finished) - (len(groups) - len(todo)), running, len(waiting) + len(inflight) - running,
