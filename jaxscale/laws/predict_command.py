@@ -40,8 +40,24 @@ def read_fits(path: str) -> dict:
       fits = json.load(f)
   except json.JSONDecodeError as e:
     raise JaxscaleError(f"{path} is not valid JSON ({e.msg} on line {e.lineno})") from None
-  if fits.get("schema_version") != 2 or "groups" not in fits:
-    raise JaxscaleError(f"{path} is not a fits.json of schema version 2; refit with this jaxscale")
+  version = fits.get("schema_version", fits.get("version"))
+  if version not in (1, 2) or "groups" not in fits:
+    raise JaxscaleError(f"{path} is not a fits.json (schema version 1 or 2); write one with "
+                        f"`jaxscale fit`")
+  return upgrade(fits) if version == 1 else fits
+
+
+def upgrade(fits: dict) -> dict:
+  """Schema 1 -> 2 for prediction: m4's free `gap` becomes E0 = E_inf + gap (gap derived)."""
+  fits = json.loads(json.dumps(fits))
+  for g in fits["groups"].values():
+    params = g["params"]
+    if fits["law"] == "m4" and "gap" in params:
+      params.pop("E0", None)
+      gap = params.pop("gap")
+      params["E0"] = {"value": params["E_inf"]["value"] + gap["value"], "kind": "free"}
+      params["gap"] = dict(gap, kind="derived")
+  fits["schema_version"] = 2
   return fits
 
 

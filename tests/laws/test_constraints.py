@@ -105,3 +105,17 @@ def test_large_table_recovers_its_law():
   assert res.converged and res.n == n
   for k, v in truth.items():
     assert res.params[k] == pytest.approx(v, rel=0.05), (k, res.params)
+
+
+def test_predict_reads_a_schema_1_file(tmp_path):
+  v1 = {"version": 1, "law": "m4", "inputs": {"x": "size"}, "split_by": None,
+        "bootstrap": {"n": 0, "level": 0.95},
+        "groups": {"all": {"params": {"E_inf": {"value": 0.05}, "gap": {"value": 0.85},
+                                      "alpha": {"value": 1.0}, "beta": {"value": 40.0},
+                                      "c": {"value": 0.6}, "E0": {"value": 0.9}}}}}
+  fits, new, preds = tmp_path / "v1.json", tmp_path / "new.csv", tmp_path / "p.csv"
+  fits.write_text(json.dumps(v1))
+  new.write_text("size\n1000\n")
+  assert cli.main(["predict", str(fits), str(new), "--out", str(preds)]) == 0
+  want = laws.predict("m4", dict(E_inf=0.05, E0=0.9, alpha=1.0, beta=40.0, c=0.6), {"x": 1000.0})
+  assert float(preds.read_text().splitlines()[1].split(",")[3]) == pytest.approx(float(want), rel=1e-12)
