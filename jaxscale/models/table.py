@@ -44,7 +44,9 @@ def rows() -> list[dict]:
 
 
 def _flops(f: float) -> str:
-  return f"{f / 1e9:.3f} G" if f >= 1e9 else f"{f / 1e6:.2f} M"
+  if f >= 1e9:
+    return f"{f / 1e9:.3f} G"
+  return f"{f / 1e6:.2f} M" if f >= 1e6 else f"{f / 1e6:.3f} M"
 
 
 def markdown() -> str:
