@@ -112,11 +112,13 @@ def _sigterm_flag() -> Iterator[threading.Event]:
 
 # ----------------------------------------------------------------------------- inputs
 
-@functools.lru_cache(maxsize=4)
-def _split_images(name: str, split: str, data_dir: str, image_size: int, channels: int):
-  """A whole (small) split as host arrays, read once per process."""
+@functools.lru_cache(maxsize=2)
+def _device_split(name: str, split: str, data_dir: str, image_size: int, channels: int, mesh):
+  """A whole (small) split as uint8 images and labels on the device, read and placed once per process."""
   source = sources.open_source(name, split, data_dir)
-  return pipeline.read_images(source, np.arange(len(source)), image_size, channels)
+  images, labels = pipeline.read_images(source, np.arange(len(source)), image_size, channels)
+  repl = sharding_lib.replicated(mesh)
+  return _put(images, repl), _put(labels, repl)
 
 
 def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) -> dict[str, Any]:
@@ -165,14 +167,14 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) ->
   out["on_device"] = e.data_on_device == "always" or (e.data_on_device == "auto" and need_mb <= budget)
   if out["on_device"]:
     split_mb = len(source) * size_px * size_px * out["channels"] / 1e6
-    if split_mb <= budget:
-      all_images, all_labels = _split_images(name, s.train_split, data_dir, size_px, out["channels"])
-      images, labels_u = all_images[used], all_labels[used]
+    if split_mb <= budget:  # the whole split, placed once per process: every group's program has one shape
+      images, labels_u = _device_split(name, s.train_split, data_dir, size_px, out["channels"], mesh)
+      index = order
     else:
-      images, labels_u = pipeline.read_images(source, used, size_px, out["channels"])
-    repl = sharding_lib.replicated(mesh)
-    out["device"] = {"images": _put(images, repl), "labels": _put(labels_u, repl),
-                     "index": np.searchsorted(used, order).astype(np.int32)}
+      repl = sharding_lib.replicated(mesh)
+      host_images, host_labels = pipeline.read_images(source, used, size_px, out["channels"])
+      images, labels_u, index = _put(host_images, repl), _put(host_labels, repl), np.searchsorted(used, order)
+    out["device"] = {"images": images, "labels": labels_u, "index": index.astype(np.int32)}
   else:
     out["reader"] = pipeline.DispatchReader(source, order, steps_per_dispatch=k, image_size=size_px,
                                             channels=out["channels"], prefetch=int(config.data.prefetch),
