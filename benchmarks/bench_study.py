@@ -75,7 +75,7 @@ def run_torch(config) -> dict:
     src = sources.open_source(s.dataset, s[which], data_dir)
     from jaxscale.data import pipeline
     images, labels = pipeline.read_images(src, np.arange(len(src)), size_px, 3)
-    x = torch.from_numpy(images.astype(np.float32) * (2 / 255) - 1).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(images.astype(np.float32) * (2 / 255) - 1)  # NHWC, as bench_models.py takes it
     return x, torch.from_numpy(labels.astype(np.int64)), sources.num_classes(s.dataset, data_dir)
 
   data = {st: (split(st, "train_split"), split(st, "eval_split")) for st in ("pretrain", "finetune")}
