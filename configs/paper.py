@@ -62,8 +62,9 @@ Choices the paper does not state, and why (every one is a config field; override
 * Seeds: one seed (0) per cell, both arms paired on it; add seeds with
   ``--config.study.seeds='(0,1,2)'`` (cost grows linearly).
 * Precision: bfloat16 compute (parameters float32): these configs are for accelerators.
-* ``engine.group_size`` 2: each Dp's plain and distilled runs train as one program (see the
-  comment in ``get_config``); ``jaxscale plan`` says whether a group fits a device.
+* ``engine.group_size`` 1: by the CPU backend's memory count a pair of ``vit_paper_xl`` runs does
+  not fit 80 GB (see the comment in ``get_config``); ``jaxscale plan`` on the accelerator says
+  whether larger groups fit.
 * ``data.num_workers`` 8 grain worker processes decode JPEGs. ``benchmarks/bench_data.py`` measures
   about 240 images per CPU-second for decode + resize to 224 px of ImageNet-sized JPEGs, while the
   recorded H100 rates are about 4,100 (``vit_paper_xl``) to 15,600 (``vit_paper_xs``) images/s: a
@@ -152,11 +153,12 @@ def get_config(arg=None):
   c.data.update(image_size=224, num_workers=8, prefetch=2)
   c.mesh.update(data=-1, fsdp=1)
   c.checkpoint.update(every_steps=2000, keep=2)
-  # The engine vmaps a group's runs on one device, so memory grows with the group: by the CPU
-  # backend's count (`jaxscale plan`) a vit_paper_xl run needs ~45 GB per device at batch 256 and
-  # ~23 GB at 128. Groups of 2 keep each Dp's plain and distilled runs paired in one program;
-  # run `jaxscale plan --config ...` on the accelerator first, it refuses a group that does not fit.
-  c.engine.update(group_size=2)
+  # The engine vmaps a group's runs on one device, so memory grows with the group. By the CPU
+  # backend's count (`jaxscale plan --device-memory 80GB`) a vit_paper_xl run needs 45 GB per device
+  # at batch 256, so a group of 2 (a Dp's plain and distilled runs) needs 90 GB and is refused.
+  # Groups of 1 fit; raise config.engine.group_size where `jaxscale plan`, run on the accelerator
+  # itself, says the groups fit (the small rungs gain the most from grouping).
+  c.engine.update(group_size=1)
   c.pretrain.update(dataset="imagenet100", train_split="train", eval_split="validation",
                     size=1000, flip=True, crop_padding=16)
   _downstream(c, task or "cifar100")
