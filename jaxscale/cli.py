@@ -29,7 +29,7 @@ COMMANDS = {
     "predict": "jaxscale.laws.predict_command",
     "report": "jaxscale.report.command",
     "data": "jaxscale.data.command",
-    "plan": "jaxscale.study.plan_command",
+    "plan": "jaxscale.plan.command",
 }
 
 EXIT_USER_ERROR = 2

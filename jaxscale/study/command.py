@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   cli.add_config_argument(parser)
   parser.add_argument("--workdir", required=True, help="study directory (records, checkpoints, fits, report)")
   parser.add_argument("--dry-run", action="store_true",
-                      help="print the plan with estimated FLOPs and time; write nothing")
+                      help="print the plan (cells, FLOPs, time) and the capacity table of `jaxscale plan`; "
+                           "write nothing")
   parser.add_argument("--force-new", action="store_true",
                       help="the workdir holds a study with another config: archive it and start anew")
   parser.add_argument("--no-progress", action="store_true", help="no per-cell progress lines")
@@ -29,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   from jaxscale import cli
   from jaxscale.report import command as report_command
-  from jaxscale.study import runner
+  from jaxscale.study import plan, runner
   config = cli.load_config(args)
   if args.address and args.engine != "ray":
     raise JaxscaleError("--address names a Ray cluster; pass it with --engine ray")
@@ -37,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
   if args.dry_run:
     runner.check_sizes(config, dry_run=True)
     runner.print_plan(runner.plan(config, workdir))
+    print()
+    rows = plan.capacity_table(config, device_memory_bytes=plan.device_memory(), search=False)
+    plan.print_table(rows, runner.DEFAULT_FLOPS_PER_S, "assumed default")
+    plan.check_fits(rows)
     return 0
   import jax
 
@@ -50,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
   if main:
     runner.prepare_workdir(config, workdir, force_new=args.force_new)
   runner.check_sizes(config, dry_run=False)
+  if args.engine == "local" and plan.device_memory() is not None:  # an accelerator: refuse what cannot fit
+    plan.check_fits(plan.capacity_table(config, device_memory_bytes=plan.device_memory(), search=False))
   if main:
     runner.print_plan(runner.plan(config, workdir))
   if args.engine == "ray":

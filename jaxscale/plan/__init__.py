@@ -1,0 +1,1 @@
+"""`jaxscale plan`: the capacity-plan command (its logic is `jaxscale.study.plan`)."""
