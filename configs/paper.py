@@ -49,9 +49,9 @@ Choices the paper does not state, and why (every one is a config field; override
   with a short warmup). ResNets use SGD with momentum 0.9, lr 0.1 x batch/256 (Goyal et al.) and
   L2 5e-5. Fine-tuning follows big_vision's
   transfer recipe: SGD with momentum 0.9, lr 0.01, no weight decay, clipping 1.0, 5% warmup.
-* Augmentation: horizontal flips and a padded random crop (16 px at 224 px) are what the current
-  pipeline offers; ImageNet recipes use a random-resized crop, which belongs to the on-device
-  augmentation of the training engine and is not in this config yet.
+* Augmentation: the ImageNet recipe's random-resized crop (8-100% of the area, aspect 3/4-4/3,
+  bilinear back to 224 px, on the device) and horizontal flips for pretraining; fine-tuning keeps
+  big_vision's lighter padded random crop (16 px at 224 px) and flips.
 * Teacher and KD: the smallest rung (``vit_paper_xs`` / ``resnet_paper_xs``) pretrained on the
   largest Dp, distilling the students during pretraining (``stage="pretrain"``) with alpha 0.5 and
   T 2. This is the paper's framing "from a small to a large model": a small teacher that saw all the
@@ -160,7 +160,7 @@ def get_config(arg=None):
   # itself, says the groups fit (the small rungs gain the most from grouping).
   c.engine.update(group_size=1)
   c.pretrain.update(dataset="imagenet100", train_split="train", eval_split="validation",
-                    size=1000, flip=True, crop_padding=16)
+                    size=1000, flip=True, crop_padding=0, random_resized_crop=True)
   _downstream(c, task or "cifar100")
   family = "resnet" if setting == "resnet" else "vit"
   c.study.models = tuple(f"{family}_paper_{rung}" for rung in ("xs", "s", "m", "l", "xl"))

@@ -84,6 +84,7 @@ def base_config() -> ConfigDict:
       size=1000,              # Dp: number of pretraining images (class-balanced, nested)
       flip=False,             # horizontal flips (off for glyphs: letters are not symmetric)
       crop_padding=2,         # random-crop padding in pixels
+      random_resized_crop=False,  # Inception-style crop of 8-100% of the area, aspect 3/4-4/3 (on device)
       optim=optim_config(),
   ))
   c.finetune = ConfigDict(dict(
@@ -93,6 +94,7 @@ def base_config() -> ConfigDict:
       size=500,               # Df: number of downstream images
       flip=False,
       crop_padding=1,
+      random_resized_crop=False,
       init_checkpoint="",     # pretrain checkpoint dir; "" = <workdir>/pretrain
       optim=optim_config(lr=5e-4, epochs=20.0, min_steps=100, warmup_frac=0.05),
   ))

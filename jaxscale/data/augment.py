@@ -56,16 +56,46 @@ def normalize(images: jax.Array) -> jax.Array:
   return x
 
 
-def example_uniforms(key: jax.Array, positions: jax.Array, n: int) -> jax.Array:
+def example_uniforms(key: jax.Array, positions: jax.Array, n: int, salt: int = 0) -> jax.Array:
   """float32 [B, n] in [0, 1): ``uniform(fold_in(key, position))`` per example.
 
   Args:
     key: raw uint32 key data [2] (one run's augmentation key).
     positions: int32 [B] global positions of the examples in the run's stream.
     n: uniforms per example.
+    salt: > 0 draws an independent stream (``fold_in`` of the key with `salt` first).
   """
   key = jax.random.wrap_key_data(key)
+  if salt:
+    key = jax.random.fold_in(key, salt)
   return jax.vmap(lambda p: jax.random.uniform(jax.random.fold_in(key, p), (n,)))(positions)
+
+
+# Inception-style random-resized crop: a box of 8%-100% of the area with aspect ratio 3/4..4/3.
+RRC_AREA = (0.08, 1.0)
+RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def random_resized_crop(x: jax.Array, u: jax.Array) -> jax.Array:
+  """Crops a random box of each image [B, S, S, C] (float) and resizes it back to S x S (bilinear).
+
+  Per image, from its uniforms ``u`` [B, 4]: area ``a = S^2 * lerp(RRC_AREA, u0)``, aspect ratio
+  ``r = exp(lerp(log RRC_RATIO, u1))``, box ``h = min(sqrt(a / r), S)``, ``w = min(sqrt(a r), S)`` at
+  ``top = u2 (S - h)``, ``left = u3 (S - w)``. A box of the whole image is the identity.
+  """
+  s = x.shape[1]
+  area = s * s * (RRC_AREA[0] + u[:, 0] * (RRC_AREA[1] - RRC_AREA[0]))
+  log_lo, log_hi = jnp.log(RRC_RATIO[0]), jnp.log(RRC_RATIO[1])
+  ratio = jnp.exp(log_lo + u[:, 1] * (log_hi - log_lo))
+  h = jnp.minimum(jnp.sqrt(area / ratio), s)
+  w = jnp.minimum(jnp.sqrt(area * ratio), s)
+  top, left = u[:, 2] * (s - h), u[:, 3] * (s - w)
+
+  def one(im, h, w, top, left):
+    scale = jnp.stack([s / h, s / w])
+    return jax.image.scale_and_translate(im, im.shape, (0, 1), scale, -jnp.stack([top, left]) * scale,
+                                         method="linear", antialias=False)
+  return jax.vmap(one)(x, h, w, top, left)
 
 
 def random_crop(images: jax.Array, padding: int, u_top: jax.Array, u_left: jax.Array) -> jax.Array:
@@ -89,10 +119,16 @@ def flip(images: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def train_augment(images: jax.Array, key: jax.Array, positions: jax.Array, *, crop_padding: int,
-                  flip_ok: bool) -> jax.Array:
-  """One run's training batch: uint8 [B, S, S, C] -> float32 [B, S, S, 3] (crop, flip, normalise)."""
+                  flip_ok: bool, resized_crop: bool = False) -> jax.Array:
+  """One run's training batch: uint8 [B, S, S, C] -> float32 [B, S, S, 3].
+
+  A padded random crop (``crop_padding`` > 0), an optional random-resized crop, an optional flip,
+  then normalisation to [-1, 1]."""
   u = example_uniforms(key, positions, 3)
   x = random_crop(images, crop_padding, u[:, 0], u[:, 1])
   if flip_ok:
     x = flip(x, u[:, 2] < 0.5)
-  return normalize(x)
+  x = normalize(x)
+  if resized_crop:
+    x = random_resized_crop(x, example_uniforms(key, positions, 4, salt=1))
+  return x

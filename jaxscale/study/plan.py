@@ -112,7 +112,8 @@ def compiled_step(config: ConfigDict, stage: str, model_name: str, batch_size: i
     t_params = jax.tree_util.tree_map(lambda x: sds(x.shape, x.dtype), t_state.to_pure_dict())
   spec = steps_lib.StepSpec(
       graphdef=graphdef, settings=settings, batch_size=int(batch_size), crop_padding=int(s.crop_padding),
-      flip=bool(s.flip) and sources.allows_flip(s.dataset), label_smoothing=float(optim.label_smoothing),
+      flip=bool(s.flip) and sources.allows_flip(s.dataset), resized_crop=bool(s.random_resized_crop),
+      label_smoothing=float(optim.label_smoothing),
       teacher_graphdef=t_graph, temperature=float(config.distill.temperature), on_device=False)
   chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, t_sh)
   consts = {"alpha": sds((runs,), np.float32), "key": sds((runs, 2), np.uint32)}

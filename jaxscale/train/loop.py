@@ -409,6 +409,7 @@ def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: d
       graphdef=graphdef, settings=settings, batch_size=int(o.batch_size),
       crop_padding=int(config[stage].crop_padding),
       flip=bool(config[stage].flip) and sources.allows_flip(config[stage].dataset),
+      resized_crop=bool(config[stage].random_resized_crop),
       label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher["graphdef"] if teacher else None,
       temperature=float(config.distill.temperature), on_device=inputs["on_device"])
   in_sh = steps_lib.chunk_input_shardings(spec, mesh)

@@ -158,7 +158,7 @@ class StepSpec:
     graphdef: the student's static structure (parameters are a nested dict).
     settings: optimizer settings (:func:`make_optimizer`).
     batch_size: examples per run per step.
-    crop_padding, flip: training augmentation.
+    crop_padding, flip, resized_crop: training augmentation.
     label_smoothing: of the cross-entropy term.
     teacher_graphdef: the teacher's structure, or None when no run of the group distils.
     temperature: KD temperature T.
@@ -169,6 +169,7 @@ class StepSpec:
   batch_size: int
   crop_padding: int = 0
   flip: bool = False
+  resized_crop: bool = False
   label_smoothing: float = 0.0
   teacher_graphdef: Any = None
   temperature: float = 1.0
@@ -180,7 +181,8 @@ def _run_step(spec: StepSpec, teacher_params: Any, carry: tuple, run_in: tuple):
   step, params, opt_state, diverged_at = carry
   images, labels, lr, valid, alpha, key = run_in
   positions = step * spec.batch_size + jnp.arange(spec.batch_size, dtype=jnp.int32)
-  x = augment.train_augment(images, key, positions, crop_padding=spec.crop_padding, flip_ok=spec.flip)
+  x = augment.train_augment(images, key, positions, crop_padding=spec.crop_padding, flip_ok=spec.flip,
+                            resized_crop=spec.resized_crop)
   tx = make_optimizer(spec.settings)
   if spec.teacher_graphdef is not None:
     teacher_logits = jax.lax.stop_gradient(nnx.merge(spec.teacher_graphdef, teacher_params)(x))

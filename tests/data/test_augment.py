@@ -47,3 +47,21 @@ def test_flip_normalize_and_train_augment():
   out = augment.train_augment(images, KEY, jnp.arange(2), crop_padding=1, flip_ok=True)
   again = augment.train_augment(images, KEY, jnp.arange(2), crop_padding=1, flip_ok=True)
   assert out.shape == (2, 4, 4, 3) and np.array_equal(out, again)
+
+
+def test_random_resized_crop_box_and_identity():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32))
+  whole = jnp.array([[1.0, 0.5, 0.0, 0.0]] * 3)   # the whole area, aspect 1: the identity
+  np.testing.assert_allclose(augment.random_resized_crop(x, whole), x, atol=1e-5)
+  # The top-left quarter (area 1/4, aspect 1) is stretched to the whole image: its corner pixel moves
+  # nowhere and its value range is the quarter's.
+  u0 = (0.25 - augment.RRC_AREA[0]) / (augment.RRC_AREA[1] - augment.RRC_AREA[0])
+  quarter = augment.random_resized_crop(x, jnp.array([[u0, 0.5, 0.0, 0.0]] * 3))
+  assert quarter.shape == x.shape
+  np.testing.assert_allclose(quarter[:, 0, 0], x[:, 0, 0], atol=1e-5)
+  assert not np.allclose(quarter, x, atol=1e-2)
+  out = augment.train_augment(jnp.zeros((2, 16, 16, 1), jnp.uint8) + 7, KEY, jnp.arange(2), crop_padding=0,
+                              flip_ok=False, resized_crop=True)
+  assert out.shape == (2, 16, 16, 3)
+  np.testing.assert_allclose(out, 7 * 2 / 255 - 1, atol=1e-5)  # a constant image stays constant
