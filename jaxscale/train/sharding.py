@@ -95,25 +95,13 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str) -> None:
         f"{what}={global_batch_size} is not divisible by the {jax.process_count()} processes")
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """One run's batch: leading (batch) axis split over the data axes, other axes whole."""
-  return NamedSharding(mesh, P(BATCH_AXES))
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def runs_sharding(mesh: Mesh, ndim: int = 1, lead: int = 0, batch_dim: bool = False) -> NamedSharding:
-  """An array with a runs axis after `lead` leading axes: ``[lead..., R, (B,) ...]`` over runs (and data)."""
-  spec = [None] * lead + ["runs"] + ([BATCH_AXES] if batch_dim else [])
-  return NamedSharding(mesh, P(*spec))
-
-
-def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Assembles this process's local batch slices into global arrays sharded on the batch axes."""
-  sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+def runs_sharding(mesh: Mesh) -> NamedSharding:
+  """An array whose leading axis is the runs axis ``[R, ...]``, split over the mesh's ``runs``."""
+  return NamedSharding(mesh, P("runs"))
 
 
 def param_shardings(params: Any, mesh: Mesh) -> Any:
