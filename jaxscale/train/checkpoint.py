@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -114,6 +115,9 @@ class GroupCheckpoints:
     self._manager.wait_until_finished()
     if step in self._manager.all_steps():
       return
+    # The train step donates the state it is given: the background writer gets its own copy, so the
+    # next dispatch cannot reuse the buffers it is still reading (zero-copy host views on the CPU).
+    state = jax.tree_util.tree_map(jnp.copy, state)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_item(state)),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 
