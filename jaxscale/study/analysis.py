@@ -27,10 +27,20 @@ What is computed
     - anything else is "cannot_tell" (the text says at which Dp the CI excludes 0, if any).
   The CIs of means and of ΔE are percentile intervals of the seed resamples widened for small
   samples (`small_sample_ci`: a plain percentile interval from 4 seeds covers about 80%, not 95%).
-* Laws: the study's joint law per arm on the fine-tune records (`jaxscale.laws`), its boundary Dp*
-  along Dp at every (M, Df) of the grid, largest-scale backtests, 1-D laws E(Dp) per (arm, model,
-  Df). `law_check` marks a law as failed when R² (log) < `R2_MIN`, the best fit did not converge,
-  or an exponent is negative: the report then shows measured means instead of its curves.
+* Laws: the study's joint law per arm on the fine-tune records (`jaxscale.laws`), every seed a
+  row. `config.study.law` names one form, or is "auto": then both forms of `LAW_FORMS` are fitted
+  and backtested and the one with the lower mean backtest log-RMSE over both arms and every
+  held-out input is reported (`choose_law` states the rule). Backtests (`backtests`) hold out the
+  largest value of each input that has at least `MIN_BACKTEST_VALUES` values. The chosen form alone
+  is bootstrapped; its boundary Dp* along Dp at every (M, Df) of the grid, its figures and tables
+  use its fit. 1-D laws E(Dp) per (arm, model, Df).
+* The law check (`law_checks`, per arm): R² (log) of the law against the seed-averaged cell means
+  (`cell_r2`: a cell is (arm, M, Dp, Df); the law describes the expected error, and seed noise caps
+  the R² of single runs, which is reported too) >= `R2_MIN`; the best start converged with more
+  than one start in the best basin; every exponent in `EXPONENT_RANGE`; backtest log-RMSE <=
+  `BACKTEST_MAX` with the largest Dp and with the largest M held out (an input that could not be
+  backtested fails). A law that fails is reported as failed: the report shows measured means
+  instead of its curves, and lists each check with its value.
 
 M is the parameter count as fitted: the `params` field of the fine-tune record (backbone and the
 downstream head).
@@ -43,9 +53,19 @@ fits.json of a study is the content of `laws.analyze` (schema in docs/laws.md) p
               "crossing": {"dp_star", "ci": [lo, hi] | null, "fraction_crossing"} | null,
               "fraction_crossing": share of resamples with a crossing | null,
               "verdict": one of VERDICTS, "verdict_text"}],
-  "law_check": {ARM: {"passed", "reasons": [TEXT]}},
+  "law_selection": {"mode": "auto" | "given", "rule", "reason", "chosen": FORM,
+                    "backtest_max_log_rmse",
+                    "forms": {FORM: {"formula", "chosen": bool, "mean_log_rmse": float | null,
+                                     "arms": {ARM: {"r2_log_rows", "r2_log_cells", "n_rows",
+                                                    "n_cells", "converged", "n_best_basin",
+                                                    "params": {NAME: VALUE}}},
+                                     "backtests": [{"arm", "input", "value", "n_test",
+                                                    "log_rmse", "passed"} | {..., "error"}]}}},
+  "law_check": {ARM: {"passed", "reasons": [TEXT], "r2_log_cells", "r2_log_rows",
+                      "exponent_range": [LO, HI],
+                      "checks": [{"check", "value", "rule", "passed", "reason"}]}},
   "boundaries": [{"M", "Df", "roots", "boot_crossing_frac", "verdict", "text", "sign_below"}],
-  "backtests": `laws.validate.backtest` output, "exponents": [{"arm", "model", "df", "alpha",
+  "backtests": `laws.validate.backtest` output of the chosen form, "exponents": [{"arm", "model", "df", "alpha",
   "E_inf", "r2_log"}]
 """
 
@@ -76,6 +96,22 @@ LEVEL = 0.95
 N_BOOT = 2000            # seed resamples for measured means and paired differences
 MIN_PAIRS = 3            # pairs needed at every Dp before a verdict is stated
 R2_MIN = 0.9             # a joint law with a lower R² (log) is reported as failed
+AUTO = "auto"            # config.study.law: fit every form of LAW_FORMS, report the one chosen
+LAW_FORMS = ("transfer_additive", "transfer_multiplicative")
+BACKTEST_MAX = 0.15      # a law holds when each checked holdout's log-RMSE is at most this
+CHECKED_HOLDOUTS = ("Dp", "M")   # inputs whose largest-value backtest the law check requires
+MIN_BACKTEST_VALUES = 3  # an input is backtested only with at least this many distinct values
+# Plausible exponents: below 0.01 a term changes by < 5% over a 100x span of its input (no
+# measurable effect); above 2 it falls > 100x over a 10x span, a step inside the grid rather than a
+# power law (fitted data, model and transfer exponents in the literature lie in 0.05-1).
+EXPONENT_RANGE = (0.01, 2.0)
+CELL_COLUMNS = ("distilled", "params", "dp", "df")
+SELECTION_RULE = (
+    "with config.study.law = 'auto' both transfer forms are fitted per arm and each is backtested "
+    "(fit without the largest value of an input, predict the rows at it; every input with at "
+    "least 3 values); the form with the lower mean log-RMSE over both arms and every held-out "
+    "input is reported (ties: transfer_additive; no backtest possible: the higher mean R² (log) "
+    "of the cell means)")
 EXPONENTS = ("alpha", "beta", "gamma", "c", "c0", "c1")
 VERDICTS = ("helps_below_dp_star", "hurts_below_dp_star", "helps_throughout", "hurts_throughout",
             "cannot_tell")
@@ -140,6 +176,8 @@ class ArmFit:
   statistics: dict[str, Any]
   warnings: tuple[str, ...]
   failed: tuple[str, ...]   # why the law fails the checks; () when it passes
+  checks: tuple[dict[str, Any], ...] = ()   # `law_checks`, each with its value and rule
+  r2_cells: float | None = None   # R² (log) against the seed-averaged cell means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,18 +430,170 @@ def paired_json(cells: Sequence[PairedCell]) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------- laws
 
-def law_check(statistics: Mapping[str, Any], params: Mapping[str, float]) -> tuple[str, ...]:
-  """Why a fitted joint law fails (R² (log) < R2_MIN, not converged, negative exponent); () if it passes."""
-  reasons = []
-  r2 = statistics.get("r2_log")
-  if r2 is None or not r2 >= R2_MIN:
-    reasons.append(f"R² (log) {r2:.2f} < {R2_MIN}" if r2 is not None else "no R²")
-  if not statistics.get("converged", False):
-    reasons.append("the best fit did not converge")
-  negative = [n for n in EXPONENTS if n in params and params[n] is not None and params[n] < 0]
-  if negative:
-    reasons.append(f"negative exponent {', '.join(negative)}")
-  return tuple(reasons)
+def law_candidates(law: str) -> tuple[str, ...]:
+  """The forms a study fits: both transfer forms for "auto", else the one form named."""
+  if law == AUTO:
+    return LAW_FORMS
+  if law not in laws.names():
+    raise JaxscaleError(f"config.study.law is '{law}'; use '{AUTO}' (fit {' and '.join(LAW_FORMS)} "
+                        f"and report the one the backtests favour) or one of: {', '.join(laws.names())}")
+  return (law,)
+
+
+def _arm_mask(table: Mapping[str, np.ndarray], arm: str) -> np.ndarray:
+  return table["distilled"].astype(bool) == (arm == "distilled")
+
+
+def _law_inputs(t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {name: np.asarray(t[col], np.float64) for name, col in INPUTS.items()}
+
+
+def cell_means(table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """One row per (arm, M, Dp, Df) cell, sorted: its columns, the mean error over its seeds
+  (each value clipped up to ERROR_FLOOR first, as the fit sees it) and n, the seeds averaged."""
+  cells: dict[tuple, list[int]] = {}
+  for i, k in enumerate(zip(*(np.asarray(table[c]).tolist() for c in CELL_COLUMNS))):
+    cells.setdefault(k, []).append(i)
+  keys = sorted(cells)
+  y = np.maximum(np.asarray(table[TARGET], np.float64), ERROR_FLOOR)
+  out = {c: np.asarray([k[j] for k in keys]) for j, c in enumerate(CELL_COLUMNS)}
+  out[TARGET] = np.asarray([np.mean(y[cells[k]]) for k in keys], np.float64)
+  out["n"] = np.asarray([len(cells[k]) for k in keys])
+  return out
+
+
+def r2_log(y: np.ndarray, pred: np.ndarray) -> float:
+  """R² in log space: 1 − Σ(log y − log pred)² / Σ(log y − mean(log y))² over y, pred [n] (> 0);
+  NaN when log y is constant."""
+  ly, lp = np.log(np.asarray(y, np.float64)), np.log(np.asarray(pred, np.float64))
+  ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+  return 1.0 - float(np.sum((ly - lp) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+
+
+def cell_r2(law: str, params: Mapping[str, float], table: Mapping[str, np.ndarray]) -> tuple[float, int]:
+  """(R² (log) of the law at `params` against the seed-averaged cell means of `table`, cells).
+
+  The law describes the expected error of a cell; one run's error adds seed noise (SD up to 0.06
+  per cell in the default study) that no law can explain, so the law is judged on the cell means.
+  """
+  cells = cell_means(table)
+  pred = laws.predict(law, params, _law_inputs(cells))
+  return r2_log(cells[TARGET], pred), len(cells[TARGET])
+
+
+def backtest_inputs(table: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+  """Inputs with at least MIN_BACKTEST_VALUES distinct values: holding out the largest leaves at
+  least two to fit (with one left, the law's term in that input is not identified)."""
+  return tuple(n for n, c in INPUTS.items() if len(np.unique(table[c])) >= MIN_BACKTEST_VALUES)
+
+
+def backtests(config: ConfigDict, table: Mapping[str, np.ndarray], law: str) -> dict[str, Any]:
+  """Largest-value holdouts of each input with >= MIN_BACKTEST_VALUES values, per arm
+  (`laws.validate.backtest`; each row gains "passed": log-RMSE <= BACKTEST_MAX)."""
+  two_arms = len({bool(v) for v in table["distilled"]}) == 2
+  out = laws.validate.backtest(table, law=law, inputs=INPUTS, target=TARGET,
+                               split_by="distilled" if two_arms else None,
+                               by=backtest_inputs(table), floor=ERROR_FLOOR, leave_one_out=False,
+                               seed=int(config.seed))
+  for r in out["rows"]:
+    r["arm"] = _arm_name(r["group"], table)
+    if r.get("error") is None:
+      r["passed"] = r["log_rmse"] is not None and r["log_rmse"] <= BACKTEST_MAX
+  return out
+
+
+def _arm_name(key: str, table: Mapping[str, np.ndarray]) -> str:
+  """The arm of a group key ("true"/"false"; "all" when the table holds one arm)."""
+  return ARMS.get(key, "distilled" if bool(table["distilled"][0]) else "plain")
+
+
+def _scores(bt: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+  """{(arm, input): log-RMSE} of the holdouts that ran."""
+  return {(r["arm"], r["input"]): float(r["log_rmse"]) for r in bt["rows"]
+          if r.get("error") is None and r.get("log_rmse") is not None}
+
+
+def choose_law(scores: Mapping[str, Mapping[tuple[str, str], float]],
+               r2_cells: Mapping[str, Mapping[str, float]]) -> tuple[str, dict[str, float | None], str]:
+  """The form a study reports, by this rule:
+
+  the form with the lowest mean backtest log-RMSE, the mean taken over both arms and every
+  held-out input (largest Dp, largest M, largest Df where that input has >= 3 values) that ran for
+  every form, so each form is scored on the same cases; ties go to the earlier form of
+  `LAW_FORMS`. When no holdout ran (every input has fewer than 3 values) the form with the higher
+  mean R² (log) of the cell means over the arms is chosen instead.
+
+  scores: form -> {(arm, input): log-RMSE}; r2_cells: form -> {arm: R² of the cell means}.
+  Returns (chosen form, {form: its mean log-RMSE or None}, the reason in words).
+  """
+  forms = list(scores)
+  common = set.intersection(*(set(s) for s in scores.values())) if forms else set()
+  means = {f: (float(np.mean([scores[f][k] for k in sorted(common)])) if common else None) for f in forms}
+  if len(forms) == 1:
+    return forms[0], means, "the law named by config.study.law (no selection)"
+  if common:
+    chosen = min(forms, key=lambda f: (means[f], forms.index(f)))
+    others = ", ".join(f"{f} {means[f]:.3f}" for f in forms if f != chosen)
+    return chosen, means, (f"lowest mean backtest log-RMSE over {len(common)} held-out cases "
+                           f"({means[chosen]:.3f}; {others})")
+  r2 = {f: np.nanmean([v if v is not None else np.nan for v in r2_cells[f].values()]) for f in forms}
+  chosen = max(forms, key=lambda f: (np.nan_to_num(r2[f], nan=-np.inf), -forms.index(f)))
+  return chosen, means, ("no input has 3 values, so no backtest ran: highest mean R² (log) of the "
+                         f"cell means ({r2[chosen]:.3f})")
+
+
+def law_checks(statistics: Mapping[str, Any], params: Mapping[str, float], r2_cells: float | None,
+               holdouts: Mapping[str, float | None]) -> list[dict[str, Any]]:
+  """The checks of one arm's joint law, each {"check", "value", "rule", "passed", "reason"}:
+
+  * R² (log) of the seed-averaged cell means >= R2_MIN (`cell_r2`);
+  * the best start converged, and more than one start ended in the best basin (`n_best_basin`:
+    refined starts within 1e-6 of the best objective), so the optimum is not a lucky start;
+  * every exponent (EXPONENTS present in `params`) in EXPONENT_RANGE;
+  * backtest log-RMSE <= BACKTEST_MAX with the largest value of each of CHECKED_HOLDOUTS held out;
+    holdouts: input -> its log-RMSE, or None when it could not be backtested (fewer than
+    MIN_BACKTEST_VALUES values, or the fit failed): an untested extrapolation fails the check.
+  """
+  lo, hi = EXPONENT_RANGE
+  out = []
+
+  def add(check, value, rule, passed, reason):
+    out.append({"check": check, "value": value, "rule": rule, "passed": bool(passed),
+                "reason": None if passed else reason})
+
+  ok = r2_cells is not None and r2_cells == r2_cells and r2_cells >= R2_MIN
+  add("R² (log) of the cell means", r2_cells, f">= {R2_MIN}", ok,
+      f"R² (log) of the cell means {r2_cells:.2f} < {R2_MIN}" if r2_cells is not None
+      and r2_cells == r2_cells else "no R² of the cell means")
+  conv = bool(statistics.get("converged", False))
+  add("converged", conv, "the best start converged", conv, "the best fit did not converge")
+  basin = statistics.get("n_best_basin")
+  add("starts in the best basin", basin, "> 1", basin is not None and basin > 1,
+      f"only {basin} start(s) reached the best objective")
+  for name in (n for n in EXPONENTS if n in params):
+    v = params[name]
+    inside = v is not None and v == v and lo <= v <= hi
+    add(f"exponent {name}", v, f"in [{lo:g}, {hi:g}]", inside,
+        f"exponent {name} = {v:.3g} outside [{lo:g}, {hi:g}]" if v is not None else f"no exponent {name}")
+  for name in CHECKED_HOLDOUTS:
+    v = holdouts.get(name)
+    add(f"backtest, largest {name} held out", v, f"log-RMSE <= {BACKTEST_MAX}",
+        v is not None and v <= BACKTEST_MAX,
+        f"backtest with the largest {name} held out: log-RMSE {v:.3f} > {BACKTEST_MAX}" if v is not None
+        else f"the largest {name} was not backtested (fewer than {MIN_BACKTEST_VALUES} values or the fit failed)")
+  return out
+
+
+def law_check(statistics: Mapping[str, Any], params: Mapping[str, float], r2_cells: float | None = None,
+              holdouts: Mapping[str, float | None] | None = None) -> tuple[str, ...]:
+  """Why a fitted joint law fails `law_checks`; () if it passes. Without `r2_cells` the R² of
+  the fit's rows is used; without `holdouts` the backtest checks are left out."""
+  if r2_cells is None:
+    r2_cells = statistics.get("r2_log")
+  checks = law_checks(statistics, params, r2_cells, holdouts or {})
+  if holdouts is None:
+    checks = [c for c in checks if not c["check"].startswith("backtest")]
+  return tuple(c["reason"] for c in checks if not c["passed"])
 
 
 def _grid_points(table: Mapping[str, np.ndarray]) -> list[dict[str, float]]:
@@ -413,31 +603,84 @@ def _grid_points(table: Mapping[str, np.ndarray]) -> list[dict[str, float]]:
   return [{"M": m, "Df": df} for m in ms for df in dfs]
 
 
-def fit_arms(config: ConfigDict, table: Mapping[str, np.ndarray], progress: bool
-             ) -> tuple[dict[str, Any], dict[str, ArmFit]]:
-  """The joint law per arm and its crossing along Dp at every (M, Df) of the grid, each solved once.
+def fit_law(config: ConfigDict, table: Mapping[str, np.ndarray], law: str, bootstrap: int,
+            boundaries: bool, progress: bool) -> laws.Analysis:
+  """`laws.analyze` of one form per arm; with `boundaries`, its crossing along Dp at every (M, Df)."""
+  two_arms = len({bool(v) for v in table["distilled"]}) == 2
+  cross = boundaries and two_arms
+  points = _grid_points(table)
+  return laws.analyze(table, law=law, inputs=INPUTS, target=TARGET,
+                      split_by="distilled" if two_arms else None, bootstrap=bootstrap,
+                      boundary="Dp" if cross else None, at=points[0] if cross else None,
+                      boundary_at=points[1:] if cross else (), floor=ERROR_FLOOR,
+                      seed=int(config.seed), progress=progress)
+
+
+def _form_summary(law: str, result: laws.Analysis, table: Mapping[str, np.ndarray],
+                  bt: Mapping[str, Any]) -> dict[str, Any]:
+  """One form's entry of "law_selection": per arm R² (rows, cell means), backtest rows."""
+  arms = {}
+  for key, group in result.content["groups"].items():
+    arm = _arm_name(key, table)
+    params = {n: p["value"] for n, p in group["params"].items()}
+    r2c, n_cells = cell_r2(law, params, table_select(table, _arm_mask(table, arm)))
+    st = group["statistics"]
+    arms[arm] = {"r2_log_rows": st.get("r2_log"), "r2_log_cells": r2c, "n_rows": st.get("n"),
+                 "n_cells": n_cells, "converged": st.get("converged"),
+                 "n_best_basin": st.get("n_best_basin"), "params": params}
+  rows = [{k: r.get(k) for k in ("arm", "input", "value", "n_test", "log_rmse", "passed", "error")
+           if k in r} for r in bt["rows"]]
+  return {"formula": laws.get(law).formula, "arms": arms, "backtests": rows}
+
+
+def table_select(table: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v)[mask] for k, v in table.items()}
+
+
+def select_law(config: ConfigDict, table: Mapping[str, np.ndarray], progress: bool
+               ) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
+  """Fits every candidate form (no bootstrap) and backtests it; chooses one by `choose_law`.
+
+  Returns (chosen form, the "law_selection" block of fits.json, {form: its backtests}).
+  """
+  forms = law_candidates(str(config.study.law))
+  summaries, bts = {}, {}
+  for law in forms:
+    bts[law] = backtests(config, table, law)
+    summaries[law] = _form_summary(law, fit_law(config, table, law, 0, False, progress), table, bts[law])
+  r2c = {f: {a: s["r2_log_cells"] for a, s in summaries[f]["arms"].items()} for f in forms}
+  chosen, means, why = choose_law({f: _scores(bts[f]) for f in forms}, r2c)
+  for f in forms:
+    summaries[f].update(mean_log_rmse=means[f], chosen=f == chosen)
+  block = {"mode": "auto" if len(forms) > 1 else "given", "rule": SELECTION_RULE,
+           "backtest_max_log_rmse": BACKTEST_MAX, "chosen": chosen, "reason": why, "forms": summaries}
+  return chosen, block, bts
+
+
+def fit_arms(config: ConfigDict, table: Mapping[str, np.ndarray], law: str,
+             selection: Mapping[str, Any], progress: bool) -> tuple[dict[str, Any], dict[str, ArmFit]]:
+  """The chosen joint law per arm (with its bootstrap) and its crossing along Dp at every (M, Df)
+  of the grid, each solved once; every arm checked by `law_checks`.
 
   Returns (fits.json content of `laws.analyze` with "boundaries" added, {arm: ArmFit}).
   """
-  s = config.study
-  two_arms = len({bool(v) for v in table["distilled"]}) == 2
-  points = _grid_points(table)
-  result = laws.analyze(table, law=s.law, inputs=INPUTS, target=TARGET,
-                        split_by="distilled" if two_arms else None, bootstrap=int(s.bootstrap),
-                        boundary="Dp" if two_arms else None, at=points[0] if two_arms else None,
-                        boundary_at=points[1:] if two_arms else (), floor=ERROR_FLOOR,
-                        seed=int(config.seed), progress=progress)
+  result = fit_law(config, table, law, int(config.study.bootstrap), True, progress)
   content = dict(result.content)
   content["boundaries"] = [_boundary_row(b) for b in
                            ([result.boundary] if result.boundary else []) + list(result.boundaries)]
-  single = "distilled" if bool(table["distilled"][0]) else "plain"
+  summary = selection["forms"][law]
   arms = {}
   for key, group in content["groups"].items():
-    arm = ARMS.get(key, single)
+    arm = _arm_name(key, table)
     params = {n: p["value"] for n, p in group["params"].items()}
+    r2c = cell_r2(law, params, table_select(table, _arm_mask(table, arm)))[0]
+    holdouts = {r["input"]: r.get("log_rmse") for r in summary["backtests"]
+                if r["arm"] == arm and r.get("error") is None}
+    checks = law_checks(group["statistics"], params, r2c, holdouts)
     boot = result.groups[key].bootstrap
     arms[arm] = ArmFit(arm, params, None if boot is None else dict(boot.params), group["statistics"],
-                       tuple(group["warnings"]), law_check(group["statistics"], params))
+                       tuple(group["warnings"]), tuple(c["reason"] for c in checks if not c["passed"]),
+                       tuple(checks), r2c)
   return content, arms
 
 
@@ -447,14 +690,6 @@ def _boundary_row(b: Mapping[str, Any]) -> dict[str, Any]:
           "boot_crossing_frac": b.get("boot_crossing_frac"), "verdict": b.get("verdict"),
           "text": b.get("text"),
           "sign_below": {1: "distillation helps", -1: "distillation hurts", 0: "equal"}[b["sign_below"]]}
-
-
-def backtests(config: ConfigDict, table: Mapping[str, np.ndarray]) -> dict[str, Any]:
-  """Largest-scale holdouts of each input, per arm (`laws.validate.backtest`)."""
-  two_arms = len({bool(v) for v in table["distilled"]}) == 2
-  return laws.validate.backtest(table, law=config.study.law, inputs=INPUTS, target=TARGET,
-                                split_by="distilled" if two_arms else None, floor=ERROR_FLOOR,
-                                leave_one_out=False, seed=int(config.seed))
 
 
 def exponents(config: ConfigDict, table: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -487,20 +722,27 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                     progress: bool = True) -> StudyAnalysis:
   """Everything the records of a study support (see the module docstring)."""
   table = finetune_table(rows)
-  form = laws.get(config.study.law)
-  if len(table["dp"]) < len(form.params) + 1:
-    raise JaxscaleError(f"only {len(table['dp'])} fine-tune records; the law '{form.name}' needs "
-                        f"more than {len(form.params)} per arm: run more cells or use a smaller law")
-  content, arms = fit_arms(config, table, progress)
+  forms = [laws.get(f) for f in law_candidates(str(config.study.law))]
+  need = max(len(f.params) for f in forms)
+  if len(table["dp"]) < need + 1:
+    raise JaxscaleError(f"only {len(table['dp'])} fine-tune records; the law "
+                        f"'{'/'.join(f.name for f in forms)}' needs more than {need} per arm: run "
+                        f"more cells or use a smaller law")
+  law, selection, bts = select_law(config, table, progress)
+  content, arms = fit_arms(config, table, law, selection, progress)
   measured = measured_means(rows, int(config.seed))
   paired = paired_cells(rows, int(config.seed))
   content.update(
-      schema_version=SCHEMA_VERSION, paired=paired_json(paired),
-      law_check={a.arm: {"passed": not a.failed, "reasons": list(a.failed)} for a in arms.values()},
-      backtests=backtests(config, table), exponents=exponents(config, table))
+      schema_version=SCHEMA_VERSION, paired=paired_json(paired), law_selection=selection,
+      law_check={a.arm: {"passed": not a.failed, "reasons": list(a.failed),
+                         "r2_log_cells": a.r2_cells, "r2_log_rows": a.statistics.get("r2_log"),
+                         "exponent_range": list(EXPONENT_RANGE), "checks": list(a.checks)}
+                 for a in arms.values()},
+      backtests=bts[law], exponents=exponents(config, table))
+  form = laws.get(law)
   return StudyAnalysis(config=config, rows=tuple(rows), law=form.name, formula=form.formula,
                        arms=arms, measured=tuple(measured), paired=tuple(paired),
-                       fits=content)
+                       fits=laws.api.sanitize(content))
 
 
 def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> StudyAnalysis:
