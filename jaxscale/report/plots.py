@@ -182,15 +182,20 @@ def paired_differences(numbers: Mapping[str, Any], path: str) -> str:
 def predicted_vs_measured(numbers: Mapping[str, Any], path: str) -> str:
   """Each fine-tune's measured error against the joint law's prediction, one panel per arm.
 
-  numbers: {"panels": [{"title", "arm", "pred": [...], "measured": [...]}]}.
+  numbers: {"panels": [{"title", "arm", "pred": [...], "measured": [...], and optionally the
+  cells' "cell_pred": [...], "cell_measured": [...] (drawn larger, outlined)}]}.
   """
   panels = numbers["panels"]
   fig, axes = _figure(len(panels), 2, sharey=False)
   fig.subplots_adjust(wspace=0.3)
   for ax, panel in zip(axes, panels):
     style = ARM_STYLE[panel["arm"]]
-    ax.scatter(panel["pred"], panel["measured"], marker=style["marker"], s=12, color="C0", alpha=0.6, lw=0)
-    values = list(panel["pred"]) + list(panel["measured"])
+    ax.scatter(panel["pred"], panel["measured"], marker=style["marker"], s=12, color="C0", alpha=0.45, lw=0)
+    cells = panel.get("cell_pred") is not None
+    if cells:
+      ax.scatter(panel["cell_pred"], panel["cell_measured"], marker=style["marker"], s=36, color="C1",
+                 edgecolors="k", linewidths=0.6, zorder=3)
+    values = list(panel["pred"]) + list(panel["measured"]) + list(panel.get("cell_measured") or [])
     lo, hi = min(values) * 0.9, max(values) * 1.1
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8)
     ax.set_xscale("log")
@@ -206,5 +211,9 @@ def predicted_vs_measured(numbers: Mapping[str, Any], path: str) -> str:
   axes[0].set_ylabel("measured error", fontsize=FONT)
   arms = [p["arm"] for p in panels]
   handles = [Line2D([], [], color="C0", marker=ARM_STYLE[a]["marker"], ls="none", label=f"{a}: one fine-tune")
-             for a in arms] + [Line2D([], [], color="k", lw=0.8, label="measured = predicted")]
+             for a in arms]
+  if any(p.get("cell_pred") is not None for p in panels):
+    handles += [Line2D([], [], color="C1", marker=ARM_STYLE[a]["marker"], mec="k", ls="none",
+                       label=f"{a}: cell mean over seeds") for a in arms]
+  handles += [Line2D([], [], color="k", lw=0.8, label="measured = predicted")]
   return _finish(fig, path, handles, ncol=3)

@@ -92,7 +92,7 @@ def blocks_for(analysis: StudyAnalysis, imgs: dict[str, Block]) -> list[Block]:
           + sections.setup_blocks(analysis) + sections.means_tables(analysis)
           + img("error_vs_dp.png", "error_vs_df.png", "error_vs_m.png", "pretrain_error.png")
           + sections.law_blocks(analysis) + img("predicted_vs_measured.png")
-          + sections.backtest_blocks(analysis))
+          + sections.exponent_blocks(analysis))
 
 
 def write_report(analysis: StudyAnalysis, folder: str) -> dict[str, str]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from jaxscale.study.analysis import ARMS, MIN_PAIRS, R2_MIN, Measured, PairedCell, StudyAnalysis
+from jaxscale.study.analysis import (ARMS, BACKTEST_MAX, CHECKED_HOLDOUTS, EXPONENT_RANGE, MIN_PAIRS,
+                                     R2_MIN, Measured, PairedCell, StudyAnalysis)
 
 logger = logging.getLogger("jaxscale")
 
@@ -157,17 +158,29 @@ def _verdict_counts(a: StudyAnalysis) -> str:
   return f"Over all {len(cells)} downstream cells (model × Df): {', '.join(parts)}."
 
 
+def _law_origin(a: StudyAnalysis) -> str:
+  """How the reported form was picked, in a few words."""
+  sel = a.fits.get("law_selection") or {}
+  if sel.get("mode") != "auto":
+    return "named by config.study.law"
+  others = [f for f in sel["forms"] if f != a.law]
+  return f"chosen over {', '.join(others)} by the backtests: {sel['reason']}"
+
+
 def _law_sentence(a: StudyAnalysis) -> str:
   parts = []
   for arm, f in a.arms.items():
     r2 = f.statistics.get("r2_log")
+    cells = f"{f.r2_cells:.2f} on the seed-averaged cells, " if f.r2_cells is not None else ""
     state = "fails its checks (" + "; ".join(f.failed) + ")" if f.failed else "passes its checks"
-    parts.append(f"{arm} arm: R² (log) {r2:.2f}, {state}")
+    parts.append(f"{arm} arm: R² (log) {cells}{fmt(r2, 2)} on single runs, {state}")
   failed = any(f.failed for f in a.arms.values())
   tail = (" Its curves are therefore not drawn and its Dp* values are not findings; the tables show "
           "the measured means instead." if failed else "")
-  return (f"The joint law {a.law} (checks: R² (log) ≥ {R2_MIN}, converged, positive exponents): "
-          f"{'; '.join(parts)}.{tail}")
+  checks = (f"R² (log) of the cell means ≥ {R2_MIN}, converged in a basin reached by more than one "
+            f"start, exponents in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], backtest log-RMSE "
+            f"≤ {BACKTEST_MAX:g} with the largest {' and with the largest '.join(CHECKED_HOLDOUTS)} held out")
+  return f"The joint law {a.law}, {_law_origin(a)}. Its checks ({checks}): {'; '.join(parts)}.{tail}"
 
 
 def first_screen(a: StudyAnalysis) -> list[Block]:
@@ -244,6 +257,70 @@ def means_tables(a: StudyAnalysis) -> list[Block]:
 
 # ----------------------------------------------------------------------------- the law
 
+def _backtest_cell(r: dict[str, Any] | None) -> str:
+  if r is None:
+    return "–"
+  if r.get("error") is not None:
+    return "could not be fitted"
+  verdict = "passes" if r.get("passed") else f"FAILS: > {BACKTEST_MAX:g}"
+  return f"{fmt(r.get('log_rmse'))} ({verdict})"
+
+
+def selection_blocks(a: StudyAnalysis) -> list[Block]:
+  """The forms fitted side by side: R² (single runs, cell means), each backtest, the mean, which
+  one is reported and why."""
+  sel = a.fits.get("law_selection")
+  if not sel:
+    return []
+  forms = list(sel["forms"])
+  entries = [sel["forms"][f] for f in forms]
+  arms = list(entries[0]["arms"])
+  rows = [["formula"] + [e["formula"] for e in entries]]
+  for arm in arms:
+    rows.append([f"R² (log), {arm}, single runs"]
+                + [f"{fmt(e['arms'][arm]['r2_log_rows'])} ({e['arms'][arm]['n_rows']} runs)" for e in entries])
+    rows.append([f"R² (log), {arm}, seed-averaged cells"]
+                + [f"{fmt(e['arms'][arm]['r2_log_cells'])} ({e['arms'][arm]['n_cells']} cells)" for e in entries])
+  cases = list(dict.fromkeys((r["arm"], r["input"], r["value"]) for e in entries for r in e["backtests"]))
+  for arm, inp, value in cases:
+    rows.append([f"backtest log-RMSE, {arm}, largest {inp} = {fmt(value)} held out"]
+                + [_backtest_cell(next((r for r in e["backtests"] if (r["arm"], r["input"], r["value"])
+                                        == (arm, inp, value)), None)) for e in entries])
+  rows.append(["mean backtest log-RMSE"] + [fmt(e["mean_log_rmse"]) for e in entries])
+  rows.append(["reported"] + ["yes" if e["chosen"] else "no" for e in entries])
+  if sel["mode"] == "auto":
+    why = (f"Both transfer forms were fitted per arm; {sel['chosen']} is reported: {sel['reason']}. "
+           f"Rule: {sel['rule']}.")
+  else:
+    why = ("config.study.law names this form, so no other form was fitted (set it to 'auto' to fit "
+           "both transfer forms and report the one the backtests favour).")
+  if not cases:
+    why += " No input has 3 values, so no backtest could be run."
+  return [("h", 3, "Which law: the forms side by side"), ("p", why),
+          ("table", ["", *forms], rows)]
+
+
+def _check_value(v: Any) -> str:
+  return fmt(v) if not isinstance(v, float) else f"{v:.3g}"
+
+
+def check_blocks(a: StudyAnalysis) -> list[Block]:
+  """Every check of the reported law, per arm, with its value, its rule and whether it passes."""
+  rows = [[f.arm, c["check"], _check_value(c["value"]), c["rule"], "passes" if c["passed"] else "FAILS"]
+          for f in a.arms.values() for c in f.checks]
+  if not rows:
+    return []
+  runs = "; ".join(f"{f.arm} {fmt(f.statistics.get('r2_log'))}" for f in a.arms.values())
+  return [("h", 3, f"Checks of {a.law}"),
+          ("p", f"R² (log) is judged on the seed-averaged cell means (each (arm, M, Dp, Df) cell's mean "
+                f"error against the law there): the law describes the expected error, and seed-to-seed "
+                f"noise caps the R² of single runs (single runs: {runs}). Exponents must lie in "
+                f"[{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}]: below {EXPONENT_RANGE[0]:g} a term "
+                f"changes by under 5% over a 100× span of its input, above {EXPONENT_RANGE[1]:g} it "
+                f"falls over 100× across a 10× span (a step, not a power law)."),
+          ("table", ["arm", "check", "value", "rule", "result"], rows)]
+
+
 def law_blocks(a: StudyAnalysis) -> list[Block]:
   fits = a.fits
   names = [n for n in next(iter(fits["groups"].values()))["params"]]
@@ -254,13 +331,17 @@ def law_blocks(a: StudyAnalysis) -> list[Block]:
     rows.append([arm, "failed" if a.arms[arm].failed else "passes"]
                 + [with_ci(g["params"][n]["value"], g["params"][n].get("ci_low"), g["params"][n].get("ci_high"))
                    for n in names]
-                + [fmt(st.get("r2_log")), fmt(st.get("converged")), fmt(st.get("n"))])
+                + [fmt(a.arms[arm].r2_cells), fmt(st.get("r2_log")), fmt(st.get("converged")),
+                   fmt(st.get("n_best_basin")), fmt(st.get("n"))])
   blocks: list[Block] = [
-      ("h", 2, f"Fitted law: {a.law}"), ("p", a.formula),
-      ("table", ["arm", "status"] + names + ["R² (log)", "converged", "points"], rows),
-      ("p", "Values are the best of a multi-start Huber fit on log-residuals; brackets are 95% "
-            "bootstrap percentile intervals. A law that fails its checks is shown here for the record, "
-            "not as a finding.")]
+      ("h", 2, f"Fitted law: {a.law}"), ("p", f"{a.formula} ({_law_origin(a)})."),
+      *selection_blocks(a), *check_blocks(a),
+      ("h", 3, f"Parameters of {a.law}"),
+      ("table", ["arm", "status"] + names
+       + ["R² (log), cells", "R² (log), runs", "converged", "starts in best basin", "points"], rows),
+      ("p", "Values are the best of a multi-start Huber fit on log-residuals of single runs; brackets "
+            "are 95% bootstrap percentile intervals. A law that fails its checks is shown here for the "
+            "record, not as a finding.")]
   warnings = [[f.arm, w] for f in a.arms.values() for w in f.warnings]
   if warnings:
     blocks += [("h", 3, "Fit warnings"), ("table", ["arm", "warning"], warnings)]
@@ -283,20 +364,13 @@ def law_blocks(a: StudyAnalysis) -> list[Block]:
   return blocks
 
 
-def backtest_blocks(a: StudyAnalysis) -> list[Block]:
-  rows = [[ARMS.get(r["group"], next(iter(a.arms))), f"{r['input']} = {r['value']:g}", fmt(r.get("n_test")),
-           fmt(r.get("log_rmse")), fmt(r.get("are"))]
-          for r in a.fits.get("backtests", {}).get("rows", []) if r.get("error") is None]
-  blocks: list[Block] = []
-  if rows:
-    blocks += [("h", 2, "Extrapolation backtests"),
-               ("p", "Fit on the smaller scales, predict the held-out largest value of one input."),
-               ("table", ["arm", "held out", "points", "log-RMSE", "abs. rel. error"], rows)]
+def exponent_blocks(a: StudyAnalysis) -> list[Block]:
+  """The one-dimensional laws E(Dp) per (arm, model, Df) (the backtests are in `selection_blocks`)."""
   ex = a.fits.get("exponents") or []
-  if ex:
-    blocks += [("h", 2, "One-dimensional laws"),
-               ("p", "E(Dp) = E_inf + A·Dp^-alpha fitted per model, Df and arm."),
-               ("table", ["arm", "model", "Df", "alpha", "E_inf", "R² (log)"],
-                [[e["arm"], e["model"], fmt(e["df"]), fmt(e["alpha"]), fmt(e["E_inf"]), fmt(e["r2_log"])]
-                 for e in ex])]
-  return blocks
+  if not ex:
+    return []
+  return [("h", 2, "One-dimensional laws"),
+          ("p", "E(Dp) = E_inf + A·Dp^-alpha fitted per model, Df and arm."),
+          ("table", ["arm", "model", "Df", "alpha", "E_inf", "R² (log)"],
+           [[e["arm"], e["model"], fmt(e["df"]), fmt(e["alpha"]), fmt(e["E_inf"]), fmt(e["r2_log"])]
+            for e in ex])]

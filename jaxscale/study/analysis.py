@@ -533,13 +533,13 @@ def choose_law(scores: Mapping[str, Mapping[tuple[str, str], float]],
     return forms[0], means, "the law named by config.study.law (no selection)"
   if common:
     chosen = min(forms, key=lambda f: (means[f], forms.index(f)))
-    others = ", ".join(f"{f} {means[f]:.3f}" for f in forms if f != chosen)
-    return chosen, means, (f"lowest mean backtest log-RMSE over {len(common)} held-out cases "
-                           f"({means[chosen]:.3f}; {others})")
+    others = ", ".join(f"{means[f]:.3f} for {f}" for f in forms if f != chosen)
+    return chosen, means, (f"mean backtest log-RMSE {means[chosen]:.3f} against {others}, over "
+                           f"{len(common)} held-out cases")
   r2 = {f: np.nanmean([v if v is not None else np.nan for v in r2_cells[f].values()]) for f in forms}
   chosen = max(forms, key=lambda f: (np.nan_to_num(r2[f], nan=-np.inf), -forms.index(f)))
-  return chosen, means, ("no input has 3 values, so no backtest ran: highest mean R² (log) of the "
-                         f"cell means ({r2[chosen]:.3f})")
+  return chosen, means, ("no input has 3 values, so no backtest ran: the higher mean R² (log) of "
+                         f"the cell means, {r2[chosen]:.3f}")
 
 
 def law_checks(statistics: Mapping[str, Any], params: Mapping[str, float], r2_cells: float | None,
@@ -562,7 +562,7 @@ def law_checks(statistics: Mapping[str, Any], params: Mapping[str, float], r2_ce
                 "reason": None if passed else reason})
 
   ok = r2_cells is not None and r2_cells == r2_cells and r2_cells >= R2_MIN
-  add("R² (log) of the cell means", r2_cells, f">= {R2_MIN}", ok,
+  add("R² (log) of the cell means", r2_cells, f"≥ {R2_MIN}", ok,
       f"R² (log) of the cell means {r2_cells:.2f} < {R2_MIN}" if r2_cells is not None
       and r2_cells == r2_cells else "no R² of the cell means")
   conv = bool(statistics.get("converged", False))
@@ -577,7 +577,7 @@ def law_checks(statistics: Mapping[str, Any], params: Mapping[str, float], r2_ce
         f"exponent {name} = {v:.3g} outside [{lo:g}, {hi:g}]" if v is not None else f"no exponent {name}")
   for name in CHECKED_HOLDOUTS:
     v = holdouts.get(name)
-    add(f"backtest, largest {name} held out", v, f"log-RMSE <= {BACKTEST_MAX}",
+    add(f"backtest, largest {name} held out", v, f"log-RMSE ≤ {BACKTEST_MAX}",
         v is not None and v <= BACKTEST_MAX,
         f"backtest with the largest {name} held out: log-RMSE {v:.3f} > {BACKTEST_MAX}" if v is not None
         else f"the largest {name} was not backtested (fewer than {MIN_BACKTEST_VALUES} values or the fit failed)")
