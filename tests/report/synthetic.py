@@ -12,6 +12,7 @@ so ΔE = E_plain − E_distilled is +0.120 and +0.036 at Dp = 250 and 630, −0.
 (M, Df).
 Both arms of a seed share most of their noise (paired seeds), so the paired CIs are narrow.
 `flat=True` gives a study whose fine-tune errors do not follow the law (a failed fit).
+The study's law is "auto" (both transfer forms fitted; the additive one, the truth, should be reported).
 """
 
 import json
@@ -43,7 +44,7 @@ def config(bootstrap=20):
   c.pretrain.optim.update(batch_size=32, min_steps=PT_STEPS, max_steps=PT_STEPS, epochs=1.0)
   c.finetune.optim.update(batch_size=32, min_steps=FT_STEPS, max_steps=FT_STEPS, epochs=1.0)
   c.study.update(models=tuple(m for m, _, _ in MODELS), dp=DPS, df=DFS, seeds=SEEDS,
-                 teacher_dp=30000, bootstrap=bootstrap)
+                 teacher_dp=30000, bootstrap=bootstrap, law="auto")
   return c
 
 

@@ -1,7 +1,9 @@
 """The report of a synthetic study with a known answer: first screen, setup, tables, figures, files,
 and a fixed-size screenshot in headless Chromium."""
 
+import copy
 import dataclasses
+import json
 import os
 import shutil
 import struct
@@ -144,3 +146,46 @@ def test_a_one_seed_study_reports_without_claims(tmp_path):
   md = open(out["markdown"], encoding="utf-8").read()
   assert "fewer than 3 paired seeds" in _first_screen(md)
   assert all((tmp_path / f.name).exists() for f in figures.FIGURES)
+
+
+def test_the_law_section_shows_both_forms_and_why_one_is_reported(study):
+  workdir, result, out, _ = study
+  md = open(out["markdown"], encoding="utf-8").read()
+  sel = json.load(open(os.path.join(workdir, "fits.json"), encoding="utf-8"))["law_selection"]
+  assert sel["mode"] == "auto" and set(sel["forms"]) == {"transfer_additive", "transfer_multiplicative"}
+  assert sel["chosen"] == result.law == "transfer_additive"  # the synthetic truth is additive
+  for form in sel["forms"].values():
+    assert set(form) == {"formula", "arms", "backtests", "mean_log_rmse", "chosen"}
+    assert set(form["arms"]) == {"plain", "distilled"}
+  law = md.split("## Fitted law")[1]
+  assert "|  | transfer_additive | transfer_multiplicative |" in law
+  for needle in ("R² (log), plain, seed-averaged cells", "R² (log), distilled, single runs",
+                 "backtest log-RMSE, plain, largest Dp = 4,000 held out", "mean backtest log-RMSE",
+                 "| reported | yes | no |", sel["reason"]):
+    assert needle in law, needle
+  assert "chosen over transfer_multiplicative by the backtests" in _first_screen(md)
+  # every check of the reported law is a row, with its value
+  for arm in result.arms.values():
+    assert arm.failed == () and len(arm.checks) >= 7
+    for c in arm.checks:
+      assert f"| {arm.arm} | {c['check']} |" in law
+  # the figures draw the reported form
+  assert result.law in figures.predicted_caption(result, figures.predicted_numbers(result))
+
+
+def test_a_failing_backtest_is_shown_failing(study, tmp_path):
+  _, result, _, _ = study
+  fits = copy.deepcopy(result.fits)
+  row = next(r for r in fits["law_selection"]["forms"][result.law]["backtests"]
+             if r["arm"] == "plain" and r["input"] == "Dp")
+  row.update(log_rmse=0.31, passed=False)
+  plain = result.arms["plain"]
+  reason = "backtest with the largest Dp held out: log-RMSE 0.310 > 0.15"
+  checks = tuple({**c, "value": 0.31, "passed": False, "reason": reason}
+                 if c["check"] == "backtest, largest Dp held out" else c for c in plain.checks)
+  arms = {**result.arms, "plain": dataclasses.replace(plain, checks=checks, failed=(reason,))}
+  out = render.write_report(dataclasses.replace(result, fits=fits, arms=arms), str(tmp_path))
+  md = open(out["markdown"], encoding="utf-8").read()
+  assert reason in _first_screen(md)
+  assert "| backtest log-RMSE, plain, largest Dp = 4,000 held out | 0.31 (FAILS: > 0.15) |" in md
+  assert "| plain | backtest, largest Dp held out | 0.31 | log-RMSE ≤ 0.15 | FAILS |" in md

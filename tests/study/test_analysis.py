@@ -179,3 +179,116 @@ def test_too_few_records_is_a_one_line_error():
   rows = synthetic_rows()[:5]
   with pytest.raises(JaxscaleError, match="fine-tune records"):
     analysis.analyze_records(study_config(), rows, progress=False)
+
+
+# ----------------------------------------------------------------------------- law selection, law check
+
+def _additive(dp, m, df):
+  return 0.03 + 6.0 * dp ** -0.4 + 30 * m ** -0.5 + 2 * df ** -0.5
+
+
+def _multiplicative(dp, m, df):
+  """A strong Dp x Df interaction, which the additive form cannot express."""
+  return 0.03 + 30 * m ** -0.5 + (8 * dp ** -0.4 + 0.2) * df ** -0.3
+
+
+def _one_arm_table(law, noise=0.01, seed=0):
+  """Fine-tune columns of one arm (plain), two seeds per cell, errors from `law` with log noise."""
+  rng = np.random.default_rng(seed)
+  rows = [dict(dp=dp, params=m, df=df, distilled=False, model=name, seed=s,
+               eval_error=law(dp, m, df) * np.exp(noise * rng.normal()))
+          for name, m in MODELS for dp in DPS for df in DFS for s in (0, 1)]
+  return {c: np.asarray([r[c] for r in rows]) for c in rows[0]}
+
+
+@pytest.mark.parametrize("truth, expect", [(_additive, "transfer_additive"),
+                                           (_multiplicative, "transfer_multiplicative")])
+def test_auto_reports_the_form_the_data_came_from(truth, expect):
+  c = study_config()
+  c.study.law = analysis.AUTO
+  chosen, sel, bts = analysis.select_law(c, _one_arm_table(truth), progress=False)
+  assert chosen == expect, sel["reason"]
+  assert sel["mode"] == "auto" and sel["chosen"] == expect and set(sel["forms"]) == set(analysis.LAW_FORMS)
+  other = next(f for f in analysis.LAW_FORMS if f != expect)
+  assert sel["forms"][expect]["mean_log_rmse"] < sel["forms"][other]["mean_log_rmse"]
+  assert sel["forms"][expect]["chosen"] and not sel["forms"][other]["chosen"]
+  # every input has >= 3 values, so each is held out once per form
+  assert sorted(r["input"] for r in sel["forms"][expect]["backtests"]) == ["Df", "Dp", "M"]
+  assert bts[expect]["law"] == expect
+
+
+def test_choose_law_rule():
+  a, m = analysis.LAW_FORMS
+  scores = {a: {("plain", "Dp"): 0.2, ("plain", "M"): 0.1, ("distilled", "Dp"): 0.3},
+            m: {("plain", "Dp"): 0.1, ("plain", "M"): 0.15}}
+  chosen, means, _ = analysis.choose_law(scores, {a: {}, m: {}})
+  # only the cases both forms ran count: (0.2 + 0.1) / 2 against (0.1 + 0.15) / 2
+  assert chosen == m and means == {a: pytest.approx(0.15), m: pytest.approx(0.125)}
+  tie = {a: {("plain", "Dp"): 0.1}, m: {("plain", "Dp"): 0.1}}
+  assert analysis.choose_law(tie, {a: {}, m: {}})[0] == a
+  none = {a: {}, m: {}}
+  chosen, means, why = analysis.choose_law(none, {a: {"plain": 0.8}, m: {"plain": 0.9}})
+  assert chosen == m and means == {a: None, m: None} and "no backtest" in why
+
+
+def test_cell_r2_is_the_r2_of_the_seed_means():
+  table = {"distilled": np.zeros(6, bool), "params": np.full(6, 10), "df": np.full(6, 10),
+           "dp": np.array([1, 1, 2, 2, 4, 4]),
+           "eval_error": np.array([1.0, 1.2, 0.5, 0.9, 0.3, 0.3])}
+  params = dict(E_inf=0.1, A=1.0, alpha=1.0, B=0.0, beta=1.0, C=0.0, gamma=1.0)  # E = 0.1 + 1/Dp
+  # by hand: cell means 1.1, 0.7, 0.3 against predictions 1.1, 0.6, 0.35
+  ly = [np.log(1.1), np.log(0.7), np.log(0.3)]
+  lp = [np.log(1.1), np.log(0.6), np.log(0.35)]
+  mean = sum(ly) / 3
+  hand = 1 - sum((y - p) ** 2 for y, p in zip(ly, lp)) / sum((y - mean) ** 2 for y in ly)
+  r2, n = analysis.cell_r2("transfer_additive", params, table)
+  assert n == 3 and r2 == pytest.approx(hand, rel=1e-12)
+  rows = analysis.r2_log(table["eval_error"], 0.1 + 1.0 / table["dp"])
+  assert rows < r2  # single runs carry the seed noise the means average out
+
+
+GOOD_STATS = {"converged": True, "n_best_basin": 12, "r2_log": 0.8}
+GOOD_PARAMS = {"E_inf": 0.01, "A": 1.0, "alpha": 0.3, "B": 2.0, "beta": 0.5, "C": 1.0, "gamma": 0.4}
+
+
+def test_law_check_passes_a_good_law_and_uses_the_cell_r2():
+  # the runs' R² (0.8) is below R2_MIN, but the check is made on the cell means
+  assert analysis.law_check(GOOD_STATS, GOOD_PARAMS, 0.95, {"Dp": 0.1, "M": 0.12}) == ()
+  assert "cell means 0.85" in analysis.law_check(GOOD_STATS, GOOD_PARAMS, 0.85, {"Dp": 0.1, "M": 0.1})[0]
+
+
+@pytest.mark.parametrize("stats, params, holdouts, needle", [
+    (GOOD_STATS, GOOD_PARAMS, {"Dp": 0.2, "M": 0.1}, "largest Dp held out: log-RMSE 0.200 > 0.15"),
+    (GOOD_STATS, GOOD_PARAMS, {"Dp": 0.1, "M": 0.151}, "largest M held out: log-RMSE 0.151 > 0.15"),
+    (GOOD_STATS, GOOD_PARAMS, {"Dp": 0.1}, "the largest M was not backtested"),
+    ({**GOOD_STATS, "n_best_basin": 1}, GOOD_PARAMS, {"Dp": 0.1, "M": 0.1}, "only 1 start(s)"),
+    ({**GOOD_STATS, "converged": False}, GOOD_PARAMS, {"Dp": 0.1, "M": 0.1}, "did not converge"),
+    (GOOD_STATS, {**GOOD_PARAMS, "gamma": 24.1}, {"Dp": 0.1, "M": 0.1}, "exponent gamma = 24.1 outside"),
+    (GOOD_STATS, {**GOOD_PARAMS, "beta": -0.1}, {"Dp": 0.1, "M": 0.1}, "exponent beta = -0.1 outside"),
+])
+def test_law_check_flags_each_failure(stats, params, holdouts, needle):
+  reasons = analysis.law_check(stats, params, 0.95, holdouts)
+  assert len(reasons) == 1 and needle in reasons[0], reasons
+
+
+def test_a_named_law_skips_selection(analyzed):
+  sel = analyzed.fits["law_selection"]
+  assert sel["mode"] == "given" and sel["chosen"] == "transfer_additive" == analyzed.law
+  assert list(sel["forms"]) == ["transfer_additive"] and sel["forms"]["transfer_additive"]["chosen"]
+  entry = sel["forms"]["transfer_additive"]
+  assert set(entry) == {"formula", "arms", "backtests", "mean_log_rmse", "chosen"}
+  assert set(entry["arms"]) == {"plain", "distilled"}
+  assert set(entry["arms"]["plain"]) == {"r2_log_rows", "r2_log_cells", "n_rows", "n_cells", "converged",
+                                         "n_best_basin", "params"}
+  assert entry["arms"]["plain"]["n_cells"] == len(MODELS) * len(DPS) * len(DFS)
+  check = analyzed.fits["law_check"]["plain"]
+  assert check["r2_log_cells"] == analyzed.arms["plain"].r2_cells > check["r2_log_rows"] - 0.01
+  assert {c["check"] for c in check["checks"]} >= {"backtest, largest Dp held out",
+                                                   "backtest, largest M held out", "starts in the best basin"}
+
+
+def test_an_unknown_law_is_a_one_line_error():
+  c = study_config()
+  c.study.law = "transfer_typo"
+  with pytest.raises(JaxscaleError, match="use 'auto'"):
+    analysis.analyze_records(c, synthetic_rows(), progress=False)
