@@ -51,7 +51,9 @@ def _law_curve(a: StudyAnalysis, arm: str, axis: str, fixed: dict[str, float],
 
 
 def _failed_note(a: StudyAnalysis) -> str | None:
-  failed = [f"{arm}: {'; '.join(f.failed)}" for arm, f in a.arms.items() if f.failed]
+  """A short label for the panels (the reasons are in the caption and the law section)."""
+  failed = [f"{arm}: {len(f.failed)} check{'s' if len(f.failed) > 1 else ''} failed"
+            for arm, f in a.arms.items() if f.failed]
   return ("law not drawn (failed)\n" + "\n".join(failed)) if failed else None
 
 
