@@ -114,6 +114,7 @@ def base_config() -> ConfigDict:
       seeds=(0,),
       teacher_model="",         # "" = smallest rung of `models`
       teacher_dp=0,             # 0 = largest of `dp`
+      teacher_seed=0,           # the teacher's seed: fixed, so another `seeds` set keeps the same teacher
       law="transfer_additive",  # joint law fitted per arm
       bootstrap=200,            # bootstrap resamples for CIs
   ))

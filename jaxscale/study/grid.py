@@ -5,9 +5,13 @@ A study is ``models x Dp x Df x arms x seeds`` plus one teacher. Pretraining is 
 the teacher (by default the smallest rung trained on the largest Dp) is trained once and guides
 every distilled pretraining.
 
-Cells that share a model and a step count are trained together as one **group** (one compiled,
-vmapped program): the teacher alone; pretraining per (model, Dp) over arms x seeds; fine-tuning
-per (model, Df) over Dp x arms x seeds. ``config.engine.group_size`` splits larger groups.
+Cells that share a stage, a model, a step count and whether they distil are trained together as
+one **group** (one compiled, vmapped program): pretraining per (model, steps, arm) over Dp x seeds,
+the teacher joining the plain group of its model when its step count matches; fine-tuning per
+(model, steps) over Dp x Df x arms x seeds. A group's program runs the teacher's forward only when
+one of its runs distils, so plain runs never pay for it. With a fixed step budget (the default
+study) every Dp shares one group, so a model's pretraining is two programs and its fine-tuning one.
+``config.engine.group_size`` splits larger groups.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Iterable
 from ml_collections import ConfigDict
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.train.steps import num_train_steps
 
 TEACHER, PRETRAIN, FINETUNE = "teacher", "pretrain", "finetune"
 
@@ -63,10 +68,11 @@ class Cell:
 
 
 def teacher_of(study: ConfigDict) -> Cell:
-  """The teacher cell: `study.teacher_model` ("" = first rung) on `teacher_dp` (0 = max Dp)."""
+  """The teacher cell: `study.teacher_model` ("" = first rung) on `teacher_dp` (0 = max Dp), seed
+  `teacher_seed` (independent of `study.seeds`, so a study rerun with other seeds keeps its teacher)."""
   model = study.teacher_model or study.models[0]
   dp = study.teacher_dp or max(study.dp)
-  return Cell(TEACHER, model, int(dp), "plain", int(study.seeds[0]))
+  return Cell(TEACHER, model, int(dp), "plain", int(study.teacher_seed))
 
 
 def expand(config: ConfigDict) -> list[Cell]:
@@ -96,50 +102,56 @@ def expand(config: ConfigDict) -> list[Cell]:
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-  """Cells trained together: one model, one stage, one subset size (hence one step count).
+  """Cells trained together: one stage, one model, one step count, one program.
 
   Attributes:
-    kind: "teacher" | "pretrain" | "finetune".
+    stage: "pretrain" (teacher cells included) | "finetune".
     model: the model of every cell.
-    size: the subset size (Dp for teacher and pretrain groups, Df for fine-tune groups).
+    steps: the training steps of every cell.
+    distils: whether a cell has a KD weight > 0 (the program then runs the teacher's forward).
     cells: the cells, in a fixed order.
     part: which slice of a group split by ``config.engine.group_size`` (-1 = not split).
   """
-  kind: str
+  stage: str
   model: str
-  size: int
+  steps: int
+  distils: bool
   cells: tuple[Cell, ...]
   part: int = -1
 
   @property
   def id(self) -> str:
-    """A stable, readable id, e.g. ``pt-vit_tiny_s-dp1000`` or ``ft-vit_tiny_s-df300-part1``."""
-    if self.kind == TEACHER:
-      return self.cells[0].id
-    base = f"{'pt' if self.kind == PRETRAIN else 'ft'}-{self.model}-{'dp' if self.kind == PRETRAIN else 'df'}{self.size}"
+    """A stable, readable id, e.g. ``pt-vit_tiny_s-kd-800steps`` or ``ft-vit_tiny_s-150steps-part1``."""
+    base = f"{'pt' if self.stage == PRETRAIN else 'ft'}-{self.model}-{'kd-' if self.distils else ''}{self.steps}steps"
     return base if self.part < 0 else f"{base}-part{self.part}"
 
-  @property
-  def stage(self) -> str:
-    return self.cells[0].stage
+
+def cell_steps(config: ConfigDict, cell: Cell) -> int:
+  """Training steps of `cell` (the step rule of its stage at its subset size)."""
+  return num_train_steps(config[cell.stage].optim, cell.df if cell.kind == FINETUNE else cell.dp)
 
 
 def groups(config: ConfigDict) -> list[Group]:
-  """The study's groups in dependency order: the teacher, every pretraining, every fine-tuning."""
+  """The study's groups in dependency order: plain pretraining (with the teacher), distilled
+  pretraining, fine-tuning; smaller models and step counts first within each."""
   cells = expand(config)
   limit = int(config.engine.group_size)
   packed: dict[tuple, list[Cell]] = {}
   for cell in cells:
-    size = cell.df if cell.kind == FINETUNE else cell.dp
-    packed.setdefault((cell.kind, cell.model, size), []).append(cell)
-  rank = {TEACHER: 0, PRETRAIN: 1, FINETUNE: 2}
-  out = []
-  for (kind, model, size), members in sorted(packed.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1:])):
-    parts = [members[i:i + limit] for i in range(0, len(members), limit)]
-    for i, part in enumerate(parts):
-      out.append(Group(kind, model, size, tuple(part), i if len(parts) > 1 else -1))
+    key = (cell.stage, cell.model, cell_steps(config, cell), kd_alpha(config, cell) > 0)
+    packed.setdefault(key, []).append(cell)
   order = {m: i for i, m in enumerate(config.study.models)}
-  out.sort(key=lambda g: (rank[g.kind], order.get(g.model, -1), g.size, g.part))
+  out = []
+  for (stage, model, steps, distils), members in packed.items():
+    # Equal parts (96 runs at limit 64: 48 + 48, not 64 + 32) share one program shape: one compile.
+    per = -(-len(members) // -(-len(members) // limit))
+    parts = [members[i:i + per] for i in range(0, len(members), per)]
+    for i, part in enumerate(parts):
+      out.append(Group(stage, model, steps, distils, tuple(part), i if len(parts) > 1 else -1))
+  # A distilling group needs the teacher, which is in a plain pretraining group: plain pretraining
+  # first, then distilled pretraining, then fine-tuning (which needs its pretraining cells).
+  rank = lambda g: (g.stage == FINETUNE, g.distils)
+  out.sort(key=lambda g: (rank(g), order.get(g.model, len(order)), g.model, g.steps, g.part))
   return out
 
 
@@ -159,7 +171,7 @@ def group_config(config: ConfigDict, group: Group, cells_dir: str) -> ConfigDict
   """The config a group trains with: the study config with its model and its teacher set."""
   c = ConfigDict(config.to_dict())
   c.model.name = group.model
-  if any(kd_alpha(config, cell) > 0 for cell in group.cells):
+  if group.distils:
     teacher = teacher_of(config.study)
     c.distill.teacher_checkpoint = run_dir(cells_dir, teacher)
     c.distill.teacher_model = teacher.model

@@ -170,7 +170,7 @@ def _rows_of_groups(config: ConfigDict) -> dict[tuple[str, str, str], dict[str, 
   teacher = grid.teacher_of(config.study).model
   out: dict[tuple[str, str, str], dict[str, Any]] = {}
   for g in grid.groups(config):
-    t = teacher if any(grid.kd_alpha(config, c) > 0 for c in g.cells) else ""
+    t = teacher if g.distils else ""
     row = out.setdefault((g.model, g.stage, t), {"cells": [], "runs": 0})
     row["cells"].extend(g.cells)
     row["runs"] = max(row["runs"], len(g.cells))

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from typing import Any
 
@@ -178,6 +179,23 @@ def record_of(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> di
                        seed=cell.seed, flops=cell_flops(config, cell))
 
 
+def _compile_ahead(config: ConfigDict, group: grid.Group, cells_dir: str) -> threading.Thread:
+  """Starts compiling `group`'s programs in a background thread (XLA compiles without the GIL, so
+  this overlaps the current group's training). A failure here is left for the group itself to raise."""
+  cfg = grid.group_config(config, group, cells_dir)
+  runs = [run_of(config, c, cells_dir) for c in group.cells]
+
+  def work():
+    try:
+      loop.compile_ahead(cfg, group.stage, runs)
+    except Exception as e:  # noqa: BLE001 -- the group's own run reports the problem properly
+      logger.debug("compiling %s ahead failed: %s", group.id, e)
+
+  thread = threading.Thread(target=work, name=f"compile {group.id}", daemon=True)
+  thread.start()
+  return thread
+
+
 def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> list[dict[str, Any]]:
   """Trains every group that has unfinished cells, in order; returns all records of the study."""
   p = paths(workdir)
@@ -187,10 +205,15 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
   if done:
     logger.info("resuming: %d of %d cells already done", sum(c.id in done for c in cells), len(cells))
   main = jax.process_index() == 0
+  ahead = None
   with Progress(total=len(cells), desc="study", unit="cell", initial=sum(c.id in done for c in cells),
                 enabled=show_progress and main, interval_s=0) as bar:
-    for group in todo:
+    for i, group in enumerate(todo):
+      if ahead is not None:
+        ahead.join()  # this group's programs: compiled while the previous group trained
       cfg = grid.group_config(config, group, p["cells"])
+      if i + 1 < len(todo) and jax.process_count() == 1:
+        ahead = _compile_ahead(config, todo[i + 1], p["cells"])
       t0 = time.time()
       results = loop.train_group(cfg, group.stage, [run_of(config, c, p["cells"]) for c in group.cells],
                                  os.path.join(p["groups"], group.id), show_progress=show_progress,

@@ -20,6 +20,7 @@ run names an ``out_dir``) and the group's ``result.json``. Records are the calle
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -112,9 +113,17 @@ def _sigterm_flag() -> Iterator[threading.Event]:
 
 # ----------------------------------------------------------------------------- inputs
 
-@functools.lru_cache(maxsize=2)
+_READ_LOCK = threading.Lock()  # a split is read once even when a group compiles ahead in another thread
+
+
 def _device_split(name: str, split: str, data_dir: str, image_size: int, channels: int, mesh):
   """A whole (small) split as uint8 images and labels on the device, read and placed once per process."""
+  with _READ_LOCK:
+    return _read_device_split(name, split, data_dir, image_size, channels, mesh)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_device_split(name: str, split: str, data_dir: str, image_size: int, channels: int, mesh):
   source = sources.open_source(name, split, data_dir)
   images, labels = pipeline.read_images(source, np.arange(len(source)), image_size, channels)
   repl = sharding_lib.replicated(mesh)
@@ -137,18 +146,18 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) ->
   source = sources.open_source(name, s.train_split, data_dir)
   labels = sources.load_labels(name, s.train_split, data_dir)
   batch, k = int(s.optim.batch_size), int(e.steps_per_dispatch)
-  sizes = {r.size for r in runs}
-  if len(sizes) != 1:
-    raise ValueError(f"a group's runs must share a subset size, got {sorted(sizes)}")
-  size = sizes.pop()
-  if size > len(labels):
-    raise JaxscaleError(f"config.{stage}.size={size} is larger than the {len(labels)} images of "
-                        f"{name}:{s.train_split}; lower it")
-  total = steps_lib.num_train_steps(s.optim, size)
+  for r in runs:
+    if r.size > len(labels):
+      raise JaxscaleError(f"config.{stage}.size={r.size} is larger than the {len(labels)} images of "
+                          f"{name}:{s.train_split}; lower it")
+  steps = {steps_lib.num_train_steps(s.optim, r.size) for r in runs}
+  if len(steps) != 1:
+    raise ValueError(f"a group's runs must share a step count, got {sorted(steps)}")
+  total = steps.pop()
   padded = -(-total // k) * k
   order, hashes = [], []
   for r in runs:
-    idx = subsets.nested_subset(labels, size, derive_seed(r.seed, f"{stage}/subset"))
+    idx = subsets.nested_subset(labels, r.size, derive_seed(r.seed, f"{stage}/subset"))
     hashes.append(subsets.manifest_hash(idx))
     table = pipeline.example_order(idx, derive_seed(r.seed, f"{stage}/data"), batch, 0, total)
     order.append(np.concatenate([table, np.repeat(table[-1:], padded - total, axis=0)]))
@@ -202,7 +211,10 @@ def _dispatch_data(inputs: dict, d: int, k: int, batch_iter) -> dict:
 
 # ----------------------------------------------------------------------------- models
 
+@functools.lru_cache(maxsize=32)
 def _abstract_params(name: str, num_classes: int, image_size: int, dtype) -> tuple[Any, dict]:
+  """(graphdef, abstract nnx.State of the params) of a model; cached, since building a model's Python
+  object graph costs about 0.2 s and every group, teacher and checkpoint load asks for it (read only)."""
   abstract = nnx.eval_shape(lambda: models.create(name, num_classes, image_size, rngs=nnx.Rngs(0), dtype=dtype))
   graphdef, state = nnx.split(abstract, nnx.Param)
   return graphdef, state
@@ -259,9 +271,13 @@ def initial_params(config: ConfigDict, stage: str, runs: Sequence[Run], num_clas
   if stage == "pretrain":
     return graphdef, _fresh_params(name, num_classes, size_px, dtype, _keys(runs, "init")), [None] * len(runs)
   heads = jax.device_get(_fresh_params(name, num_classes, size_px, dtype, _keys(runs, "finetune/head")))
+  # Each pretrained backbone is read once (several fine-tunes may start from it), the reads in parallel.
+  dirs = list(dict.fromkeys(r.init for r in runs))
+  with concurrent.futures.ThreadPoolExecutor(min(8, len(dirs))) as pool:
+    loaded = dict(zip(dirs, pool.map(lambda d: _load_run(d, "pretrain checkpoint", dtype), dirs)))
   params, metas = [], []
   for i, r in enumerate(runs):
-    _, backbone, meta = _load_run(r.init, "pretrain checkpoint", dtype)
+    _, backbone, meta = loaded[r.init]
     if meta.get("stage") != "pretrain":
       raise JaxscaleError(f"{r.init} is a {meta.get('stage')} run; config.finetune.init_checkpoint must name "
                           "a pretrain run directory")
@@ -292,8 +308,14 @@ def load_teacher(config: ConfigDict, stage: str, num_classes: int, dtype) -> dic
 
 # ----------------------------------------------------------------------------- evaluation
 
-@functools.lru_cache(maxsize=4)
 def _eval_chunks(name: str, split: str, data_dir: str, image_size: int, channels: int, chunk: int):
+  """The eval split as padded chunks (``image``, ``label``, ``mask``), read once per process."""
+  with _READ_LOCK:
+    return _read_eval_chunks(name, split, data_dir, image_size, channels, chunk)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_eval_chunks(name: str, split: str, data_dir: str, image_size: int, channels: int, chunk: int):
   source = sources.open_source(name, split, data_dir)
   return tuple(pipeline.eval_chunks(source, chunk_size=chunk, image_size=image_size, channels=channels))
 
@@ -333,7 +355,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
     config: a validated config; ``config.model.name`` is the group's model and
       ``config.distill.teacher_checkpoint`` the teacher of its runs with ``alpha > 0``.
     stage: ``"pretrain"`` or ``"finetune"``.
-    runs: the runs (equal subset sizes, hence equal step counts).
+    runs: the runs (equal step counts; subset sizes may differ).
     group_dir: checkpoints and ``result.json``.
 
   Returns:
@@ -384,43 +406,112 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   return results
 
 
-def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: dict, mesh) -> dict[str, Any]:
-  """The group's compiled train program and what it runs on: initial parameters, shardings, per-run
-  constants (KD weight, augmentation key) and the teacher."""
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
-  classes, size_px = inputs["num_classes"], int(config.data.image_size)
-  distil = config.distill.stage in (stage, "both") and any(r.alpha > 0 for r in runs)
-  if distil and not config.distill.teacher_checkpoint:
-    raise JaxscaleError("a run distils (alpha > 0) but config.distill.teacher_checkpoint is empty; "
-                        "name a finished pretrain run directory")
-  teacher = load_teacher(config, stage, classes, dtype) if distil else None
-  graphdef, params, init_metas = initial_params(config, stage, runs, classes, dtype)
-  o = config[stage].optim
+def _dtype(config: ConfigDict):
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
+
+
+def _distils(config: ConfigDict, stage: str, runs: Sequence[Run]) -> bool:
+  return config.distill.stage in (stage, "both") and any(r.alpha > 0 for r in runs)
+
+
+def program_spec(config: ConfigDict, stage: str, runs: Sequence[Run], num_classes: int, on_device: bool,
+                 mesh) -> dict[str, Any]:
+  """Everything about a group's programs that needs neither data nor parameters: the graphdefs,
+  optimizer settings, shardings, the abstract state and the jitted train chunk.
+
+  Returns ``graphdef``, ``settings``, ``param_sh``, ``abstract`` (the state's shapes), ``state_sh``,
+  ``teacher_model``, ``teacher_sh``, ``in_sh``, ``chunk``, ``one_run`` (one run's abstract params).
+  """
+  dtype, size_px, o = _dtype(config), int(config.data.image_size), config[stage].optim
+  graphdef, one_run = _abstract_params(config.model.name, num_classes, size_px, dtype)
   settings = steps_lib.optimizer_settings(o)
-  _, one_run = _abstract_params(config.model.name, classes, size_px, dtype)
   param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
+  params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((len(runs), *x.shape), x.dtype),
+                                  one_run.to_pure_dict())
   abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
   state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
-  teacher_sh = None
-  if teacher:
-    teacher_abstract = _abstract_params(teacher["model"], classes, size_px, dtype)[1]
+  teacher_model, teacher_graphdef, teacher_sh = "", None, None
+  if _distils(config, stage, runs):
+    teacher_model = config.distill.teacher_model or config.model.name
+    teacher_graphdef, teacher_abstract = _abstract_params(teacher_model, num_classes, size_px, dtype)
     teacher_sh = sharding_lib.param_shardings(teacher_abstract, mesh).to_pure_dict()
   spec = steps_lib.StepSpec(
       graphdef=graphdef, settings=settings, batch_size=int(o.batch_size),
       crop_padding=int(config[stage].crop_padding),
       flip=bool(config[stage].flip) and sources.allows_flip(config[stage].dataset),
       resized_crop=bool(config[stage].random_resized_crop),
-      label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher["graphdef"] if teacher else None,
-      temperature=float(config.distill.temperature), on_device=inputs["on_device"])
-  in_sh = steps_lib.chunk_input_shardings(spec, mesh)
+      label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher_graphdef,
+      temperature=float(config.distill.temperature), on_device=on_device)
+  return {"graphdef": graphdef, "settings": settings, "param_sh": param_sh, "abstract": abstract,
+          "state_sh": state_sh, "teacher_model": teacher_model, "teacher_sh": teacher_sh,
+          "in_sh": steps_lib.chunk_input_shardings(spec, mesh), "one_run": one_run,
+          "chunk": steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh)}
+
+
+def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: dict, mesh) -> dict[str, Any]:
+  """The group's compiled train program and what it runs on: initial parameters, shardings, per-run
+  constants (KD weight, augmentation key) and the teacher."""
+  dtype, classes = _dtype(config), inputs["num_classes"]
+  distil = _distils(config, stage, runs)
+  if distil and not config.distill.teacher_checkpoint:
+    raise JaxscaleError("a run distils (alpha > 0) but config.distill.teacher_checkpoint is empty; "
+                        "name a finished pretrain run directory")
+  teacher = load_teacher(config, stage, classes, dtype) if distil else None
+  program = program_spec(config, stage, runs, classes, inputs["on_device"], mesh)
+  _, params, init_metas = initial_params(config, stage, runs, classes, dtype)
   consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
             "key": _keys(runs, f"{stage}/augment")}
-  return {"graphdef": graphdef, "params": params, "init_metas": init_metas, "settings": settings,
-          "param_sh": param_sh, "abstract": abstract, "state_sh": state_sh, "in_sh": in_sh,
-          "chunk": steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh),
-          "consts": jax.tree_util.tree_map(_put, consts, in_sh["consts"]),
-          "teacher_params": jax.tree_util.tree_map(_put, teacher["params"], teacher_sh) if teacher else None,
-          "param_count": models.count_params(one_run)}
+  program.update(
+      params=params, init_metas=init_metas, param_count=models.count_params(program["one_run"]),
+      consts=jax.tree_util.tree_map(_put, consts, program["in_sh"]["consts"]),
+      # through the host: restored arrays sit on one device, and the program (compiled ahead, too)
+      # takes the teacher with its own sharding
+      teacher_params=jax.tree_util.tree_map(lambda x, sh: _put(np.asarray(x), sh), teacher["params"],
+                                            program["teacher_sh"]) if teacher else None)
+  return program
+
+
+def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
+  """Compiles the programs `train_group(config, stage, runs, ...)` will run (train chunk, eval,
+  initialisers) from shapes alone, so a caller can overlap the next group's compilation with the
+  current group's training in a background thread. Needs no parameters, teacher or checkpoint:
+  they may not exist yet. jax.jit reuses what this compiled when the group calls the same program.
+  """
+  mesh = sharding_lib.make_mesh(config.mesh)
+  runs = _pad_runs(runs, mesh.shape["runs"])
+  inputs = prepare_inputs(config, stage, runs, mesh)
+  program = program_spec(config, stage, runs, inputs["num_classes"], inputs["on_device"], mesh)
+  k, r, batch = int(config.engine.steps_per_dispatch), len(runs), int(config[stage].optim.batch_size)
+  size_px, channels = int(config.data.image_size), inputs["channels"]
+  shaped = lambda x, sh: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sh)
+  if inputs["on_device"]:
+    dev = inputs["device"]
+    data = {"images": dev["images"], "labels": dev["labels"],
+            "index": jax.ShapeDtypeStruct((k, r, batch), np.int32)}
+  else:
+    data = {"images": jax.ShapeDtypeStruct((k, r, batch, size_px, size_px, channels), np.uint8),
+            "labels": jax.ShapeDtypeStruct((k, r, batch), np.int32)}
+  in_sh = program["in_sh"]
+  args = (jax.tree_util.tree_map(shaped, program["abstract"], program["state_sh"]),
+          {"alpha": jax.ShapeDtypeStruct((r,), np.float32, sharding=in_sh["consts"]["alpha"]),
+           "key": jax.ShapeDtypeStruct((r, 2), np.uint32, sharding=in_sh["consts"]["key"])},
+          None if program["teacher_sh"] is None else jax.tree_util.tree_map(
+              shaped, _abstract_params(program["teacher_model"], inputs["num_classes"], size_px,
+                                       _dtype(config))[1].to_pure_dict(), program["teacher_sh"]),
+          jax.tree_util.tree_map(lambda x, sh: x if isinstance(x, jax.Array) else shaped(x, sh), data, in_sh["data"]),
+          jax.ShapeDtypeStruct((k, r), np.float32, sharding=in_sh["lr"]),
+          jax.ShapeDtypeStruct((k,), np.bool_, sharding=in_sh["valid"]))
+  program["chunk"].lower(*args).compile()
+  params = args[0].params
+  steps_lib.make_init(program["settings"], program["state_sh"]).lower(
+      jax.tree_util.tree_map(shaped, params, program["param_sh"])).compile()
+  key = jax.ShapeDtypeStruct((2,), np.uint32)
+  _init_fn(config.model.name, inputs["num_classes"], size_px, _dtype(config)).lower(key).compile()
+  s = config[stage]
+  chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, size_px, channels, int(s.optim.eval_batch_size))
+  repl = sharding_lib.replicated(mesh)
+  steps_lib.make_eval_chunk(program["graphdef"], mesh, program["state_sh"].params).lower(
+      params, {name: shaped(v, repl) for name, v in chunks[0].items()}).compile()
 
 
 def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict, desc: str):

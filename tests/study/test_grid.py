@@ -54,18 +54,56 @@ def test_empty_grid_is_a_one_line_error(field):
     grid.expand(study_config(**{field: ()}))
 
 
-def test_groups_pack_cells_by_model_and_size_in_dependency_order():
+def fixed_budget(config, pretrain_steps=40, finetune_steps=10):
+  for stage, n in (("pretrain", pretrain_steps), ("finetune", finetune_steps)):
+    config[stage].optim.update(min_steps=n, max_steps=n)
+  return config
+
+
+def _needs(config, group, owner):
+  out = {owner[c.pretrain_cell().id] for c in group.cells if c.kind == grid.FINETUNE}
+  if group.distils:
+    out.add(owner[grid.teacher_of(config.study).id])
+  return out - {group.id}
+
+
+@pytest.mark.parametrize("budget", ["fixed", "epochs"])
+def test_groups_pack_cells_by_stage_model_steps_and_kd_in_dependency_order(budget):
   config = study_config()
+  if budget == "fixed":
+    fixed_budget(config)
+  else:
+    config.pretrain.optim.update(epochs=1.0, min_steps=1, max_steps=0, batch_size=10)
   groups = grid.groups(config)
   cells = [c for g in groups for c in g.cells]
   assert sorted(c.id for c in cells) == sorted(c.id for c in grid.expand(config))  # every cell once
-  kinds = [g.kind for g in groups]
-  assert kinds == sorted(kinds, key=["teacher", "pretrain", "finetune"].index)
+  owner = {c.id: g.id for g in groups for c in g.cells}
+  position = {g.id: i for i, g in enumerate(groups)}
   for g in groups:
-    assert len({(c.model, c.df if c.kind == grid.FINETUNE else c.dp) for c in g.cells}) == 1
-  ft = next(g for g in groups if g.kind == grid.FINETUNE)
-  s = config.study
-  assert len(ft.cells) == len(s.dp) * len(s.arms) * len(s.seeds) and ft.id == f"ft-{ft.model}-df{ft.size}"
+    assert {(c.stage, c.model, grid.cell_steps(config, c)) for c in g.cells} == {(g.stage, g.model, g.steps)}
+    assert {grid.kd_alpha(config, c) > 0 for c in g.cells} == {g.distils}  # plain runs skip the teacher
+    assert all(position[d] < position[g.id] for d in _needs(config, g, owner))
+  teacher = grid.teacher_of(config.study)
+  if budget == "fixed":
+    # every Dp shares a step count: per model one plain and one KD pretraining group, one fine-tune group
+    assert [g.id for g in groups] == [
+        "pt-vit_tiny_xs-40steps", "pt-vit_tiny_s-40steps", "pt-vit_tiny_xs-kd-40steps",
+        "pt-vit_tiny_s-kd-40steps", "ft-vit_tiny_xs-10steps", "ft-vit_tiny_s-10steps"]
+    assert owner[teacher.id] == "pt-vit_tiny_xs-40steps"   # the teacher joins its model's plain group
+    s = config.study
+    assert len(groups[-1].cells) == len(s.dp) * len(s.df) * len(s.arms) * len(s.seeds)
+  else:
+    # 1 epoch of batch 10: Dp 100 and 300 train 10 and 30 steps, the teacher (Dp 300) joins the latter
+    pt = [g for g in groups if g.stage == "pretrain"]
+    assert sorted({g.steps for g in pt}) == [10, 30] and len(pt) == 8
+    assert {c.dp for c in next(g for g in pt if g.id == "pt-vit_tiny_xs-30steps").cells} == {300}
+
+
+def test_teacher_seed_is_independent_of_the_study_seeds():
+  a = grid.teacher_of(study_config(seeds=(0, 1)).study)
+  b = grid.teacher_of(study_config(seeds=(4, 5)).study)
+  assert a == b and a.seed == 0
+  assert grid.teacher_of(study_config(teacher_seed=3).study).seed == 3
 
 
 def test_group_size_splits_groups():
@@ -75,17 +113,22 @@ def test_group_size_splits_groups():
   assert max(len(g.cells) for g in groups) == 3
   assert any(g.id.endswith("-part1") for g in groups)
   assert len({g.id for g in groups}) == len(groups)
+  fixed_budget(config)
+  config.engine.group_size = 10   # 16 fine-tunes per model: two parts of 8 (one program shape), not 10 + 6
+  ft = [g for g in grid.groups(config) if g.stage == grid.FINETUNE and g.model == "vit_tiny_s"]
+  assert [len(g.cells) for g in ft] == [8, 8]
 
 
 def test_group_config_wires_the_teacher_and_kd_weight():
   config = study_config()
   groups = grid.groups(config)
-  pt = next(g for g in groups if g.kind == grid.PRETRAIN)
+  pt = next(g for g in groups if g.stage == grid.PRETRAIN and g.distils)
   c = grid.group_config(config, pt, "/study/cells")
   assert c.model.name == pt.model
   assert c.distill.teacher_checkpoint.endswith("teacher-vit_tiny_xs-dp300-s0/pretrain")
-  alphas = {cell.arm: grid.kd_alpha(config, cell) for cell in pt.cells}
-  assert alphas == {"plain": 0.0, "distilled": config.distill.alpha}
-  ft = next(g for g in groups if g.kind == grid.FINETUNE)
+  assert {grid.kd_alpha(config, cell) for cell in pt.cells} == {config.distill.alpha}
+  plain = next(g for g in groups if g.stage == grid.PRETRAIN and not g.distils)
+  assert grid.group_config(config, plain, "/x").distill.teacher_checkpoint == ""
+  ft = next(g for g in groups if g.stage == grid.FINETUNE)
   assert grid.group_config(config, ft, "/x").distill.teacher_checkpoint == ""  # KD during pretraining only
   assert config.distill.teacher_checkpoint == ""  # the study config itself is untouched

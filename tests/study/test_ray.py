@@ -109,14 +109,15 @@ def test_dependencies_follow_the_cells(data_dir):
   groups = grid.groups(config)
   needs = ray_engine.dependencies(config, groups)
   by_id = {g.id: g for g in groups}
-  teacher = next(g.id for g in groups if g.kind == grid.TEACHER)
+  teacher_id = grid.teacher_of(config.study).id
+  teacher = next(g.id for g in groups if teacher_id in {c.id for c in g.cells})
   assert needs[teacher] == set()
   for g in groups:
-    if g.kind == grid.PRETRAIN:  # distillation during pretraining: every pretrain group has a distilled cell
-      assert needs[g.id] == {teacher}
-    if g.kind == grid.FINETUNE:
-      assert needs[g.id] == {h.id for h in groups if h.kind == grid.PRETRAIN and h.model == g.model}
-      assert all(by_id[d].kind == grid.PRETRAIN for d in needs[g.id])
+    if g.stage == grid.PRETRAIN:  # distillation during pretraining: the KD groups need the teacher's group
+      assert needs[g.id] == ({teacher} if g.distils else set())
+    if g.stage == grid.FINETUNE:
+      assert needs[g.id] == {h.id for h in groups if h.stage == grid.PRETRAIN and h.model == g.model}
+      assert all(by_id[d].stage == grid.PRETRAIN for d in needs[g.id])
   position = {g.id: i for i, g in enumerate(groups)}
   assert all(position[d] < position[g] for g, ds in needs.items() for d in ds)
 
@@ -137,8 +138,9 @@ def test_ray_study_survives_a_killed_worker_and_a_killed_driver(local_records, d
                             env=env(), stdin=subprocess.DEVNULL, start_new_session=True)
   try:
     # 1. SIGKILL the worker that trains the teacher group once it has saved a checkpoint.
-    teacher = next(g for g in grid.groups(load(SMOKE, [f"--config.data.data_dir={data_dir}"]))
-                   if g.kind == grid.TEACHER)
+    config = load(SMOKE, [f"--config.data.data_dir={data_dir}"])
+    teacher_id = grid.teacher_of(config.study).id
+    teacher = next(g for g in grid.groups(config) if teacher_id in {c.id for c in g.cells})
     group_dir = workdir / "groups" / teacher.id
     killed = None
     deadline = time.time() + 600

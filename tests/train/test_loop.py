@@ -109,6 +109,27 @@ def test_kd_alpha_zero_in_a_distilled_group_equals_plain(group, config, tmp_path
   assert kd["eval_loss"] != pytest.approx(plain["eval_loss"], abs=1e-4)
 
 
+def test_compile_ahead_compiles_what_the_group_then_runs(group, config, tmp_path, caplog):
+  """The runner compiles the next group's programs in a thread from shapes alone (no teacher or
+  backbone loaded); the group then compiles neither its train chunk nor its eval."""
+  import jax
+  root, _ = group
+  config.engine.steps_per_dispatch = 4   # a program shape no other test compiles
+  config.distill.update(teacher_checkpoint=os.path.join(root, "s0"), teacher_model="vit_tiny_xs")
+  runs = [loop.Run("kd0", 0, 104, alpha=0.5), loop.Run("kd1", 1, 208, alpha=0.5)]  # sizes differ, steps equal
+
+  def compiled(fn):
+    caplog.clear()
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+      fn()
+    return [r.getMessage().split(" with ")[0] for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
+
+  ahead = compiled(lambda: loop.compile_ahead(config, "pretrain", runs))
+  assert "Compiling jit(chunk)" in ahead and "Compiling jit(eval_chunk)" in ahead
+  during = compiled(lambda: loop.train_group(config, "pretrain", runs, str(tmp_path / "g"), show_progress=False))
+  assert "Compiling jit(chunk)" not in during and "Compiling jit(eval_chunk)" not in during, during
+
+
 def test_a_diverging_run_stops_alone(group, config, tmp_path):
   root, results = group
   runs = [loop.Run("bad", 1, 208, lr=1e30), loop.Run("good", 1, 208, out_dir=str(tmp_path / "good"))]
