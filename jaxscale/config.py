@@ -115,7 +115,9 @@ def base_config() -> ConfigDict:
       teacher_model="",         # "" = smallest rung of `models`
       teacher_dp=0,             # 0 = largest of `dp`
       teacher_seed=0,           # the teacher's seed: fixed, so another `seeds` set keeps the same teacher
-      law="transfer_additive",  # joint law fitted per arm
+      law="transfer_additive",  # joint law fitted per arm; "auto": fit transfer_additive and
+                                # transfer_multiplicative, report the one with the lower mean backtest
+                                # log-RMSE (both arms, every held-out input)
       bootstrap=200,            # bootstrap resamples for CIs
   ))
   return c

@@ -2,7 +2,7 @@
 
 A model name is ``<family>_<ladder>_<size>``: family ``vit`` or ``resnet``; ladder ``tiny``
 (16 px / 32 px inputs, trained on a CPU in seconds) or ``paper`` (224 px, 2.5M to 38M parameters,
-the range of the paper); size ``xs`` < ``s`` < ``m`` < ``l`` < ``xl``. ``ladder("vit_tiny")``
+the range of the paper); size ``xxs`` < ``xs`` < ``s`` < ``m`` < ``l`` < ``xl``. ``ladder("vit_tiny")``
 lists the rungs of one ladder from smallest to largest.
 
 Every model maps float32 images [B, S, S, 3] in [-1, 1] to float32 logits [B, num_classes], has
@@ -49,10 +49,11 @@ def _resnet(width: int, blocks: tuple[int, ...], bottleneck: bool, stem: str,
 
 
 _LADDERS: dict[str, dict[str, Spec]] = {
-    # 16 px inputs, 4 px patches (16 tokens), GAP head, depth 2; only the width varies (24 to 96),
-    # ~17K to ~240K parameters. Small enough that the default study trains each rung to past its
+    # 16 px inputs, 4 px patches (16 tokens), GAP head, depth 2; only the width varies (16 to 96),
+    # ~10K to ~240K parameters. Small enough that the default study trains each rung to past its
     # loss plateau at every Dp on 2 CPU cores, and error falls with width at every Dp there.
     "vit_tiny": {
+        "xxs": _vit(16, 2, 2, 4, 16),
         "xs": _vit(24, 2, 2, 4, 16),
         "s": _vit(32, 2, 2, 4, 16),
         "m": _vit(48, 2, 3, 4, 16),

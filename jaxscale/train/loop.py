@@ -1,8 +1,8 @@
 """Train a group of runs as one program: prepare, create or restore the state, train, evaluate.
 
-A **group** is R runs of one model on one stage (pretrain or fine-tune) that share a step count:
-in a study, the arms and seeds of one (model, Dp) pretraining, or the Dp, arms and seeds of one
-(model, Df) fine-tuning; a single ``jaxscale train`` run is a group of one. :func:`train_group`
+A **group** is R runs of one model on one stage (pretrain or fine-tune) that share a step count
+(their subset sizes may differ): in a study, e.g. the plain (or the distilled) pretraining runs of one
+model, or its fine-tunes (:mod:`jaxscale.study.grid`); a single ``jaxscale train`` run is a group of one. :func:`train_group`
 reads like a training script: :func:`prepare_inputs` draws every run's subset, example order and
 learning-rate table; :func:`initial_params` builds (or loads) the students; the loop dispatches
 K scanned steps at a time (:func:`jaxscale.train.steps.make_train_chunk`) and saves the group every

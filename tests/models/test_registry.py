@@ -11,7 +11,7 @@ from jaxscale.errors import JaxscaleError
 
 def test_ladders_and_names():
   assert models.ladders() == ["vit_tiny", "vit_paper", "resnet_tiny", "resnet_paper"]
-  assert models.ladder("vit_tiny") == ["vit_tiny_xs", "vit_tiny_s", "vit_tiny_m", "vit_tiny_l"]
+  assert models.ladder("vit_tiny") == ["vit_tiny_xxs", "vit_tiny_xs", "vit_tiny_s", "vit_tiny_m", "vit_tiny_l"]
   assert models.ladder("resnet_paper")[-1] == "resnet_paper_xl"
   every = [n for lad in models.ladders() for n in models.ladder(lad)]
   assert models.names() == every and len(set(every)) == len(every)

@@ -23,8 +23,8 @@ import numpy as np
 from jaxscale.config import base_config
 
 # (name, M as fitted with the 20-class downstream head, parameters with the 52-class glyph head)
-MODELS = (("vit_tiny_xs", 16_556, 17_356), ("vit_tiny_s", 28_212, 29_268), ("vit_tiny_m", 60_740, 62_308))
-DPS, DFS, SEEDS = (250, 630, 1600, 4000), (100, 1000), (0, 1, 2, 3)
+MODELS = (("vit_tiny_xxs", 7_972, 8_516), ("vit_tiny_xs", 16_556, 17_356), ("vit_tiny_s", 28_212, 29_268), ("vit_tiny_m", 60_740, 62_308))
+DPS, DFS, SEEDS = (250, 630, 1600, 4000), (100, 300, 1000), (0, 1, 2, 3)
 PT_STEPS, FT_STEPS = 800, 150
 TEACHER_ERROR = 0.615
 
@@ -44,22 +44,22 @@ def config(bootstrap=20):
   c.pretrain.optim.update(batch_size=32, min_steps=PT_STEPS, max_steps=PT_STEPS, epochs=1.0)
   c.finetune.optim.update(batch_size=32, min_steps=FT_STEPS, max_steps=FT_STEPS, epochs=1.0)
   c.study.update(models=tuple(m for m, _, _ in MODELS), dp=DPS, df=DFS, seeds=SEEDS,
-                 teacher_dp=30000, bootstrap=bootstrap, law="auto")
+                 teacher_model="vit_tiny_xxs", teacher_dp=30000, bootstrap=bootstrap, law="auto")
   return c
 
 
 def _row(stage, model, params, dp, df, arm, seed, error, cell_id, steps):
   return dict(stage=stage, model=model, params=params, dp=dp, df=df, distilled=arm == "distilled",
-              teacher="vit_tiny_xs" if arm == "distilled" else "", seed=seed, steps=steps,
+              teacher="vit_tiny_xxs" if arm == "distilled" else "", seed=seed, steps=steps,
               eval_error=float(error), eval_loss=1.0, eval_count=5000 if stage == "finetune" else 2600,
               wall_s=1.0, cell_id=cell_id)
 
 
 def rows(flat=False, seed=0):
-  """The records of the synthetic study: 1 teacher, 96 pretraining and 192 fine-tune runs."""
+  """The records of the synthetic study: 1 teacher, 128 pretraining and 384 fine-tune runs."""
   rng = np.random.default_rng(seed)
-  out = [_row("pretrain", "vit_tiny_xs", 17_356, 30000, 0, "plain", 0, TEACHER_ERROR,
-              "teacher-vit_tiny_xs-dp30000-s0", PT_STEPS)]
+  out = [_row("pretrain", "vit_tiny_xxs", 8_516, 30000, 0, "plain", 0, TEACHER_ERROR,
+              "teacher-vit_tiny_xxs-dp30000-s0", PT_STEPS)]
   laws = {"plain": plain, "distilled": distilled}
   for model, m, m_pre in MODELS:
     for dp in DPS:
