@@ -543,11 +543,14 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
   batch_iter = None if inputs["on_device"] else inputs["reader"].iterate(start // k)
   sync = bool(config.engine.sync_every_step)
   pending = None  # the previous dispatch's losses: fetched after the next dispatch is queued
+  clock = {"t": time.perf_counter(), "rate": None}  # images/s between the last two finished dispatches
 
   def collect(item):
     step0, device_losses = item
     got = np.asarray(jax.device_get(device_losses))                  # [K, R]
     n = min(k, total - step0)
+    now = time.perf_counter()
+    clock["rate"], clock["t"] = len(names) * batch * n / max(now - clock["t"], 1e-9), now
     for i in range(len(names)):
       losses[i].extend(float(v) for v in got[:n, i])
     return float(np.nanmean(got[:n, :len(names)]))
@@ -564,7 +567,6 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
         raise Preempted(f"{stage} stopped by SIGTERM at step {step0}; checkpoint saved in "
                         f"{ckpts.directory}; run again to resume")
       d = step0 // k
-      t0 = time.perf_counter()
       data = jax.tree_util.tree_map(_put, _dispatch_data(inputs, d, k, batch_iter), in_sh["data"])
       lr = _put(np.ascontiguousarray(inputs["lr"][:, d * k:(d + 1) * k].T), in_sh["lr"])
       state, device_losses = chunk(state, consts, teacher_params, data, lr,
@@ -574,9 +576,8 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
       if sync:
         loss, pending = collect(pending), None
       done = min(step0 + k, total)
-      rate = len(names) * batch * (done - step0) / max(time.perf_counter() - t0, 1e-9)
       bar.update(done - step0, **({"loss": round(loss, 4)} if loss is not None else {}),
-                 **{"img/s": round(rate)})
+                 **({"img/s": round(clock["rate"])} if clock["rate"] is not None else {}))
       if done < total and done - last_save >= every:
         if pending is not None:
           collect(pending)
