@@ -40,8 +40,9 @@ def test_quick_is_a_subset_of_the_full_study():
 def test_teacher_is_the_smallest_rung_on_more_data_than_any_student():
   c = _load()
   teacher = grid.teacher_of(c.study)
-  assert teacher.model == c.study.models[0] == "vit_tiny_xs"
+  assert teacher.model == c.study.models[0] == "vit_tiny_xxs"
   assert teacher.dp > max(c.study.dp)
+  assert grid.teacher_of(_load("quick").study) == teacher   # the first look keeps the same teacher
   from jaxscale import models
   sizes = [models.param_count(m, 52, 16) for m in c.study.models]
   assert sizes == sorted(sizes) and sizes[-1] / sizes[0] > 3

@@ -56,7 +56,7 @@ def test_param_count_equals_the_real_model(name, size):
 
 
 def test_ladder_sizes_span_the_intended_ranges():
-  for lad, classes, lo, hi in (("vit_tiny", 52, 15e3, 1.3e6), ("resnet_tiny", 52, 40e3, 1.3e6),
+  for lad, classes, lo, hi in (("vit_tiny", 52, 8e3, 1.3e6), ("resnet_tiny", 52, 40e3, 1.3e6),
                                ("vit_paper", 1000, 2.4e6, 40e6), ("resnet_paper", 1000, 2.4e6, 40e6)):
     size = models.spec(models.ladder(lad)[0]).image_size
     counts = [models.param_count(n, classes, size) for n in models.ladder(lad)]
@@ -99,8 +99,10 @@ def test_analytic_flops_agree_with_xla(name):
   cost = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, x).cost_analysis()
   xla = (cost if isinstance(cost, dict) else cost[0])["flops"]
   ratio = models.flops_per_image(name, 100, size) / xla
-  # XLA also counts elementwise ops and skips padded conv taps, hence not exactly 1.
-  assert 0.9 < ratio < 1.15, (name, ratio)
+  # XLA also counts elementwise ops and skips padded conv taps, hence not exactly 1. The analytic
+  # count is of matmuls and convolutions; at width 16 (vit_tiny_xxs) the norms, GELU and softmax it
+  # leaves out are 12% of XLA's count, at width 24 and up under 10%.
+  assert 0.85 < ratio < 1.15, (name, ratio)
 
 
 def test_flops_scale_with_resolution():

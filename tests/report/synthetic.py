@@ -66,7 +66,7 @@ def rows(flat=False, seed=0):
       for s in SEEDS:
         shared = 0.03 * rng.normal()
         for arm in ("plain", "distilled"):
-          e = 0.3 + laws[arm](dp, m, 1000) * np.exp(shared + 0.005 * rng.normal())
+          e = 0.1 + laws[arm](dp, m, 1000) * np.exp(shared + 0.005 * rng.normal())
           out.append(_row("pretrain", model, m_pre, dp, 0, arm, s, min(e, 0.98),
                           f"pt-{model}-dp{dp}-{arm}-s{s}", PT_STEPS))
         for df in DFS:

@@ -134,8 +134,8 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
 def test_a_one_seed_study_reports_without_claims(tmp_path):
   """The smoke study's shape: one seed, two Dp; every verdict is 'cannot tell', no CI is invented."""
   from jaxscale.study import analysis
-  rows = [r for r in synthetic.rows() if r["seed"] == 0 and r["model"] != "vit_tiny_s"
-          and r["dp"] in (250, 4000)]
+  rows = [r for r in synthetic.rows() if r["seed"] == 0 and r["model"] in ("vit_tiny_xs", "vit_tiny_m")
+          and r["dp"] in (250, 4000) and r["df"] in (0, 100, 1000)]
   c = synthetic.config(bootstrap=0)
   c.study.update(models=("vit_tiny_xs", "vit_tiny_m"), dp=(250, 4000), df=(100, 1000), seeds=(0,))
   result = analysis.analyze_records(c, rows, progress=False)

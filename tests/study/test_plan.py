@@ -19,14 +19,14 @@ SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.py
 ONE_MODEL = ["--config.study.models=('vit_tiny_xs',)"]
 
 
-def direct_compile(config, stage, batch):
-  """The train program of one run as `jaxscale.train.loop.train_group` builds it, compiled."""
+def direct_compile(config, stage, batch, runs=1):
+  """The train program of `runs` runs as `jaxscale.train.loop.train_group` builds it, compiled."""
   s, o = config[stage], config[stage].optim
   mesh = sharding.make_mesh(config.mesh)
   classes = plan.stage_classes(config, stage)
   abstract_model = nnx.eval_shape(lambda: models.create(config.model.name, classes, 16, rngs=nnx.Rngs(0)))
   graphdef, one = nnx.split(abstract_model, nnx.Param)
-  params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((1, *x.shape), x.dtype), one.to_pure_dict())
+  params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((runs, *x.shape), x.dtype), one.to_pure_dict())
   param_sh = sharding.with_runs_axis(sharding.param_shardings(one, mesh).to_pure_dict())
   settings = steps_lib.optimizer_settings(o)
   state = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
@@ -36,9 +36,9 @@ def direct_compile(config, stage, batch):
                             label_smoothing=float(o.label_smoothing), on_device=False)
   chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, None)
   sds = jax.ShapeDtypeStruct
-  return chunk.lower(state, {"alpha": sds((1,), np.float32), "key": sds((1, 2), np.uint32)}, None,
-                     {"images": sds((1, 1, batch, 16, 16, 3), np.uint8), "labels": sds((1, 1, batch), np.int32)},
-                     sds((1, 1), np.float32), sds((1,), np.bool_)).compile()
+  return chunk.lower(state, {"alpha": sds((runs,), np.float32), "key": sds((runs, 2), np.uint32)}, None,
+                     {"images": sds((1, runs, batch, 16, 16, 3), np.uint8), "labels": sds((1, runs, batch), np.int32)},
+                     sds((1, runs), np.float32), sds((1,), np.bool_)).compile()
 
 
 def test_plan_numbers_equal_a_direct_compile():
@@ -48,23 +48,24 @@ def test_plan_numbers_equal_a_direct_compile():
       ("vit_tiny_xs", "pretrain", ""), ("vit_tiny_xs", "pretrain", "vit_tiny_xs"), ("vit_tiny_xs", "finetune", "")]
   plain, distilled, finetune = rows
   config.model.name = "vit_tiny_xs"
-  compiled = direct_compile(config, "pretrain", 64)
+  compiled = direct_compile(config, "pretrain", 64, runs=2)
   m = compiled.memory_analysis()
   assert plain["memory_bytes"] == (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
                                    - m.alias_size_in_bytes + m.generated_code_size_in_bytes)
   assert plain["memory_bytes"] > 0 and plain["fits"] is None and plain["max_batch"] is None
-  assert plain["flops_per_step"] == compiled.cost_analysis()["flops"]
-  analytic = 3 * models.flops_per_image("vit_tiny_xs", 52, 16) * 64   # fwd + bwd, batch 64
+  assert plain["flops_per_step"] == compiled.cost_analysis()["flops"] / 2   # one run of the two
+  analytic = 3 * models.flops_per_image("vit_tiny_xs", 52, 16) * 64   # one run: fwd + bwd, batch 64
   assert 0.8 < plain["flops_per_step"] / analytic < 1.3
   assert distilled["flops_per_step"] > plain["flops_per_step"]          # + the teacher's forward
-  # Rows follow the engine's groups: the teacher alone; each Dp's plain and distilled runs in one
-  # program that carries the teacher (R = 2); each Df's 2 Dp x 2 arms fine-tunes together (R = 4).
+  # Rows follow the engine's groups: the plain runs of both Dp (8 steps each) in one program (R = 2),
+  # the teacher (16 steps) in a program of its own with the same row; the distilled runs in one program
+  # that carries the teacher (R = 2); all 2 Dp x 2 Df x 2 arms fine-tunes (6 steps each) together (R = 8).
   steps = [num_train_steps(config.pretrain.optim, dp) for dp in config.study.dp]
-  assert plain["cells"] == 1 and plain["group_runs"] == 1
-  assert plain["steps"] == num_train_steps(config.pretrain.optim, config.study.teacher_dp)
-  assert distilled["cells"] == 4 and distilled["group_runs"] == 2
-  assert distilled["grid_flops"] == 2 * sum(steps) * distilled["flops_per_step"]
-  assert finetune["cells"] == 8 and finetune["group_runs"] == 4 and finetune["batch"] == 32
+  assert plain["cells"] == 3 and plain["group_runs"] == 2
+  assert plain["steps"] == sum(steps) + num_train_steps(config.pretrain.optim, config.study.teacher_dp)
+  assert distilled["cells"] == 2 and distilled["group_runs"] == 2
+  assert distilled["grid_flops"] == sum(steps) * distilled["flops_per_step"]
+  assert finetune["cells"] == 8 and finetune["group_runs"] == 8 and finetune["batch"] == 32
 
 
 def test_largest_batch_search_on_an_affine_memory():

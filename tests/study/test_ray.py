@@ -116,7 +116,9 @@ def test_dependencies_follow_the_cells(data_dir):
     if g.stage == grid.PRETRAIN:  # distillation during pretraining: the KD groups need the teacher's group
       assert needs[g.id] == ({teacher} if g.distils else set())
     if g.stage == grid.FINETUNE:
-      assert needs[g.id] == {h.id for h in groups if h.stage == grid.PRETRAIN and h.model == g.model}
+      pretrained = {c.pretrain_cell().id for c in g.cells}
+      assert needs[g.id] == {h.id for h in groups if pretrained & {c.id for c in h.cells}}
+      assert teacher not in needs[g.id]   # the teacher's group is not a fine-tune's dependency
       assert all(by_id[d].stage == grid.PRETRAIN for d in needs[g.id])
   position = {g.id: i for i, g in enumerate(groups)}
   assert all(position[d] < position[g] for g, ds in needs.items() for d in ds)

@@ -125,7 +125,7 @@ def test_compile_ahead_compiles_what_the_group_then_runs(group, config, tmp_path
     return [r.getMessage().split(" with ")[0] for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
 
   ahead = compiled(lambda: loop.compile_ahead(config, "pretrain", runs))
-  assert "Compiling jit(chunk)" in ahead and "Compiling jit(eval_chunk)" in ahead
+  assert "Compiling jit(chunk)" in ahead   # a K no other test uses: compiled here, not found in a cache
   during = compiled(lambda: loop.train_group(config, "pretrain", runs, str(tmp_path / "g"), show_progress=False))
   assert "Compiling jit(chunk)" not in during and "Compiling jit(eval_chunk)" not in during, during
 
