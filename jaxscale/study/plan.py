@@ -73,54 +73,21 @@ def compiled_step(config: ConfigDict, stage: str, model_name: str, batch_size: i
                   teacher_model: str = "", runs: int = 0):
   """The train program of `model_name` in `stage` at global `batch_size`, compiled, not run.
 
-  Built through :func:`jaxscale.train.steps.make_train_chunk` as ``train.loop`` builds it
+  Built by :func:`jaxscale.train.loop.program_spec`, as ``train.loop`` builds it
   (optimizer settings, augmentation, label smoothing, KD temperature and shardings from the
   config) for a group of `runs` runs (0 = one per device of the mesh's ``runs`` axis) and one step
   per dispatch, with the batch arriving from the host (``on_device=False``): the cost of one train
   step, without a group's images kept on device. Abstract arrays only: nothing is allocated. With
   `teacher_model` the step carries the teacher's forward. Returns the ``jax.stages.Compiled``.
   """
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  from flax import nnx
-
-  from jaxscale import models
-  from jaxscale.data import sources
-  from jaxscale.train import sharding as sharding_lib
-  from jaxscale.train import steps as steps_lib
-  s, optim = config[stage], config[stage].optim
-  classes, size = stage_classes(config, stage), int(config.data.image_size)
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
+  from jaxscale.train import loop
   runs = runs or int(mesh.shape["runs"])
-  sds = jax.ShapeDtypeStruct
-
-  def abstract_params(name):
-    model = nnx.eval_shape(lambda: models.create(name, classes, size, rngs=nnx.Rngs(0), dtype=dtype))
-    return nnx.split(model, nnx.Param)
-
-  graphdef, one_run = abstract_params(model_name)
-  params = jax.tree_util.tree_map(lambda x: sds((runs, *x.shape), x.dtype), one_run.to_pure_dict())
-  param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
-  settings = steps_lib.optimizer_settings(optim)
-  abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
-  state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
-  t_graph = t_params = t_sh = None
-  if teacher_model:
-    t_graph, t_state = abstract_params(teacher_model)
-    t_sh = sharding_lib.param_shardings(t_state, mesh).to_pure_dict()
-    t_params = jax.tree_util.tree_map(lambda x: sds(x.shape, x.dtype), t_state.to_pure_dict())
-  spec = steps_lib.StepSpec(
-      graphdef=graphdef, settings=settings, batch_size=int(batch_size), crop_padding=int(s.crop_padding),
-      flip=bool(s.flip) and sources.allows_flip(s.dataset), resized_crop=bool(s.random_resized_crop),
-      label_smoothing=float(optim.label_smoothing),
-      teacher_graphdef=t_graph, temperature=float(config.distill.temperature), on_device=False)
-  chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, t_sh)
-  consts = {"alpha": sds((runs,), np.float32), "key": sds((runs, 2), np.uint32)}
-  data = {"images": sds((1, runs, batch_size, size, size, 3), np.uint8),
-          "labels": sds((1, runs, batch_size), np.int32)}
-  lr, valid = sds((1, runs), np.float32), sds((1,), np.bool_)
-  return chunk.lower(abstract, consts, t_params, data, lr, valid).compile()
+  c = ConfigDict(config.to_dict())
+  c.model.name = model_name
+  c[stage].optim.batch_size = int(batch_size)
+  program = loop.program_spec(c, stage, runs, stage_classes(config, stage), False, mesh, teacher_model)
+  data = loop.host_batch_shapes(1, runs, int(batch_size), int(config.data.image_size), 3)
+  return program["chunk"].lower(*loop.chunk_arguments(program, runs, 1, data)).compile()
 
 
 def step_cost(compiled, num_devices: int, runs: int = 1) -> StepCost:

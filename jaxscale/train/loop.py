@@ -414,27 +414,35 @@ def _distils(config: ConfigDict, stage: str, runs: Sequence[Run]) -> bool:
   return config.distill.stage in (stage, "both") and any(r.alpha > 0 for r in runs)
 
 
-def program_spec(config: ConfigDict, stage: str, runs: Sequence[Run], num_classes: int, on_device: bool,
-                 mesh) -> dict[str, Any]:
+def _teacher_model(config: ConfigDict, stage: str, runs: Sequence[Run]) -> str:
+  """The model whose forward the group's program runs for KD ("" when no run distils)."""
+  return (config.distill.teacher_model or config.model.name) if _distils(config, stage, runs) else ""
+
+
+def program_spec(config: ConfigDict, stage: str, num_runs: int, num_classes: int, on_device: bool,
+                 mesh, teacher_model: str = "") -> dict[str, Any]:
   """Everything about a group's programs that needs neither data nor parameters: the graphdefs,
-  optimizer settings, shardings, the abstract state and the jitted train chunk.
+  optimizer settings, shardings, the abstract state and the jitted train chunk of `num_runs` runs of
+  ``config.model.name`` at ``config[stage].optim.batch_size``; with `teacher_model` the chunk runs
+  its forward (KD).
 
   Returns ``graphdef``, ``settings``, ``param_sh``, ``abstract`` (the state's shapes), ``state_sh``,
-  ``teacher_model``, ``teacher_sh``, ``in_sh``, ``chunk``, ``one_run`` (one run's abstract params).
+  ``teacher_abstract`` (the teacher's parameter shapes, or None), ``teacher_sh``, ``in_sh``,
+  ``chunk``, ``one_run`` (one run's abstract params).
   """
   dtype, size_px, o = _dtype(config), int(config.data.image_size), config[stage].optim
   graphdef, one_run = _abstract_params(config.model.name, num_classes, size_px, dtype)
   settings = steps_lib.optimizer_settings(o)
   param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
-  params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((len(runs), *x.shape), x.dtype),
+  params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape), x.dtype),
                                   one_run.to_pure_dict())
   abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, settings), params)
   state_sh = steps_lib.state_shardings(abstract, settings, param_sh, mesh)
-  teacher_model, teacher_graphdef, teacher_sh = "", None, None
-  if _distils(config, stage, runs):
-    teacher_model = config.distill.teacher_model or config.model.name
-    teacher_graphdef, teacher_abstract = _abstract_params(teacher_model, num_classes, size_px, dtype)
-    teacher_sh = sharding_lib.param_shardings(teacher_abstract, mesh).to_pure_dict()
+  teacher_graphdef = teacher_abstract = teacher_sh = None
+  if teacher_model:
+    teacher_graphdef, teacher_state = _abstract_params(teacher_model, num_classes, size_px, dtype)
+    teacher_sh = sharding_lib.param_shardings(teacher_state, mesh).to_pure_dict()
+    teacher_abstract = teacher_state.to_pure_dict()
   spec = steps_lib.StepSpec(
       graphdef=graphdef, settings=settings, batch_size=int(o.batch_size),
       crop_padding=int(config[stage].crop_padding),
@@ -443,9 +451,35 @@ def program_spec(config: ConfigDict, stage: str, runs: Sequence[Run], num_classe
       label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher_graphdef,
       temperature=float(config.distill.temperature), on_device=on_device)
   return {"graphdef": graphdef, "settings": settings, "param_sh": param_sh, "abstract": abstract,
-          "state_sh": state_sh, "teacher_model": teacher_model, "teacher_sh": teacher_sh,
+          "state_sh": state_sh, "teacher_abstract": teacher_abstract, "teacher_sh": teacher_sh,
           "in_sh": steps_lib.chunk_input_shardings(spec, mesh), "one_run": one_run,
           "chunk": steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh)}
+
+
+def _shaped(x, sharding) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+def chunk_arguments(program: dict, num_runs: int, k: int, data: dict) -> tuple:
+  """The arguments of `program`'s train chunk for one dispatch of `k` steps, as shapes with their
+  shardings: (state, consts, teacher params, data, lr, valid). `data` holds device arrays or shapes
+  (see :func:`jaxscale.train.steps.make_train_chunk`)."""
+  in_sh = program["in_sh"]
+  teacher = None if program["teacher_sh"] is None else jax.tree_util.tree_map(
+      _shaped, program["teacher_abstract"], program["teacher_sh"])
+  return (jax.tree_util.tree_map(_shaped, program["abstract"], program["state_sh"]),
+          {"alpha": jax.ShapeDtypeStruct((num_runs,), np.float32, sharding=in_sh["consts"]["alpha"]),
+           "key": jax.ShapeDtypeStruct((num_runs, 2), np.uint32, sharding=in_sh["consts"]["key"])},
+          teacher,
+          jax.tree_util.tree_map(lambda x, sh: x if isinstance(x, jax.Array) else _shaped(x, sh), data, in_sh["data"]),
+          jax.ShapeDtypeStruct((k, num_runs), np.float32, sharding=in_sh["lr"]),
+          jax.ShapeDtypeStruct((k,), np.bool_, sharding=in_sh["valid"]))
+
+
+def host_batch_shapes(k: int, num_runs: int, batch: int, image_size: int, channels: int) -> dict:
+  """Shapes of a dispatch's images and labels read on the host (the grain path)."""
+  return {"images": jax.ShapeDtypeStruct((k, num_runs, batch, image_size, image_size, channels), np.uint8),
+          "labels": jax.ShapeDtypeStruct((k, num_runs, batch), np.int32)}
 
 
 def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: dict, mesh) -> dict[str, Any]:
@@ -457,7 +491,8 @@ def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: d
     raise JaxscaleError("a run distils (alpha > 0) but config.distill.teacher_checkpoint is empty; "
                         "name a finished pretrain run directory")
   teacher = load_teacher(config, stage, classes, dtype) if distil else None
-  program = program_spec(config, stage, runs, classes, inputs["on_device"], mesh)
+  program = program_spec(config, stage, len(runs), classes, inputs["on_device"], mesh,
+                         _teacher_model(config, stage, runs))
   _, params, init_metas = initial_params(config, stage, runs, classes, dtype)
   consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
             "key": _keys(runs, f"{stage}/augment")}
@@ -480,38 +515,28 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   mesh = sharding_lib.make_mesh(config.mesh)
   runs = _pad_runs(runs, mesh.shape["runs"])
   inputs = prepare_inputs(config, stage, runs, mesh)
-  program = program_spec(config, stage, runs, inputs["num_classes"], inputs["on_device"], mesh)
+  program = program_spec(config, stage, len(runs), inputs["num_classes"], inputs["on_device"], mesh,
+                         _teacher_model(config, stage, runs))
   k, r, batch = int(config.engine.steps_per_dispatch), len(runs), int(config[stage].optim.batch_size)
   size_px, channels = int(config.data.image_size), inputs["channels"]
-  shaped = lambda x, sh: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sh)
   if inputs["on_device"]:
     dev = inputs["device"]
     data = {"images": dev["images"], "labels": dev["labels"],
             "index": jax.ShapeDtypeStruct((k, r, batch), np.int32)}
   else:
-    data = {"images": jax.ShapeDtypeStruct((k, r, batch, size_px, size_px, channels), np.uint8),
-            "labels": jax.ShapeDtypeStruct((k, r, batch), np.int32)}
-  in_sh = program["in_sh"]
-  args = (jax.tree_util.tree_map(shaped, program["abstract"], program["state_sh"]),
-          {"alpha": jax.ShapeDtypeStruct((r,), np.float32, sharding=in_sh["consts"]["alpha"]),
-           "key": jax.ShapeDtypeStruct((r, 2), np.uint32, sharding=in_sh["consts"]["key"])},
-          None if program["teacher_sh"] is None else jax.tree_util.tree_map(
-              shaped, _abstract_params(program["teacher_model"], inputs["num_classes"], size_px,
-                                       _dtype(config))[1].to_pure_dict(), program["teacher_sh"]),
-          jax.tree_util.tree_map(lambda x, sh: x if isinstance(x, jax.Array) else shaped(x, sh), data, in_sh["data"]),
-          jax.ShapeDtypeStruct((k, r), np.float32, sharding=in_sh["lr"]),
-          jax.ShapeDtypeStruct((k,), np.bool_, sharding=in_sh["valid"]))
+    data = host_batch_shapes(k, r, batch, size_px, channels)
+  args = chunk_arguments(program, r, k, data)
   program["chunk"].lower(*args).compile()
   params = args[0].params
   steps_lib.make_init(program["settings"], program["state_sh"]).lower(
-      jax.tree_util.tree_map(shaped, params, program["param_sh"])).compile()
+      jax.tree_util.tree_map(_shaped, params, program["param_sh"])).compile()
   key = jax.ShapeDtypeStruct((2,), np.uint32)
   _init_fn(config.model.name, inputs["num_classes"], size_px, _dtype(config)).lower(key).compile()
   s = config[stage]
   chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, size_px, channels, int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)
   steps_lib.make_eval_chunk(program["graphdef"], mesh, program["state_sh"].params).lower(
-      params, {name: shaped(v, repl) for name, v in chunks[0].items()}).compile()
+      params, {name: _shaped(v, repl) for name, v in chunks[0].items()}).compile()
 
 
 def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
