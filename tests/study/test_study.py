@@ -33,15 +33,6 @@ def stable(rows):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  from jaxscale.data import builders
-  path = str(tmp_path_factory.mktemp("tfds"))
-  builders.ensure_built("jaxscale_glyphs/16px_1k", path)
-  builders.ensure_built("jaxscale_digits/16px", path)
-  return path
-
-
-@pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp("smoke") / "study"
   out = run_cmd(study_cmd(workdir, data_dir), timeout=900)
