@@ -8,6 +8,7 @@ def get_config(arg=None):
   c.data.image_size = 16
   c.pretrain.dataset = "jaxscale_glyphs/16px_1k"
   c.pretrain.optim.update(batch_size=64, lr=2e-3, epochs=1.0, min_steps=8, warmup_frac=0.1)
+  c.pretrain.optim.lr_by_model.vit_tiny_s = 3e-3   # exercises the per-model learning rate
   c.finetune.dataset = "jaxscale_digits/16px"
   c.finetune.optim.update(batch_size=32, lr=1e-3, epochs=1.0, min_steps=6, warmup_frac=0.1,
                           eval_batch_size=512)

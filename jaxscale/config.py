@@ -35,6 +35,7 @@ def optim_config(**overrides) -> ConfigDict:
   c = ConfigDict(dict(
       optimizer="adamw",      # adamw | sgd (with momentum)
       lr=1e-3,                # peak learning rate after warmup
+      lr_by_model=ConfigDict(),  # {model name: peak lr} for models whose lr differs from `lr`
       weight_decay=1e-4,      # decoupled weight decay (adamw) / L2 added to grads (sgd)
       momentum=0.9,           # sgd momentum; adamw b1
       warmup_frac=0.1,        # fraction of steps with linear warmup, then cosine decay to 0
@@ -195,6 +196,9 @@ def validate(config: ConfigDict) -> ConfigDict:
     o = s.optim
     _check(o.optimizer in OPTIMIZERS, f"config.{stage}.optim.optimizer must be one of {OPTIMIZERS}, got {o.optimizer!r}")
     _check(o.lr > 0, f"config.{stage}.optim.lr must be > 0, got {o.lr}")
+    for model, lr in o.lr_by_model.items():
+      _check(isinstance(lr, (int, float)) and lr > 0,
+             f"config.{stage}.optim.lr_by_model.{model} must be a number > 0, got {lr!r}")
     _check(0 <= o.warmup_frac < 1, f"config.{stage}.optim.warmup_frac must be in [0, 1), got {o.warmup_frac}")
     _check(o.batch_size >= 1, f"config.{stage}.optim.batch_size must be >= 1, got {o.batch_size}")
     _check(o.eval_batch_size >= 1, f"config.{stage}.optim.eval_batch_size must be >= 1")

@@ -63,6 +63,7 @@ def test_bad_override_value_is_one_line(tmp_path):
     ("c.distill.alpha = 1.5", "distill.alpha"),
     ("c.finetune.size = 0", "finetune.size"),
     ("c.pretrain.optim.lr = 'fast'", "pretrain.optim.lr"),
+    ("c.finetune.optim.lr_by_model.vit_tiny_s = 0.0", "finetune.optim.lr_by_model.vit_tiny_s"),
     ("c.study.arms = ('plain', 'kd')", "study.arms"),
 ])
 def test_invalid_values_are_rejected(tmp_path, body, field):

@@ -34,24 +34,47 @@ def holdout_metrics(pred: np.ndarray, y: np.ndarray) -> dict:
           "are": float(np.mean(np.abs(pred - y) / y))}
 
 
-def _fit_and_score(form, x, y, train, test, columns, target, max_starts, seed):
+def replicate_means(x: Mapping[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """Rows with identical inputs merged: (x of each distinct input point [P], mean of its y [P]).
+
+  Replicates (e.g. seeds of one cell) differ only by noise that no law explains, so a law's
+  prediction of the expected target is compared with their mean.
+  """
+  names = sorted(x)
+  points = np.stack([np.asarray(x[n], np.float64) for n in names], axis=1)
+  unique, inverse = np.unique(points, axis=0, return_inverse=True)
+  inverse = inverse.reshape(-1)
+  means = np.bincount(inverse, weights=np.asarray(y, np.float64)) / np.bincount(inverse)
+  return {n: unique[:, i] for i, n in enumerate(names)}, means
+
+
+def _fit_and_score(form, x, y, train, test, columns, target, max_starts, seed, means=False):
   res = fit_lib.fit(form, {k: v[train] for k, v in x.items()}, y[train], max_starts=max_starts,
                     seed=seed, columns=columns, target=target)
-  pred = forms_lib.predict(form.name, res.params, {k: v[test] for k, v in x.items()})
-  return holdout_metrics(pred, y[test]), res
+  x_test = {k: v[test] for k, v in x.items()}
+  metrics = holdout_metrics(forms_lib.predict(form.name, res.params, x_test), y[test])
+  if means:
+    points, y_mean = replicate_means(x_test, y[test])
+    rows = metrics
+    metrics = holdout_metrics(forms_lib.predict(form.name, res.params, points), y_mean)
+    metrics.update(n_points=metrics.pop("n"), n=rows["n"], log_rmse_rows=rows["log_rmse"])
+  return metrics, res
 
 
 def backtest(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, str], target: str,
              split_by: str | None = None, by: tuple[str, ...] | None = None,
              leave_one_out: bool = True, floor: float | None = None,
-             max_starts: int = BACKTEST_MAX_STARTS, seed: int = 0) -> dict:
+             max_starts: int = BACKTEST_MAX_STARTS, seed: int = 0, means: bool = False) -> dict:
   """Largest-scale holdout by each input and leave-one-scale-out, per group of `split_by`.
 
   For every input (or those in `by`): "largest" fits on rows below the input's largest value and
   predicts the rows at it; "leave_one_out" does the same for every distinct value. A case whose
   training rows cannot be fitted (e.g. the input becomes constant) gets an "error" string instead
-  of metrics. Returns {"law", "target", "inputs", "rows": [{"group", "kind", "input", "column",
-  "value", "n_train", "n_test", "log_rmse", "are" | "error"}]}, JSON-serialisable.
+  of metrics. With `means`, the fit still uses every row, but the metrics compare the prediction
+  with the mean target of each held-out input point (:func:`replicate_means`, e.g. the seeds of a
+  cell); the rows' own ``log_rmse_rows`` and the point count ``n_points`` are added. Returns
+  {"law", "target", "inputs", "rows": [{"group", "kind", "input", "column", "value", "n_train",
+  "n_test", "log_rmse", "are" | "error"}]}, JSON-serialisable.
   """
   form = forms_lib.get(law)
   columns = resolve_inputs(form, inputs)
@@ -75,7 +98,7 @@ def backtest(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, 
                "value": float(v), "n_train": int(np.sum(~test)), "n_test": int(np.sum(test))}
         try:
           metrics, _ = _fit_and_score(form, x, y, ~test, test, columns, target, max_starts,
-                                      seed + gi)
+                                      seed + gi, means)
           row.update(metrics)
         except JaxscaleError as e:
           row["error"] = str(e)

@@ -178,8 +178,8 @@ def _law_sentence(a: StudyAnalysis) -> str:
   tail = (" Its curves are therefore not drawn and its Dp* values are not findings; the tables show "
           "the measured means instead." if failed else "")
   checks = (f"R² (log) of the cell means ≥ {R2_MIN}, converged in a basin reached by more than one "
-            f"start, exponents in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], backtest log-RMSE "
-            f"≤ {BACKTEST_MAX:g} with the largest {' and with the largest '.join(CHECKED_HOLDOUTS)} held out")
+            f"start, exponents in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], backtest log-RMSE of the "
+            f"held-out cell means ≤ {BACKTEST_MAX:g} with the largest {' and with the largest '.join(CHECKED_HOLDOUTS)} held out")
   return f"The joint law {a.law}, {_law_origin(a)}. Its checks ({checks}): {'; '.join(parts)}.{tail}"
 
 
@@ -263,7 +263,8 @@ def _backtest_cell(r: dict[str, Any] | None) -> str:
   if r.get("error") is not None:
     return "could not be fitted"
   verdict = "passes" if r.get("passed") else f"FAILS: > {BACKTEST_MAX:g}"
-  return f"{fmt(r.get('log_rmse'))} ({verdict})"
+  runs = f"; single runs {fmt(r['log_rmse_rows'])}" if r.get("log_rmse_rows") is not None else ""
+  return f"{fmt(r.get('log_rmse'))} ({verdict}{runs})"
 
 
 def selection_blocks(a: StudyAnalysis) -> list[Block]:
@@ -283,7 +284,7 @@ def selection_blocks(a: StudyAnalysis) -> list[Block]:
                 + [f"{fmt(e['arms'][arm]['r2_log_cells'])} ({e['arms'][arm]['n_cells']} cells)" for e in entries])
   cases = list(dict.fromkeys((r["arm"], r["input"], r["value"]) for e in entries for r in e["backtests"]))
   for arm, inp, value in cases:
-    rows.append([f"backtest log-RMSE, {arm}, largest {inp} = {fmt(value)} held out"]
+    rows.append([f"backtest log-RMSE of the cell means, {arm}, largest {inp} = {fmt(value)} held out"]
                 + [_backtest_cell(next((r for r in e["backtests"] if (r["arm"], r["input"], r["value"])
                                         == (arm, inp, value)), None)) for e in entries])
   rows.append(["mean backtest log-RMSE"] + [fmt(e["mean_log_rmse"]) for e in entries])

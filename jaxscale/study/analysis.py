@@ -39,7 +39,9 @@ What is computed
   the R² of single runs, which is reported too) >= `R2_MIN`; the best start converged with more
   than one start in the best basin; every exponent in `EXPONENT_RANGE`; backtest log-RMSE <=
   `BACKTEST_MAX` with the largest Dp and with the largest M held out (an input that could not be
-  backtested fails). A law that fails is reported as failed: the report shows measured means
+  backtested fails). A backtest fits every run below the held-out value and compares its
+  predictions with the held-out cells' seed means, as the R² check does; the log-RMSE against
+  the single runs is reported beside it. A law that fails is reported as failed: the report shows measured means
   instead of its curves, and lists each check with its value.
 
 M is the parameter count as fitted: the `params` field of the fine-tune record (backbone and the
@@ -59,8 +61,10 @@ fits.json of a study is the content of `laws.analyze` (schema in docs/laws.md) p
                                      "arms": {ARM: {"r2_log_rows", "r2_log_cells", "n_rows",
                                                     "n_cells", "converged", "n_best_basin",
                                                     "params": {NAME: VALUE}}},
-                                     "backtests": [{"arm", "input", "value", "n_test",
-                                                    "log_rmse", "passed"} | {..., "error"}]}}},
+                                     "backtests": [{"arm", "input", "value", "n_test" (runs),
+                                                    "n_points" (cells), "log_rmse" (cell means),
+                                                    "log_rmse_rows" (single runs), "passed"}
+                                                   | {..., "error"}]}}},
   "law_check": {ARM: {"passed", "reasons": [TEXT], "r2_log_cells", "r2_log_rows",
                       "exponent_range": [LO, HI],
                       "checks": [{"check", "value", "rule", "passed", "reason"}]}},
@@ -494,7 +498,7 @@ def backtests(config: ConfigDict, table: Mapping[str, np.ndarray], law: str) -> 
   out = laws.validate.backtest(table, law=law, inputs=INPUTS, target=TARGET,
                                split_by="distilled" if two_arms else None,
                                by=backtest_inputs(table), floor=ERROR_FLOOR, leave_one_out=False,
-                               seed=int(config.seed))
+                               seed=int(config.seed), means=True)
   for r in out["rows"]:
     r["arm"] = _arm_name(r["group"], table)
     if r.get("error") is None:
@@ -628,7 +632,8 @@ def _form_summary(law: str, result: laws.Analysis, table: Mapping[str, np.ndarra
     arms[arm] = {"r2_log_rows": st.get("r2_log"), "r2_log_cells": r2c, "n_rows": st.get("n"),
                  "n_cells": n_cells, "converged": st.get("converged"),
                  "n_best_basin": st.get("n_best_basin"), "params": params}
-  rows = [{k: r.get(k) for k in ("arm", "input", "value", "n_test", "log_rmse", "passed", "error")
+  rows = [{k: r.get(k) for k in ("arm", "input", "value", "n_test", "n_points", "log_rmse", "log_rmse_rows",
+                                 "passed", "error")
            if k in r} for r in bt["rows"]]
   return {"formula": laws.get(law).formula, "arms": arms, "backtests": rows}
 

@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 import jaxscale
 from jaxscale import config as config_lib
+from jaxscale.train import steps
 
 logger = logging.getLogger("jaxscale")
 
@@ -35,7 +36,8 @@ def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: st
       "stage": stage, "model": config.model.name, "params": int(result["params"]), "dp": int(dp),
       "df": int(df), "distilled": bool(distilled), "teacher": teacher, "alpha": float(alpha),
       "seed": int(seed), "subset_hash": result["subset_hash"], "steps": int(result["steps"]),
-      "batch_size": int(config[stage].optim.batch_size), "flops": float(flops),
+      "batch_size": int(config[stage].optim.batch_size),
+      "lr": steps.peak_lr(config[stage].optim, config.model.name), "flops": float(flops),
       "eval_error": float(result["eval_error"]), "eval_loss": float(result["eval_loss"]),
       "eval_count": int(result["eval_count"]), "diverged_at": result["diverged_at"],
       "wall_s": float(result["wall_s"]), "group_size": int(result["group_size"]),

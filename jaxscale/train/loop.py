@@ -68,7 +68,7 @@ class Run:
     seed: the run's seed (subset, order, augmentation, init).
     size: its subset size (Dp for pretraining, Df for fine-tuning).
     alpha: KD weight in [0, 1]; 0 is a plain run.
-    lr: the run's peak learning rate (0 = the stage's ``optim.lr``).
+    lr: the run's peak learning rate (0 = the model's, :func:`jaxscale.train.steps.peak_lr`).
     init: fine-tuning: the finished pretraining run directory to start from.
     out_dir: where to save the finished run's parameters ("" = not saved).
     meta: extra fields for the saved run's ``run.json`` (e.g. dp, distilled, teacher).
@@ -163,7 +163,8 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) ->
     order.append(np.concatenate([table, np.repeat(table[-1:], padded - total, axis=0)]))
   order = np.stack(order)                                              # [R, T_pad, B]
   pad = np.zeros(padded - total, np.float32)
-  lr = np.stack([np.concatenate([steps_lib.learning_rate_table(s.optim, total, r.lr or None), pad]) for r in runs])
+  peak = steps_lib.peak_lr(s.optim, config.model.name)
+  lr = np.stack([np.concatenate([steps_lib.learning_rate_table(s.optim, total, r.lr or peak), pad]) for r in runs])
   out = {"num_classes": int(sources.num_classes(name, data_dir)), "channels": pipeline.image_channels(source),
          "total_steps": total, "hashes": hashes, "lr": np.ascontiguousarray(lr),
          "valid": np.arange(padded) < total}

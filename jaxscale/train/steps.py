@@ -60,6 +60,15 @@ def num_train_steps(optim: Any, subset_size: int) -> int:
   return steps
 
 
+def peak_lr(optim: Any, model: str) -> float:
+  """The peak learning rate of `model` in a stage: ``optim.lr_by_model[model]``, else ``optim.lr``.
+
+  Learning rates that suit one width do not suit another (a wider model wants a smaller one), so a
+  ladder can set its own per model; every run of a model, in a study or alone, trains with it.
+  """
+  return float(optim.lr_by_model.get(model, optim.lr))
+
+
 def learning_rate(optim: Any, step: int, total_steps: int, peak: float | None = None) -> float:
   """The learning rate of update `step` (0-based) of `total_steps`: warmup, then cosine to 0.
 

@@ -48,6 +48,8 @@ def test_smoke_study_end_to_end(smoke_study, data_dir):
   assert sorted(r["cell_id"] for r in rows) == sorted(c.id for c in cells)
   for r in rows:
     assert 0.0 <= r["eval_error"] <= 1.0 and r["params"] > 0 and r["steps"] > 0
+    per_model = r["stage"] == "pretrain" and r["model"] == "vit_tiny_s"
+    assert r["lr"] == (3e-3 if per_model else config[r["stage"]].optim.lr)
   ft = [r for r in rows if r["stage"] == "finetune"]
   assert {r["distilled"] for r in ft} == {True, False}
   fits = json.loads((workdir / "fits.json").read_text())

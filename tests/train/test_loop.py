@@ -86,6 +86,20 @@ def test_a_run_alone_equals_the_run_in_its_group(group, config, tmp_path, engine
   assert alone["subset_hash"] == results[1]["subset_hash"]
 
 
+def test_lr_by_model_is_the_models_peak_lr(group, config, tmp_path):
+  """A model listed in ``optim.lr_by_model`` trains as a run given that peak lr explicitly."""
+  root, results = group
+  lr = 2 * config.pretrain.optim.lr
+  config.pretrain.optim.lr_by_model = {"vit_tiny_xs": lr, "vit_tiny_m": 1.0}
+  (by_model,) = loop.train_group(config, "pretrain", _runs(str(tmp_path / "a"), seeds=(1,)),
+                                 str(tmp_path / "ga"), show_progress=False)
+  config.pretrain.optim.lr_by_model = {}
+  (explicit,) = loop.train_group(config, "pretrain", _runs(str(tmp_path / "b"), seeds=(1,), lr=lr),
+                                 str(tmp_path / "gb"), show_progress=False)
+  np.testing.assert_array_equal(by_model["losses"], explicit["losses"])
+  assert not np.allclose(by_model["losses"], results[1]["losses"], atol=1e-4)
+
+
 def test_finetune_starts_from_each_runs_backbone(group, config):
   root, _ = group
   runs = [loop.Run(f"f{s}", s, 100, init=os.path.join(root, f"s{s}")) for s in (0, 2)]
