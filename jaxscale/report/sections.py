@@ -23,6 +23,15 @@ VERDICT_WORDS = {
     "hurts_throughout": "hurts at every Dp",
     "cannot_tell": "cannot tell",
 }
+# The fitted laws' verdict along Dp (`jaxscale.laws.boundary`, a = plain, b = distilled).
+LAW_VERDICT_WORDS = {
+    "crossing": "the laws cross",
+    "a_higher": "distillation helps throughout",
+    "a_lower": "distillation hurts throughout",
+    "cannot_tell": "cannot tell",
+    "fitted_crossing": "the fitted laws cross (no bootstrap)",
+    "fitted_no_crossing": "the fitted laws do not cross (no bootstrap)",
+}
 
 
 def fmt(v: Any, digits: int = 3) -> str:
@@ -361,7 +370,7 @@ def law_blocks(a: StudyAnalysis) -> list[Block]:
                     or "no crossing in range",
                     f"{b['boot_crossing_frac']:.0%}" if b.get("boot_crossing_frac") is not None else "–",
                     b["sign_below"] if b["roots"] else "–",
-                    (b.get("verdict") or "–").replace("_", " ")] for b in fits["boundaries"]])]
+                    LAW_VERDICT_WORDS.get(b.get("verdict"), "–")] for b in fits["boundaries"]])]
   return blocks
 
 

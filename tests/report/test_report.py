@@ -190,3 +190,13 @@ def test_a_failing_backtest_is_shown_failing(study, tmp_path):
   assert ("| backtest log-RMSE of the cell means, plain, largest Dp = 4,000 held out | "
           "0.31 (FAILS: > 0.15; single runs 0.35) |") in md
   assert "| plain | backtest, largest Dp held out | 0.31 | log-RMSE ≤ 0.15 | FAILS |" in md
+
+
+def test_the_laws_crossing_table_states_each_verdict_in_words(study):
+  _, result, out, _ = study
+  md = open(out["markdown"], encoding="utf-8").read()
+  table = md.split("### Crossing of the fitted laws per (M, Df)")[1].split("\n\n")[2]
+  rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
+  assert len(rows) == len(result.fits["boundaries"]) > 0
+  for line, b in zip(rows, result.fits["boundaries"]):
+    assert line.rstrip(" |").endswith(sections.LAW_VERDICT_WORDS[b["verdict"]]), line
