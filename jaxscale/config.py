@@ -126,8 +126,16 @@ def base_config() -> ConfigDict:
 
 # ----------------------------------------------------------------------------- validation
 
+# Groups whose keys are the user's to choose (model names); their values are checked by `validate`.
+OPEN_GROUPS = ("lr_by_model",)
+
+
 def _schema_mismatch(schema: Any, value: Any, path: str) -> str | None:
   """Returns a one-line problem with `value` against `schema`, or None."""
+  if path.rsplit(".", 1)[-1] in OPEN_GROUPS:
+    if isinstance(value, (ConfigDict, dict)):
+      return None
+    return f"config field '{path}' must map model names to values, got {type(value).__name__}"
   if isinstance(schema, ConfigDict):
     if not isinstance(value, (ConfigDict, dict)):
       return f"config field '{path}' must be a group of fields, got {type(value).__name__}"

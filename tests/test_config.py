@@ -64,11 +64,21 @@ def test_bad_override_value_is_one_line(tmp_path):
     ("c.finetune.size = 0", "finetune.size"),
     ("c.pretrain.optim.lr = 'fast'", "pretrain.optim.lr"),
     ("c.finetune.optim.lr_by_model.vit_tiny_s = 0.0", "finetune.optim.lr_by_model.vit_tiny_s"),
+    ("c.finetune.optim.lr_by_model = {'vit_tiny_s': 'fast'}", "finetune.optim.lr_by_model.vit_tiny_s"),
     ("c.study.arms = ('plain', 'kd')", "study.arms"),
 ])
 def test_invalid_values_are_rejected(tmp_path, body, field):
   with pytest.raises(JaxscaleError, match=field.replace(".", r"\.")):
     config_lib.load(write_config(tmp_path, body))
+
+
+def test_lr_by_model_takes_model_names_as_keys(tmp_path):
+  path = write_config(tmp_path, "c.pretrain.optim.lr_by_model.vit_tiny_m = 3e-3")
+  c = config_lib.load(path, ["--config.pretrain.optim.lr_by_model.vit_tiny_m=5e-3"])
+  assert dict(c.pretrain.optim.lr_by_model) == {"vit_tiny_m": 5e-3}
+  with pytest.raises(JaxscaleError, match="must map model names"):
+    config_lib.load(write_config(tmp_path, "c.pretrain.optim = type(c)({**c.pretrain.optim.to_dict(), "
+                                           "'lr_by_model': 'fast'})", "bad.py"))
 
 
 def test_missing_file():

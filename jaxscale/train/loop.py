@@ -146,6 +146,10 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) ->
   source = sources.open_source(name, s.train_split, data_dir)
   labels = sources.load_labels(name, s.train_split, data_dir)
   batch, k = int(s.optim.batch_size), int(e.steps_per_dispatch)
+  unknown = sorted(set(s.optim.lr_by_model) - set(models.names()))
+  if unknown:
+    raise JaxscaleError(f"config.{stage}.optim.lr_by_model names unknown model(s) {', '.join(unknown)}; "
+                        f"valid models: {', '.join(models.names())}")
   for r in runs:
     if r.size > len(labels):
       raise JaxscaleError(f"config.{stage}.size={r.size} is larger than the {len(labels)} images of "

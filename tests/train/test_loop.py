@@ -176,6 +176,9 @@ def test_user_errors_are_one_line(group, config, tmp_path):
   c = config.copy_and_resolve_references()
   c.engine.update(data_on_device="always", device_data_mb=0.01)
   cases.append((c, "pretrain", {}, "config.engine.device_data_mb"))
+  c = config.copy_and_resolve_references()
+  c.pretrain.optim.lr_by_model = {"vit_tiny_q": 1e-3}
+  cases.append((c, "pretrain", {}, "lr_by_model names unknown model(s) vit_tiny_q"))
   for i, (c, stage, run, message) in enumerate(cases):
     spec = dict(name="r", seed=0, size=208)
     spec.update(run)
