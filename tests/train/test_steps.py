@@ -97,11 +97,15 @@ def test_kd_gradient_vanishes_with_alpha_one_and_identical_teacher():
     assert (change < 1e-6) == expect_small, change
 
 
-def test_eval_chunk_masks_padding():
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["vmapped", "looped"])
+def test_eval_chunk_masks_padding(one_by_one, monkeypatch):
+  """Either way of mapping the runs (see `runs_one_by_one`) gives each run's own sums."""
+  monkeypatch.setattr(steps_lib, "runs_one_by_one", lambda mesh: one_by_one)
   mesh, graphdef, state, state_sh, _, _, _ = standin.group(runs=2)
   ev = steps_lib.make_eval_chunk(graphdef, mesh, state_sh.params)
   images, labels = standin.make_images(1, 8, 1)
   chunk = {"image": images[0, 0], "label": labels[0, 0], "mask": np.array([1, 1, 1, 1, 1, 0, 0, 0], bool)}
+  assert ("while" in ev.lower(state.params, chunk).as_text()) == one_by_one  # lax.map is a loop
   sums = jax.device_get(ev(state.params, chunk))
   assert float(sums["count"]) == 5 and sums["errors"].shape == (2,)
   for r in range(2):
