@@ -34,18 +34,21 @@ def holdout_metrics(pred: np.ndarray, y: np.ndarray) -> dict:
           "are": float(np.mean(np.abs(pred - y) / y))}
 
 
-def replicate_means(x: Mapping[str, np.ndarray], y: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-  """Rows with identical inputs merged: (x of each distinct input point [P], mean of its y [P]).
+def replicate_means(x: Mapping[str, np.ndarray], y: np.ndarray
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+  """Rows with identical inputs merged: (x of each distinct input point, float64 [P], sorted by
+  the columns in the order of `x`; mean of its y [P]; its number of rows [P]).
 
   Replicates (e.g. seeds of one cell) differ only by noise that no law explains, so a law's
   prediction of the expected target is compared with their mean.
   """
-  names = sorted(x)
+  names = list(x)
   points = np.stack([np.asarray(x[n], np.float64) for n in names], axis=1)
   unique, inverse = np.unique(points, axis=0, return_inverse=True)
   inverse = inverse.reshape(-1)
-  means = np.bincount(inverse, weights=np.asarray(y, np.float64)) / np.bincount(inverse)
-  return {n: unique[:, i] for i, n in enumerate(names)}, means
+  counts = np.bincount(inverse)
+  means = np.bincount(inverse, weights=np.asarray(y, np.float64)) / counts
+  return {n: unique[:, i] for i, n in enumerate(names)}, means, counts
 
 
 def _fit_and_score(form, x, y, train, test, columns, target, max_starts, seed, means=False):
@@ -54,7 +57,7 @@ def _fit_and_score(form, x, y, train, test, columns, target, max_starts, seed, m
   x_test = {k: v[test] for k, v in x.items()}
   metrics = holdout_metrics(forms_lib.predict(form.name, res.params, x_test), y[test])
   if means:
-    points, y_mean = replicate_means(x_test, y[test])
+    points, y_mean, _ = replicate_means({k: x_test[k] for k in sorted(x_test)}, y[test])
     rows = metrics
     metrics = holdout_metrics(forms_lib.predict(form.name, res.params, points), y_mean)
     metrics.update(n_points=metrics.pop("n"), n=rows["n"], log_rmse_rows=rows["log_rmse"])

@@ -453,17 +453,11 @@ def _law_inputs(t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def cell_means(table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """One row per (arm, M, Dp, Df) cell, sorted: its columns, the mean error over its seeds
-  (each value clipped up to ERROR_FLOOR first, as the fit sees it) and n, the seeds averaged."""
-  cells: dict[tuple, list[int]] = {}
-  for i, k in enumerate(zip(*(np.asarray(table[c]).tolist() for c in CELL_COLUMNS))):
-    cells.setdefault(k, []).append(i)
-  keys = sorted(cells)
+  """One row per (arm, M, Dp, Df) cell, sorted: its columns (float64), the mean error over its
+  seeds (each value clipped up to ERROR_FLOOR first, as the fit sees it) and n, the seeds averaged."""
   y = np.maximum(np.asarray(table[TARGET], np.float64), ERROR_FLOOR)
-  out = {c: np.asarray([k[j] for k in keys]) for j, c in enumerate(CELL_COLUMNS)}
-  out[TARGET] = np.asarray([np.mean(y[cells[k]]) for k in keys], np.float64)
-  out["n"] = np.asarray([len(cells[k]) for k in keys])
-  return out
+  points, means, counts = laws.validate.replicate_means({c: table[c] for c in CELL_COLUMNS}, y)
+  return {**points, TARGET: means, "n": counts}
 
 
 def r2_log(y: np.ndarray, pred: np.ndarray) -> float:

@@ -35,9 +35,9 @@ def test_backtest_extrapolates_the_true_law(synth):
 
 def test_replicate_means_merges_rows_with_equal_inputs():
   x = {"a": np.array([1.0, 2.0, 1.0, 2.0, 3.0]), "b": np.array([5.0, 5.0, 5.0, 6.0, 5.0])}
-  points, means = validate.replicate_means(x, np.array([0.2, 0.4, 0.6, 1.0, 0.3]))
-  got = sorted(zip(points["a"], points["b"], means))
-  assert got == [(1.0, 5.0, pytest.approx(0.4)), (2.0, 5.0, 0.4), (2.0, 6.0, 1.0), (3.0, 5.0, 0.3)]
+  points, means, counts = validate.replicate_means(x, np.array([0.2, 0.4, 0.6, 1.0, 0.3]))
+  got = list(zip(points["a"], points["b"], means, counts))
+  assert got == [(1.0, 5.0, pytest.approx(0.4), 2), (2.0, 5.0, 0.4, 1), (2.0, 6.0, 1.0, 1), (3.0, 5.0, 0.3, 1)]
 
 
 def test_backtest_on_replicate_means_removes_the_replicates_noise(synth):
