@@ -3,11 +3,13 @@
   python benchmarks/bench_study.py [--config configs/default.py] [--fraction half|full]
                                    [--ways unbatched,engine,torch]
 
-1. ``unbatched``: today's behaviour before the group engine, reachable by config: one run per group
+1. ``unbatched``: the behaviour before the group engine, reachable by config: one run per group
    (``engine.group_size=1``), one step per dispatch (``steps_per_dispatch=1``), the host waiting for
-   every step's metrics (``sync_every_step``), images read by grain (``data_on_device=never``).
+   every step's metrics (``sync_every_step``), images read by grain (``data_on_device=never``), the
+   CPU one device (``cpu_devices=1``).
 2. ``engine``: the group engine with the config's settings (groups vmapped, K scanned steps per
-   dispatch, the data on the device).
+   dispatch, the data on the device, the CPU split into one device per core and each group's runs
+   spread over them).
 3. ``torch``: the same models (``benchmarks/bench_models.py``'s PyTorch twins), trained one run at a
    time in PyTorch on the CPU with the same subsets, steps, batch, AdamW and KD loss, as a user would with
    a timm-style script.
@@ -15,13 +17,17 @@
 ``--fraction half`` (the default) keeps the config's smallest two models, its smallest and largest Dp and
 Df, and two seeds; ``full`` runs the whole grid. The machine's peak is the FLOP/s of a large float32
 matmul measured in the same run (``bench_train.matmul_peak``); training FLOPs are the records' ``flops``.
-Wall times include setup, compilation and evaluation: what a user waits for.
+Wall times include setup, compilation and evaluation: what a user waits for. Each JAX way runs in a
+fresh child process (the CPU's device count is fixed when JAX starts, and no way inherits another's
+compiled programs); the script prints one table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +42,7 @@ from jaxscale import config as config_lib  # noqa: E402
 from jaxscale.data import builders, sources, subsets  # noqa: E402
 from jaxscale.data.seeding import derive_seed  # noqa: E402
 from jaxscale.study import grid, runner  # noqa: E402
-from jaxscale.train import steps as steps_lib  # noqa: E402
+from jaxscale.train import sharding, steps as steps_lib  # noqa: E402
 
 
 def shrink(config, fraction: str):
@@ -122,37 +128,56 @@ def run_torch(config) -> dict:
   return {"wall": time.perf_counter() - t0, "images": images, "flops": flops, "runs": len(grid.expand(config))}
 
 
+JAX_WAYS = {
+    "unbatched": dict(group_size=1, steps_per_dispatch=1, sync_every_step=True, data_on_device="never",
+                      cpu_devices=1),
+    "engine": {},
+}
+
+
+def child(args) -> dict:
+  """Runs one JAX way in a fresh process; returns its row."""
+  cmd = [sys.executable, os.path.abspath(__file__), "--child", args.child or "", "--config", args.config,
+         "--fraction", args.fraction, "--data-dir", args.data_dir]
+  out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"))
   ap.add_argument("--fraction", choices=("half", "full"), default="half")
   ap.add_argument("--ways", default="unbatched,engine,torch")
   ap.add_argument("--data-dir", default="")
+  ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # run one JAX way, print its row
   args = ap.parse_args(argv)
   config = shrink(config_lib.load(args.config, [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else []),
                   args.fraction)
+  if args.child:
+    engine = JAX_WAYS[args.child]
+    sharding.use_cpu_devices(int(engine.get("cpu_devices", config.engine.cpu_devices)))  # as the CLI does
+    print(json.dumps({**run_jax(config, engine), "devices": jax.device_count()}))
+    return 0
   for stage in ("pretrain", "finetune"):
     if config[stage].dataset.startswith("jaxscale_"):
       builders.ensure_built(config[stage].dataset, config.data.data_dir)
   peak = matmul_peak(2048, np.float32)
   s = config.study
-  print(f"# {jax.devices()[0].platform} x{jax.device_count()}, grid: models {s.models}, dp {s.dp}, df {s.df}, "
+  print(f"# {jax.devices()[0].platform}, grid: models {s.models}, dp {s.dp}, df {s.df}, "
         f"arms {s.arms}, seeds {s.seeds}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-  ways = {
-      "unbatched": lambda: run_jax(config, dict(group_size=1, steps_per_dispatch=1, sync_every_step=True,
-                                                data_on_device="never")),
-      "engine": lambda: run_jax(config, {}),
-      "torch": lambda: run_torch(config),
-  }
   rows = {}
-  print(f"{'way':<10} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} {'of peak':>8} {'vs unbatched':>12}",
-        flush=True)
+  print(f"{'way':<10} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} {'of peak':>8} "
+        f"{'vs unbatched':>12}", flush=True)
   for name in args.ways.split(","):
-    r = rows[name] = ways[name]()
+    if name in JAX_WAYS:
+      args.child = name
+      r = rows[name] = child(args)
+    else:
+      r = rows[name] = {**run_torch(config), "devices": 1}
     base = rows.get("unbatched")
     ratio = f"{(r['images'] / r['wall']) / (base['images'] / base['wall']):.2f}x" if base else "-"
-    print(f"{name:<10} {r['runs']:>5} {r['images']:>10,} {r['wall']:>8.1f} {r['images'] / r['wall']:>8,.0f} "
-          f"{r['flops'] / r['wall'] / peak:>8.1%} {ratio:>12}", flush=True)
+    print(f"{name:<10} {r['devices']:>7} {r['runs']:>5} {r['images']:>10,} {r['wall']:>8.1f} "
+          f"{r['images'] / r['wall']:>8,.0f} {r['flops'] / r['wall'] / peak:>8.1%} {ratio:>12}", flush=True)
   if "engine" in rows and "torch" in rows:
     e, t = rows["engine"], rows["torch"]
     print(f"# engine vs torch: {(e['images'] / e['wall']) / (t['images'] / t['wall']):.2f}x")

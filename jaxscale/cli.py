@@ -56,9 +56,14 @@ def add_config_argument(parser: argparse.ArgumentParser, required: bool = True) 
 
 
 def load_config(args: argparse.Namespace):
-  """Loads and validates the config named by ``args.config`` with its overrides."""
+  """Loads and validates the config named by ``args.config`` with its overrides, and splits the CPU
+  into ``config.engine.cpu_devices`` devices (before JAX starts; see
+  :func:`jaxscale.train.sharding.use_cpu_devices`)."""
   from jaxscale import config as config_lib
-  return config_lib.load(args.config, getattr(args, "config_overrides", []))
+  from jaxscale.train import sharding
+  config = config_lib.load(args.config, getattr(args, "config_overrides", []))
+  sharding.use_cpu_devices(int(config.engine.cpu_devices))
+  return config
 
 
 def build_parser(commands: dict[str, str] | None = None, load: str | None = None) -> argparse.ArgumentParser:

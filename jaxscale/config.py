@@ -68,7 +68,9 @@ def base_config() -> ConfigDict:
   ))
   # Mesh axes: `runs` spreads a group's runs over devices (no communication between runs); `data`
   # and `fsdp` split each run's batch and large weights. -1 = all remaining devices (one axis only).
-  c.mesh = ConfigDict(dict(runs=1, data=-1, fsdp=1))
+  # runs = 0 (auto): each group takes the largest number of devices that divides the device count
+  # and does not exceed its run count (a group of one run is data parallel over `data` = -1).
+  c.mesh = ConfigDict(dict(runs=0, data=-1, fsdp=1))
   # The training engine: a group of runs that share a model shape and a step count is one program.
   c.engine = ConfigDict(dict(
       group_size=64,          # most runs trained together (vmapped); larger groups are split
@@ -76,6 +78,10 @@ def base_config() -> ConfigDict:
       data_on_device="auto",  # auto | always | never: keep the group's images on device as uint8
       device_data_mb=1024.0,  # budget (MB) for images kept on device; "auto" stays under it
       sync_every_step=False,  # wait for each call's metrics before the next (the unbatched baseline)
+      # Devices the CPU is split into when it is the backend (0 = one per usable core). XLA runs one
+      # small op on about one core, so a 2-core machine trains a group about 1.6-2x faster as two
+      # devices, each training half of the runs. Records are bit-identical for the same device count.
+      cpu_devices=0,
       resources='{"CPU": 1}',  # Ray engine: resources of one group's task, JSON (e.g. '{"GPU": 1}')
   ))
   c.pretrain = ConfigDict(dict(
@@ -181,7 +187,9 @@ def validate(config: ConfigDict) -> ConfigDict:
   _check(c.model.dtype in DTYPES, f"config.model.dtype must be one of {DTYPES}, got {c.model.dtype!r}")
   _check(c.data.image_size >= 8, f"config.data.image_size must be >= 8, got {c.data.image_size}")
   for axis in ("runs", "data", "fsdp"):
-    _check(c.mesh[axis] == -1 or c.mesh[axis] >= 1, f"config.mesh.{axis} must be -1 or >= 1, got {c.mesh[axis]}")
+    allowed = (-1, 0) if axis == "runs" else (-1,)
+    _check(c.mesh[axis] in allowed or c.mesh[axis] >= 1,
+           f"config.mesh.{axis} must be {' or '.join(map(str, allowed))} or >= 1, got {c.mesh[axis]}")
   _check([c.mesh.runs, c.mesh.data, c.mesh.fsdp].count(-1) <= 1,
          "only one of config.mesh.runs, config.mesh.data and config.mesh.fsdp may be -1")
   e = c.engine
@@ -191,6 +199,8 @@ def validate(config: ConfigDict) -> ConfigDict:
   _check(e.data_on_device in DATA_PLACEMENT,
          f"config.engine.data_on_device must be one of {DATA_PLACEMENT}, got {e.data_on_device!r}")
   _check(e.device_data_mb > 0, f"config.engine.device_data_mb must be > 0, got {e.device_data_mb}")
+  _check(e.cpu_devices >= 0, f"config.engine.cpu_devices must be 0 (one per core) or a positive integer, "
+         f"got {e.cpu_devices}")
   try:
     resources = json.loads(e.resources)
   except json.JSONDecodeError:

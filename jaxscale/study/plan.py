@@ -180,17 +180,18 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
 
   from jaxscale.train import sharding as sharding_lib
   from jaxscale.train.steps import num_train_steps
-  mesh = sharding_lib.make_mesh(config.mesh)
-  replicas = sharding_lib.data_parallel_size(mesh)
-  devices = mesh.devices.size
   limit = device_memory(None) if device_memory_bytes is None else int(device_memory_bytes)
   rows = []
   for (model, stage, teacher), spec in _rows_of_groups(config).items():
+    mesh = sharding_lib.make_mesh(config.mesh, num_runs=spec["runs"])   # as the engine makes it
+    replicas = sharding_lib.data_parallel_size(mesh)
+    devices = mesh.devices.size
     batch = int(config[stage].optim.batch_size)
     sharding_lib.check_batch_size(batch, mesh, f"config.{stage}.optim.batch_size")
     runs = -(-spec["runs"] // mesh.shape["runs"]) * mesh.shape["runs"]   # the engine pads to the axis
 
-    def cost_at(device_batch, model=model, stage=stage, teacher=teacher, runs=runs, cache={}):
+    def cost_at(device_batch, model=model, stage=stage, teacher=teacher, runs=runs, mesh=mesh,
+                replicas=replicas, devices=devices, cache={}):
       if device_batch not in cache:
         compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher, runs=runs)
         cache[device_batch] = step_cost(compiled, devices, runs)

@@ -110,11 +110,21 @@ def _probe(path: str) -> str:
     return ""
 
 
+def _cpu_devices(config: ConfigDict) -> int:
+  """A worker's CPU devices: ``config.engine.cpu_devices``, or for 0 the CPUs Ray gave its task."""
+  count = int(config.engine.cpu_devices)
+  if count:
+    return count
+  import ray
+  return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
+
+
 def _train(config: ConfigDict, group: grid.Group, workdir: str, board) -> dict[str, Any]:
   """Runs on a worker: trains one group; returns its results, or the one line of a user error."""
   from jaxscale.progress import setup_logging
   from jaxscale.train import sharding
   setup_logging()  # the worker's log lines (e.g. "resuming ... from step N") reach the driver through Ray
+  sharding.use_cpu_devices(_cpu_devices(config))  # the worker's first task; later ones find JAX started
   sharding.enable_compilation_cache()
   if board is not None:
     board.started.remote(group.id)

@@ -30,7 +30,8 @@ def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: st
   subset_hash, steps, batch_size, flops`` (training FLOPs of this stage), ``eval_error, eval_loss,
   eval_count`` (top-1 error and mean cross-entropy on the whole eval split of that many images),
   ``diverged_at`` (the step whose loss or gradient was not finite, else null), ``wall_s`` (the
-  run's share of its group's wall time), ``group_size``, ``config_hash, version, cell_id, time``.
+  run's share of its group's wall time), ``group_size``, ``mesh`` (the group's devices along
+  ``[runs, data, fsdp]``; results are bit-identical for the same mesh and group), ``config_hash, version, cell_id, time``.
   """
   return {
       "stage": stage, "model": config.model.name, "params": int(result["params"]), "dp": int(dp),
@@ -41,6 +42,7 @@ def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: st
       "eval_error": float(result["eval_error"]), "eval_loss": float(result["eval_loss"]),
       "eval_count": int(result["eval_count"]), "diverged_at": result["diverged_at"],
       "wall_s": float(result["wall_s"]), "group_size": int(result["group_size"]),
+      "mesh": [int(v) for v in result.get("mesh", (1, 1, 1))],
       "config_hash": config_lib.result_hash(config), "version": jaxscale.__version__, "cell_id": cell_id,
       "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }

@@ -117,7 +117,7 @@ class GroupCheckpoints:
       return
     # The train step donates the state it is given: the background writer gets its own copy, so the
     # next dispatch cannot reuse the buffers it is still reading (zero-copy host views on the CPU).
-    state = jax.tree_util.tree_map(jnp.copy, state)
+    state = _copy(state)
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_item(state)),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -131,6 +131,21 @@ class GroupCheckpoints:
     state = like.replace(step=item["step"], params=item["params"],
                          opt_state=_unflat(like.opt_state, item["opt_state"]), diverged_at=item["diverged_at"])
     return state, dict(got["meta"])
+
+
+def _copy(tree: Any) -> Any:
+  """A copy of every array of `tree` in new buffers: on the host when this process holds all of
+  them (no program to compile), else on the devices in one compiled program (a ``jnp.copy`` per
+  leaf would compile and dispatch one program per leaf shape)."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
+    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), tree)
+  return _device_copy(tree)
+
+
+@jax.jit
+def _device_copy(tree: Any) -> Any:
+  return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 def save_run(directory: str, params: Any, meta: dict) -> None:

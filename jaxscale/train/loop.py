@@ -367,7 +367,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
     Per run, in order: ``name, eval_error, eval_loss, eval_count, steps, diverged_at`` (the step
     whose loss or gradient was not finite, or None), ``losses`` (per step), ``subset_hash``,
     ``params`` (count), ``num_classes``, ``init`` (the run.json it started from, fine-tuning),
-    ``wall_s`` (its share of the group's time), ``group_size``.
+    ``wall_s`` (its share of the group's time), ``group_size``, ``mesh`` (the group's devices along runs, data, fsdp).
 
   Raises:
     JaxscaleError: a user-fixable problem (one line); :class:`Preempted` after SIGTERM.
@@ -378,7 +378,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   if done is not None:
     return done
   t_start = time.time()
-  mesh = sharding_lib.make_mesh(config.mesh)
+  mesh = sharding_lib.make_mesh(config.mesh, num_runs=len(runs))
   sharding_lib.check_batch_size(int(config[stage].optim.batch_size), mesh, f"config.{stage}.optim.batch_size")
   ckpt_lib.check_shared_directory(group_dir)
   names = [r.name for r in runs]
@@ -406,7 +406,8 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
         "diverged_at": int(diverged[i]) if diverged[i] else None, "losses": losses[i],
         "subset_hash": inputs["hashes"][i], "params": program["param_count"],
         "num_classes": inputs["num_classes"], "init": program["init_metas"][i],
-        "wall_s": round(wall / len(names), 3), "group_size": len(names)})
+        "wall_s": round(wall / len(names), 3), "group_size": len(names),
+        "mesh": [int(mesh.shape[a]) for a in sharding_lib.AXES]})
   atomic_write_text(os.path.join(group_dir, RESULT_FILE), json.dumps({"runs": results}, sort_keys=True))
   return results
 
@@ -517,7 +518,7 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   current group's training in a background thread. Needs no parameters, teacher or checkpoint:
   they may not exist yet. jax.jit reuses what this compiled when the group calls the same program.
   """
-  mesh = sharding_lib.make_mesh(config.mesh)
+  mesh = sharding_lib.make_mesh(config.mesh, num_runs=len(runs))
   runs = _pad_runs(runs, mesh.shape["runs"])
   inputs = prepare_inputs(config, stage, runs, mesh)
   program = program_spec(config, stage, len(runs), inputs["num_classes"], inputs["on_device"], mesh,
@@ -533,8 +534,6 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   args = chunk_arguments(program, r, k, data)
   program["chunk"].lower(*args).compile()
   params = args[0].params
-  steps_lib.make_init(program["settings"], program["state_sh"]).lower(
-      jax.tree_util.tree_map(_shaped, params, program["param_sh"])).compile()
   key = jax.ShapeDtypeStruct((2,), np.uint32)
   _init_fn(config.model.name, inputs["num_classes"], size_px, _dtype(config)).lower(key).compile()
   s = config[stage]

@@ -50,9 +50,19 @@ def initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
   return True
 
 
-def mesh_shape(runs: int, data: int, fsdp: int, num_devices: int) -> tuple[int, int, int]:
-  """Resolves one ``-1`` (all remaining devices) and checks the product; raises JaxscaleError."""
+def mesh_shape(runs: int, data: int, fsdp: int, num_devices: int, num_runs: int = 1) -> tuple[int, int, int]:
+  """Resolves ``runs = 0`` (auto) and one ``-1`` (all remaining devices), then checks the product.
+
+  Auto gives a group of `num_runs` runs the largest divisor of the devices left by ``data`` and
+  ``fsdp`` (``data = -1`` counting as 1) that does not exceed `num_runs`; ``data = -1`` then takes
+  what remains. So a group of several runs is spread over the devices and a single run is data
+  parallel. Raises JaxscaleError.
+  """
   sizes = [runs, data, fsdp]
+  if runs == 0:
+    per_run = fsdp * (1 if data == -1 else data)
+    left = num_devices // per_run if num_devices % per_run == 0 else 1   # else the check below says why
+    sizes[0] = max(d for d in range(1, left + 1) if left % d == 0 and d <= max(1, num_runs))
   if sizes.count(-1) > 1:
     raise JaxscaleError("only one of config.mesh.runs, config.mesh.data and config.mesh.fsdp may be -1")
   if -1 in sizes:
@@ -69,13 +79,42 @@ def mesh_shape(runs: int, data: int, fsdp: int, num_devices: int) -> tuple[int, 
   return tuple(sizes)
 
 
-def make_mesh(mesh_config: Any, devices: list | None = None) -> Mesh:
-  """A ``("runs", "data", "fsdp")`` mesh over all (global) devices from ``config.mesh``."""
+def make_mesh(mesh_config: Any, devices: list | None = None, num_runs: int = 1) -> Mesh:
+  """A ``("runs", "data", "fsdp")`` mesh over all (global) devices from ``config.mesh``, for a group
+  of `num_runs` runs (which sizes the ``runs`` axis when ``config.mesh.runs`` is 0, auto)."""
   devices = jax.devices() if devices is None else devices
-  shape = mesh_shape(int(mesh_config.runs), int(mesh_config.data), int(mesh_config.fsdp), len(devices))
+  shape = mesh_shape(int(mesh_config.runs), int(mesh_config.data), int(mesh_config.fsdp), len(devices),
+                     num_runs)
   # Order devices process by process so each process holds a contiguous block.
   ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
   return Mesh(np.asarray(ordered, dtype=object).reshape(shape), AXES)
+
+
+def usable_cores() -> int:
+  """CPU cores this process may run on."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
+def use_cpu_devices(count: int) -> int | None:
+  """Splits the CPU into `count` devices (0 = :func:`usable_cores`) before JAX starts its backends.
+
+  XLA runs each small op of a tiny model on about one core, so one CPU device leaves the other cores
+  idle; several devices, each training some of a group's runs, use them. Does nothing (and returns
+  None) once JAX has started or when ``XLA_FLAGS`` already sets ``--xla_force_host_platform_device_count``
+  (that choice wins). Returns the count set. Only the CPU backend is affected.
+  """
+  from jax._src import xla_bridge
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  if xla_bridge.backends_are_initialized():
+    logger.debug("JAX already started; config.engine.cpu_devices=%d not applied", count)
+    return None
+  count = int(count) or usable_cores()
+  jax.config.update("jax_num_cpu_devices", count)
+  return count
 
 
 def data_parallel_size(mesh: Mesh) -> int:

@@ -285,23 +285,36 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
 
 
 def make_init(settings: tuple, state_sharding: TrainState) -> Callable:
-  """``init(params) -> TrainState``, jitted onto `state_sharding` (a fresh state at step 0)."""
-  key = _cache_key("init", str(settings), state_sharding)
-  if key not in _CACHE:
-    _CACHE[key] = jax.jit(functools.partial(create_state, settings=settings), out_shardings=state_sharding)
-  return _CACHE[key]
+  """``init(params) -> TrainState``: a fresh state at step 0 on `state_sharding` (params given on it).
+
+  Every update rule here starts its state at zero (Adam's count and moments, the momentum trace;
+  clipping and weight decay keep none), so the state is built from zeros on the host instead of by a
+  compiled program per group shape (tests check it equals :func:`create_state`).
+  """
+  def init(params: Any) -> TrainState:
+    abstract = jax.eval_shape(functools.partial(create_state, settings=settings), params)
+
+    def zeros(a, sh):
+      host = np.zeros(a.shape, a.dtype)
+      return jax.make_array_from_callback(a.shape, sh, lambda idx: host[idx])
+
+    return TrainState(step=zeros(abstract.step, state_sharding.step), params=params,
+                      opt_state=jax.tree_util.tree_map(zeros, abstract.opt_state, state_sharding.opt_state),
+                      diverged_at=zeros(abstract.diverged_at, state_sharding.diverged_at))
+  return init
 
 
 def runs_one_by_one(mesh) -> bool:
-  """Whether an eval program loops over its runs (``lax.map``) instead of vmapping them.
+  """Whether an eval program loops over its runs (``lax.map``, on each device over its own runs)
+  instead of vmapping them.
 
-  On CPU, with the runs axis on one device, the vmapped forward of R runs over one shared chunk
-  of C images is slow: vit_tiny_m, R = 48, C = 250 evaluates 8.6k run-images/s vmapped and 34.6k
-  looping (peak memory 1.6 GB vmapped at C = 250, 5.5 GB at C = 1,000). The train step, whose
-  batch is per run, shows no such gap, so it stays vmapped. Where runs are spread over devices, or
-  on an accelerator, the vmap is what fills the devices.
+  On CPU the vmapped forward of R runs over one shared chunk of C images is slow: vit_tiny_m,
+  R = 48, C = 250 evaluates 8.6k run-images/s vmapped and 34.6k looping (peak memory 1.6 GB vmapped
+  at C = 250, 5.5 GB at C = 1,000). The train step, whose batch is per run, shows no such gap, so it
+  stays vmapped. On an accelerator the vmap is what fills the device; a run split over devices
+  (``data`` or ``fsdp`` > 1) keeps it too.
   """
-  return jax.default_backend() == "cpu" and mesh.shape.get("runs", 1) == 1
+  return jax.default_backend() == "cpu" and sharding_lib.data_parallel_size(mesh) == 1
 
 
 def make_eval_chunk(graphdef: Any, mesh, params_sharding: Any) -> Callable:
@@ -310,12 +323,13 @@ def make_eval_chunk(graphdef: Any, mesh, params_sharding: Any) -> Callable:
   ``chunk`` holds ``image`` uint8 [C, S, S, ch], ``label`` int32 [C] and ``mask`` bool [C] (False on
   padding). ``sums`` are float32 [R] over the unmasked examples: ``errors`` (top-1 mistakes) and
   ``loss`` (summed cross-entropy, nats), and ``count`` (a scalar). The runs are vmapped, or looped
-  over one by one where :func:`runs_one_by_one` says so (the same sums, up to float rounding).
+  over one by one where :func:`runs_one_by_one` says so (each device looping over its share of the
+  runs; the same sums, up to float rounding).
   """
   repl = sharding_lib.replicated(mesh)
   per_run = sharding_lib.runs_sharding(mesh)
 
-  def eval_chunk(params: Any, chunk: dict):
+  def sums(params: Any, chunk: dict):
     x = augment.normalize(chunk["image"])
     mask = chunk["mask"].astype(jnp.float32)
 
@@ -325,8 +339,15 @@ def make_eval_chunk(graphdef: Any, mesh, params_sharding: Any) -> Callable:
       ce = losses.cross_entropy_per_example(logits, chunk["label"])
       return jnp.sum(wrong * mask), jnp.sum(ce * mask)
 
-    errors, loss = jax.lax.map(one, params) if one_by_one else jax.vmap(one)(params)
-    return {"errors": errors, "loss": loss, "count": jnp.sum(mask)}
+    return jax.lax.map(one, params) if one_by_one else jax.vmap(one)(params)
+
+  def eval_chunk(params: Any, chunk: dict):
+    if one_by_one and mesh.shape["runs"] > 1:   # each device loops over the runs it holds
+      errors, loss = jax.shard_map(sums, mesh=mesh, in_specs=(P("runs"), P()), out_specs=P("runs"),
+                                   check_vma=False)(params, chunk)
+    else:
+      errors, loss = sums(params, chunk)
+    return {"errors": errors, "loss": loss, "count": jnp.sum(chunk["mask"].astype(jnp.float32))}
 
   one_by_one = runs_one_by_one(mesh)
   key = _cache_key("eval", graphdef, mesh, params_sharding, one_by_one)

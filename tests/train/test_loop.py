@@ -3,6 +3,7 @@ or in a group, with any K, on either input path and any device count; divergence
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -194,6 +195,16 @@ def test_engine_fields_must_be_positive(config, field, value):
     config_lib.validate(config)
 
 
+@pytest.mark.parametrize("section,field,value,message", [
+    ("engine", "cpu_devices", -1, "config.engine.cpu_devices must be 0 (one per core) or a positive integer"),
+    ("mesh", "runs", -2, "config.mesh.runs must be -1 or 0 or >= 1"),
+    ("mesh", "data", 0, "config.mesh.data must be -1 or >= 1")])
+def test_device_fields_are_checked(config, section, field, value, message):
+  config[section][field] = value
+  with pytest.raises(JaxscaleError, match=re.escape(message)):
+    config_lib.validate(config)
+
+
 def _script(tmp_path, config, runs, group_dir, *extra, env=None):
   cfg, spec, out = tmp_path / "c.json", tmp_path / "spec.json", tmp_path / "out.json"
   cfg.write_text(json.dumps(config.to_dict()))
@@ -226,16 +237,21 @@ def test_killed_group_resumes_to_the_same_results(group, config, tmp_path, signa
 
 
 def test_eight_devices_match_one(group, config, tmp_path):
-  """The group on 8 simulated devices (runs spread over a runs axis, and runs x data x fsdp = 2x2x2)."""
+  """The group of 3 runs on 8 simulated devices: runs spread over a runs axis (padded to 8; the eval
+  loops over each device's runs), runs x data x fsdp = 2x2x2, and the auto mesh (runs=0: the largest
+  divisor of 8 not above 3 runs, 2, times data 4)."""
   root, results = group
   config.engine.steps_per_dispatch = 5
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-  for i, mesh in enumerate([dict(runs=-1, data=1, fsdp=1), dict(runs=2, data=2, fsdp=2)]):
+  meshes = [(dict(runs=-1, data=1, fsdp=1), [8, 1, 1]), (dict(runs=2, data=2, fsdp=2), [2, 2, 2]),
+            (dict(runs=0, data=-1, fsdp=1), [2, 4, 1])]
+  for i, (mesh, shape) in enumerate(meshes):
     config.mesh.update(mesh)
     work = tmp_path / str(i)
     work.mkdir()
     proc, got = _script(work, config, _runs(str(work / "w")), work / "w" / "g", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [a["mesh"] for a in got] == [shape] * 3 and results[0]["mesh"] == [1, 1, 1]
     for a, b in zip(got, results):
       np.testing.assert_allclose(a["losses"], b["losses"], atol=1e-5)
       assert a["eval_loss"] == pytest.approx(b["eval_loss"], abs=1e-5)

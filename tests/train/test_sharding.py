@@ -1,5 +1,9 @@
 """Mesh construction and batch-size checks (mesh shapes are checked without devices)."""
 
+import json
+import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -41,3 +45,43 @@ def test_batch_not_divisible():
 def test_initialize_distributed_is_noop_on_one_host():
   assert sharding.initialize_distributed({}) is False
   assert sharding.initialize_distributed({"SLURM_JOB_NUM_NODES": "1"}) is False
+
+
+@pytest.mark.parametrize("axes, devices, runs, want", [
+    ((0, -1, 1), 1, 48, (1, 1, 1)),     # one device: nothing to spread
+    ((0, -1, 1), 2, 1, (1, 2, 1)),      # a single run is data parallel
+    ((0, -1, 1), 2, 5, (2, 1, 1)),      # several runs: one share per device (5 is padded to 6)
+    ((0, -1, 1), 8, 3, (2, 4, 1)),      # the largest divisor of 8 not above 3, the rest data parallel
+    ((0, -1, 1), 8, 64, (8, 1, 1)),
+    ((0, 2, 1), 8, 64, (4, 2, 1)),      # an explicit data axis is kept
+    ((0, -1, 2), 8, 3, (2, 2, 2)),
+])
+def test_auto_runs_axis(axes, devices, runs, want):
+  assert sharding.mesh_shape(*axes, devices, num_runs=runs) == want
+
+
+def test_auto_runs_axis_that_cannot_fit_says_so():
+  with pytest.raises(JaxscaleError, match="does not match the 2 devices"):
+    sharding.mesh_shape(0, 3, 1, 2, num_runs=4)
+
+
+_DEVICES = ("import jax, json, os; from jaxscale.train import sharding; "
+            "got = sharding.use_cpu_devices({n}); print(json.dumps([got, jax.device_count()]))")
+
+
+@pytest.mark.parametrize("n, flags, want", [
+    (3, "", [3, 3]),                                                  # splits the CPU before JAX starts
+    (0, "", [sharding.usable_cores(), sharding.usable_cores()]),      # 0 = one device per core
+    (3, "--xla_force_host_platform_device_count=5", [None, 5]),       # XLA_FLAGS wins
+])
+def test_use_cpu_devices(n, flags, want):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", **({"XLA_FLAGS": flags} if flags else {}))
+  out = subprocess.run([sys.executable, "-c", _DEVICES.format(n=n)], env=env, check=True, timeout=120,
+                       stdout=subprocess.PIPE, text=True).stdout
+  assert json.loads(out.strip().splitlines()[-1]) == want
+
+
+def test_use_cpu_devices_after_jax_started_does_nothing():
+  jax.devices()
+  assert sharding.use_cpu_devices(4) is None and jax.device_count() == 1

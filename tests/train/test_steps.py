@@ -97,6 +97,22 @@ def test_kd_gradient_vanishes_with_alpha_one_and_identical_teacher():
     assert (change < 1e-6) == expect_small, change
 
 
+@pytest.mark.parametrize("settings", [("adamw", 0.9, 1e-4, 1.0), ("sgd", 0.9, 1e-4, 0.0), ("sgd", 0.0, 0.0, 0.0)])
+def test_init_from_zeros_is_the_optimizers_own_init(settings):
+  """make_init builds the state from zeros on the host; it must equal optax's init, leaf for leaf."""
+  mesh, _, state, state_sh, _, _, _ = standin.group(settings=settings)
+  want = jax.device_get(steps_lib.create_state(jax.device_get(state.params), settings))
+  got = jax.device_get(state)
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+  moments = jax.tree_util.tree_leaves(state.opt_state)
+  assert bool(moments) == (settings[0] == "adamw" or settings[1] > 0)
+  for x, sh in zip(moments, jax.tree_util.tree_leaves(state_sh.opt_state)):
+    assert x.sharding.is_equivalent_to(sh, x.ndim)
+
+
 @pytest.mark.parametrize("one_by_one", [False, True], ids=["vmapped", "looped"])
 def test_eval_chunk_masks_padding(one_by_one, monkeypatch):
   """Either way of mapping the runs (see `runs_one_by_one`) gives each run's own sums."""
