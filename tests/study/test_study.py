@@ -13,6 +13,7 @@ import pytest
 from jaxscale import cli
 from jaxscale.study import grid, records
 from jaxscale.config import load
+from jaxscale.train import sharding
 
 SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.py")
 VOLATILE = ("wall_s", "time")  # differ between runs by nature
@@ -50,6 +51,8 @@ def test_smoke_study_end_to_end(smoke_study, data_dir):
     assert 0.0 <= r["eval_error"] <= 1.0 and r["params"] > 0 and r["steps"] > 0
     per_model = r["stage"] == "pretrain" and r["model"] == "vit_tiny_s"
     assert r["lr"] == (3e-3 if per_model else config[r["stage"]].optim.lr)
+    # the CLI split the CPU into one device per core, and a group spread its runs over them
+    assert r["mesh"] == list(sharding.mesh_shape(0, -1, 1, sharding.usable_cores(), r["group_size"]))
   ft = [r for r in rows if r["stage"] == "finetune"]
   assert {r["distilled"] for r in ft} == {True, False}
   fits = json.loads((workdir / "fits.json").read_text())
