@@ -10,8 +10,9 @@ Every number below is chosen for a reason given beside it. "Pilot" numbers come 
 `benchmarks/pilot_default.py` (the same models, subsets, optimizer and schedule in one vmapped
 program) and from `jaxscale study` runs of the `:quick` variant; means over 2 seeds.
 Cost: 513 runs (1 teacher, 128 pretraining, 384 fine-tuning), 3.3M pretraining and 1.8M
-fine-tuning images; on a fresh clone on 2 cores `make study` took 12m00s (10m03s of it training),
-peak memory 2.0 GB. `--config.study.seeds=0,1,2` trains 3/4 of the runs (about 9 minutes).
+fine-tuning images; on a fresh clone on 2 cores (the CPU split into two devices) `make study` took
+10m38s (8m33s of it training), peak memory 1.9 GB. `--config.study.seeds=0,1,2` trains 3/4 of the runs
+(about 8 minutes, not measured).
 """
 
 from jaxscale.config import base_config
