@@ -5,6 +5,12 @@ GPU), so the ratio says how much of the practical peak a train step reaches. On 
 ``vit_paper`` ladder is also run in bfloat16 at 224 px and the ratio is reported as MFU.
 
   python benchmarks/bench_train.py [--ladders vit_tiny resnet_tiny] [--batch 128] [--steps 20]
+                                   [--runs 1] [--cpu-devices 1]
+
+``--runs R`` trains R runs as one group; ``--cpu-devices N`` splits a CPU into N devices and the
+group's runs are spread over them as a study spreads them (``config.mesh.runs = 0``). Compare e.g.
+``--runs 4 --cpu-devices 1`` with ``--runs 4 --cpu-devices 2`` (two processes: the device count is
+fixed when JAX starts).
 
 FLOPs per train step = 3 x forward FLOPs per image (``jaxscale.models.flops_per_image``) x batch.
 Steps run as the study's engine runs them: K = 10 scanned steps per call, images gathered on the device.
@@ -46,19 +52,20 @@ def bench_model(name: str, num_classes: int, image_size: int, batch: int, steps:
   """Images/s and FLOP/s of the engine's train program for `name`: `runs` vmapped runs, K steps a call.
 
   The images are uint8 on the device and gathered and augmented inside the step, as in a study."""
-  mesh = sharding.make_mesh(types.SimpleNamespace(runs=1, data=-1, fsdp=1))
+  mesh = sharding.make_mesh(types.SimpleNamespace(runs=0, data=-1, fsdp=1), num_runs=runs)
   graphdef, one = nnx.split(models.create(name, num_classes, image_size, rngs=nnx.Rngs(0), dtype=dtype), nnx.Param)
   params = jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * runs), one.to_pure_dict())
   param_sh = sharding.with_runs_axis(sharding.param_shardings(one, mesh).to_pure_dict())
   abstract = jax.eval_shape(lambda p: steps_lib.create_state(p, SETTINGS), params)
   sh = steps_lib.state_shardings(abstract, SETTINGS, param_sh, mesh)
   state = steps_lib.make_init(SETTINGS, sh)(jax.device_put(params, param_sh))
+  repl = sharding.replicated(mesh)
   spec = steps_lib.StepSpec(graphdef=graphdef, settings=SETTINGS, batch_size=batch, on_device=True)
   chunk = steps_lib.make_train_chunk(spec, mesh, sh, None)
   rs = np.random.default_rng(0)
   n = 4 * batch
-  data = {"images": jnp.asarray(rs.integers(0, 256, (n, image_size, image_size, 3)).astype(np.uint8)),
-          "labels": jnp.asarray(rs.integers(0, num_classes, n).astype(np.int32)),
+  data = {"images": jax.device_put(rs.integers(0, 256, (n, image_size, image_size, 3)).astype(np.uint8), repl),
+          "labels": jax.device_put(rs.integers(0, num_classes, n).astype(np.int32), repl),
           "index": rs.integers(0, n, (k, runs, batch)).astype(np.int32)}
   consts = {"alpha": np.zeros(runs, np.float32), "key": np.zeros((runs, 2), np.uint32)}
   lr, valid = np.full((k, runs), 1e-4, np.float32), np.ones(k, bool)
@@ -90,15 +97,20 @@ def main() -> None:
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--matmul", type=int, default=2048, help="side of the peak-FLOP/s matmul")
+  parser.add_argument("--runs", type=int, default=1, help="runs trained as one group")
+  parser.add_argument("--cpu-devices", type=int, default=1, help="devices a CPU is split into (0 = one per core)")
+  parser.add_argument("--k", type=int, default=10, help="scanned steps per call")
   args = parser.parse_args()
+  sharding.use_cpu_devices(args.cpu_devices)   # before JAX starts
 
   backend = jax.default_backend()
   print(f"jax {jax.__version__}, backend {backend}, {jax.device_count()} x {jax.devices()[0].device_kind}")
   peak32 = matmul_peak(args.matmul, jnp.float32)
   print(f"practical peak: {args.matmul}^3 float32 matmul = {peak32 / 1e9:.1f} GFLOP/s\n")
-  rows = [bench_model(name, 52, 16, args.batch, args.steps, jnp.float32)
+  rows = [bench_model(name, 52, 16, args.batch, args.steps, jnp.float32, runs=args.runs, k=args.k)
           for lad in args.ladders for name in models.ladder(lad)]
-  print(f"train step, float32, 16 px, 52 classes, batch {args.batch}; ratio = achieved / matmul peak")
+  print(f"train step, float32, 16 px, 52 classes, batch {args.batch} per run, {args.runs} run(s) on "
+        f"{jax.device_count()} device(s), K = {args.k}; img/s over all runs; ratio = achieved / matmul peak")
   table(rows, peak32, "of peak")
 
   print()

@@ -82,7 +82,9 @@ def end_session(sid, grace_s=30.0):
 @pytest.fixture(scope="module")
 def local_records(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp("local") / "study"
-  out = run_cmd(study_cmd(workdir, data_dir), timeout=900)
+  # one CPU device, as each Ray task gets here (config.engine.cpu_devices = 0 gives a task the CPUs
+  # Ray assigned it, 1): the same mesh, hence the same records
+  out = run_cmd(study_cmd(workdir, data_dir, "--config.engine.cpu_devices=1"), timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   return records.read(str(workdir / "records.jsonl"))
 
