@@ -79,7 +79,7 @@ def base_config() -> ConfigDict:
       device_data_mb=1024.0,  # budget (MB) for images kept on device; "auto" stays under it
       sync_every_step=False,  # wait for each call's metrics before the next (the unbatched baseline)
       # Devices the CPU is split into when it is the backend (0 = one per usable core). XLA runs one
-      # small op on about one core, so a 2-core machine trains a group about 1.6-2x faster as two
+      # small op on about one core, so a 2-core machine trains a group 1.5-2.3x faster as two
       # devices, each training half of the runs. Records are bit-identical for the same device count.
       cpu_devices=0,
       resources='{"CPU": 1}',  # Ray engine: resources of one group's task, JSON (e.g. '{"GPU": 1}')
