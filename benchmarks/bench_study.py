@@ -135,9 +135,9 @@ JAX_WAYS = {
 }
 
 
-def child(args) -> dict:
-  """Runs one JAX way in a fresh process; returns its row."""
-  cmd = [sys.executable, os.path.abspath(__file__), "--child", args.child or "", "--config", args.config,
+def child(args, way: str) -> dict:
+  """Runs JAX way `way` in a fresh process; returns its row."""
+  cmd = [sys.executable, os.path.abspath(__file__), "--child", way, "--config", args.config,
          "--fraction", args.fraction, "--data-dir", args.data_dir]
   out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
   return json.loads(out.strip().splitlines()[-1])
@@ -170,8 +170,7 @@ def main(argv=None) -> int:
         f"{'vs unbatched':>12}", flush=True)
   for name in args.ways.split(","):
     if name in JAX_WAYS:
-      args.child = name
-      r = rows[name] = child(args)
+      r = rows[name] = child(args, name)
     else:
       r = rows[name] = {**run_torch(config), "devices": 1}
     base = rows.get("unbatched")

@@ -127,7 +127,7 @@ def _read_device_split(name: str, split: str, data_dir: str, image_size: int, ch
   source = sources.open_source(name, split, data_dir)
   images, labels = pipeline.read_images(source, np.arange(len(source)), image_size, channels)
   repl = sharding_lib.replicated(mesh)
-  return _put(images, repl), _put(labels, repl)
+  return sharding_lib.put(images, repl), sharding_lib.put(labels, repl)
 
 
 def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) -> dict[str, Any]:
@@ -187,21 +187,14 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) ->
     else:
       repl = sharding_lib.replicated(mesh)
       host_images, host_labels = pipeline.read_images(source, used, size_px, out["channels"])
-      images, labels_u, index = _put(host_images, repl), _put(host_labels, repl), np.searchsorted(used, order)
+      images, labels_u = sharding_lib.put(host_images, repl), sharding_lib.put(host_labels, repl)
+      index = np.searchsorted(used, order)
     out["device"] = {"images": images, "labels": labels_u, "index": index.astype(np.int32)}
   else:
     out["reader"] = pipeline.DispatchReader(source, order, steps_per_dispatch=k, image_size=size_px,
                                             channels=out["channels"], prefetch=int(config.data.prefetch),
                                             num_workers=int(config.data.num_workers))
   return out
-
-
-def _put(x: np.ndarray, sharding) -> jax.Array:
-  """Host-identical values onto a (possibly multi-process) sharding (device arrays pass through)."""
-  if isinstance(x, jax.Array):
-    return x
-  x = np.asarray(x)
-  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
 
 
 def _dispatch_data(inputs: dict, d: int, k: int, batch_iter) -> dict:
@@ -333,7 +326,7 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
   chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, int(config.data.image_size), channels,
                         int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)
-  sums = [eval_chunk(params, {k: _put(v, repl) for k, v in chunk.items()}) for chunk in chunks]
+  sums = [eval_chunk(params, {k: sharding_lib.put(v, repl) for k, v in chunk.items()}) for chunk in chunks]
   sums = jax.device_get(sums)
   count = float(sum(x["count"] for x in sums))
   errors = np.sum([x["errors"] for x in sums], axis=0)
@@ -504,10 +497,10 @@ def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: d
             "key": _keys(runs, f"{stage}/augment")}
   program.update(
       params=params, init_metas=init_metas, param_count=models.count_params(program["one_run"]),
-      consts=jax.tree_util.tree_map(_put, consts, program["in_sh"]["consts"]),
+      consts=jax.tree_util.tree_map(sharding_lib.put, consts, program["in_sh"]["consts"]),
       # through the host: restored arrays sit on one device, and the program (compiled ahead, too)
       # takes the teacher with its own sharding
-      teacher_params=jax.tree_util.tree_map(lambda x, sh: _put(np.asarray(x), sh), teacher["params"],
+      teacher_params=jax.tree_util.tree_map(lambda x, sh: sharding_lib.put(np.asarray(x), sh), teacher["params"],
                                             program["teacher_sh"]) if teacher else None)
   return program
 
@@ -548,7 +541,8 @@ def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict,
   k = int(config.engine.steps_per_dispatch)
   if ckpts.latest_step() is None:
     init = steps_lib.make_init(program["settings"], program["state_sh"])
-    return init(jax.tree_util.tree_map(_put, program.pop("params"), program["param_sh"])), [[] for _ in names], 0.0
+    params = jax.tree_util.tree_map(sharding_lib.put, program.pop("params"), program["param_sh"])
+    return init(params), [[] for _ in names], 0.0
   program.pop("params")
   state, saved = ckpts.restore(program["abstract"], program["state_sh"])
   if saved.get("runs") != names:
@@ -596,10 +590,10 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
         raise Preempted(f"{stage} stopped by SIGTERM at step {step0}; checkpoint saved in "
                         f"{ckpts.directory}; run again to resume")
       d = step0 // k
-      data = jax.tree_util.tree_map(_put, _dispatch_data(inputs, d, k, batch_iter), in_sh["data"])
-      lr = _put(np.ascontiguousarray(inputs["lr"][:, d * k:(d + 1) * k].T), in_sh["lr"])
+      data = jax.tree_util.tree_map(sharding_lib.put, _dispatch_data(inputs, d, k, batch_iter), in_sh["data"])
+      lr = sharding_lib.put(np.ascontiguousarray(inputs["lr"][:, d * k:(d + 1) * k].T), in_sh["lr"])
       state, device_losses = chunk(state, consts, teacher_params, data, lr,
-                                   _put(inputs["valid"][d * k:(d + 1) * k], in_sh["valid"]))
+                                   sharding_lib.put(inputs["valid"][d * k:(d + 1) * k], in_sh["valid"]))
       loss = collect(pending) if pending is not None else None
       pending = (step0, device_losses)
       if sync:

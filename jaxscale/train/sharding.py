@@ -90,6 +90,14 @@ def make_mesh(mesh_config: Any, devices: list | None = None, num_runs: int = 1) 
   return Mesh(np.asarray(ordered, dtype=object).reshape(shape), AXES)
 
 
+def put(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+  """Host-identical values onto a (possibly multi-process) sharding; device arrays pass through."""
+  if isinstance(x, jax.Array):
+    return x
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
 def usable_cores() -> int:
   """CPU cores this process may run on."""
   try:

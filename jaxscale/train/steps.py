@@ -295,8 +295,7 @@ def make_init(settings: tuple, state_sharding: TrainState) -> Callable:
     abstract = jax.eval_shape(functools.partial(create_state, settings=settings), params)
 
     def zeros(a, sh):
-      host = np.zeros(a.shape, a.dtype)
-      return jax.make_array_from_callback(a.shape, sh, lambda idx: host[idx])
+      return sharding_lib.put(np.zeros(a.shape, a.dtype), sh)
 
     return TrainState(step=zeros(abstract.step, state_sharding.step), params=params,
                       opt_state=jax.tree_util.tree_map(zeros, abstract.opt_state, state_sharding.opt_state),

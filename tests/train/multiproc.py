@@ -23,21 +23,21 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import standin  # noqa: E402
 from jaxscale.train import checkpoint as ckpt_lib, sharding, steps as steps_lib  # noqa: E402
-from jaxscale.train.loop import _put  # noqa: E402
 
 mesh, graphdef, state, state_sh, chunk, consts, _ = standin.group((1, 2, 2), runs=2)
 spec = steps_lib.StepSpec(graphdef=graphdef, settings=standin.SETTINGS, batch_size=16, on_device=False)
 sh = steps_lib.chunk_input_shardings(spec, mesh)
-consts = jax.tree_util.tree_map(_put, consts, sh["consts"])
+consts = jax.tree_util.tree_map(sharding.put, consts, sh["consts"])
 abstract = jax.eval_shape(lambda s: s, state)
 images, labels = standin.make_images(6, 16, 2)
 ckpt_lib.check_shared_directory(ckpt_dir)
 losses = []
 with ckpt_lib.GroupCheckpoints(ckpt_dir) as ckpts:
   for i in range(6):
-    data = {"images": _put(images[i:i + 1], sh["data"]["images"]), "labels": _put(labels[i:i + 1], sh["data"]["labels"])}
-    state, loss = chunk(state, consts, None, data, _put(np.full((1, 2), 3e-3, np.float32), sh["lr"]),
-                        _put(np.ones(1, bool), sh["valid"]))
+    data = {"images": sharding.put(images[i:i + 1], sh["data"]["images"]),
+            "labels": sharding.put(labels[i:i + 1], sh["data"]["labels"])}
+    state, loss = chunk(state, consts, None, data, sharding.put(np.full((1, 2), 3e-3, np.float32), sh["lr"]),
+                        sharding.put(np.ones(1, bool), sh["valid"]))
     losses.append(sharding.to_host(loss)[0].tolist())
     if i == 2:
       ckpts.save(3, state, {"at": 3})
