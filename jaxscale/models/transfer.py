@@ -1,20 +1,29 @@
 """Transfer: split a model into backbone and head, and move a backbone into a fresh model.
 
 Fine-tuning starts from a pretrained model (or its restored parameter state), keeps every
-backbone parameter bit-identical, and replaces the head by a freshly initialised one for the
-downstream class count. A ViT given a new resolution gets its position embeddings resized
+backbone parameter bit-identical, and replaces the head by a fresh one for the downstream class
+count: zeros (:func:`zero_head`), as big_vision and BiT start a transfer head, and as every model here
+initialises its own head, so no random choice is involved. A ViT given a new resolution gets its position embeddings resized
 bilinearly on the patch grid (big_vision's `resample_posemb`). `jaxscale.models.with_new_head`
 creates the fresh model from the registry and calls `transplant`; this module knows no registry.
 """
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 from flax import nnx
 
 from jaxscale.errors import JaxscaleError
 from jaxscale.models import vit
 
 HEAD = "head"
+
+
+def zero_head(params: dict) -> dict:
+  """A fresh head for a model whose parameters (a nested dict of arrays or shapes) are `params`:
+  zeros of the head's shapes and dtypes, as host arrays."""
+  return jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), params[HEAD])
 
 
 def _params(model_or_state: nnx.Module | nnx.State) -> nnx.State:

@@ -11,7 +11,7 @@ K scanned steps at a time (:func:`jaxscale.train.steps.make_train_chunk`) and sa
 Every random choice comes from a run's seed and a purpose name (:func:`purpose_key`,
 :func:`jaxscale.data.seeding.derive_seed`): the subset (``<stage>/subset``, independent of the size,
 so subsets are nested), the example order (``<stage>/data``), the augmentation (``<stage>/augment``),
-the initialisation (``init``) and a fine-tune head (``finetune/head``). None depends on the group a
+the initialisation (``init``); a fine-tune's new head starts at zero. None depends on the group a
 run is trained in, so a run gives the same result alone or in a group of any size.
 
 The trainer returns results; it writes only checkpoints, each finished run's parameters (when the
@@ -250,12 +250,13 @@ def _load_run(directory: str, what: str, dtype) -> tuple[Any, dict, dict]:
   return graphdef, ckpt_lib.load_params(directory, state.to_pure_dict()), meta
 
 
-def _with_backbone(fresh: dict, backbone: dict) -> dict:
-  """`fresh`'s head on `backbone`'s other parameters (a ViT's position embedding resized if needed)."""
+def _with_backbone(abstract: dict, backbone: dict) -> dict:
+  """`backbone`'s parameters with a fresh (zero) head for a model shaped like `abstract`
+  (:func:`jaxscale.models.transfer.zero_head`); a ViT's position embedding resized if needed."""
   out = {k: v for k, v in backbone.items() if k != transfer.HEAD}
-  out[transfer.HEAD] = fresh[transfer.HEAD]
-  if "pos_embed" in out and np.shape(out["pos_embed"]) != np.shape(fresh["pos_embed"]):
-    grid = int(round(np.shape(fresh["pos_embed"])[1] ** 0.5))
+  out[transfer.HEAD] = transfer.zero_head(abstract)
+  if "pos_embed" in out and np.shape(out["pos_embed"]) != abstract["pos_embed"].shape:
+    grid = int(round(abstract["pos_embed"].shape[1] ** 0.5))
     out["pos_embed"] = vit.interpolate_pos_embed(jnp.asarray(out["pos_embed"]), grid)
   return out
 
@@ -263,18 +264,18 @@ def _with_backbone(fresh: dict, backbone: dict) -> dict:
 def initial_params(config: ConfigDict, stage: str, runs: Sequence[Run], num_classes: int, dtype
                    ) -> tuple[Any, dict, list[dict | None]]:
   """(graphdef, params [R, ...], init metas): fresh models for pretraining; for fine-tuning each
-  run's pretrained backbone with a fresh head (seeded by ``finetune/head``)."""
+  run's pretrained backbone with a zero head (nothing random, nothing compiled)."""
   name, size_px = config.model.name, int(config.data.image_size)
-  graphdef, _ = _abstract_params(name, num_classes, size_px, dtype)
+  graphdef, abstract = _abstract_params(name, num_classes, size_px, dtype)
   if stage == "pretrain":
     return graphdef, _fresh_params(name, num_classes, size_px, dtype, _keys(runs, "init")), [None] * len(runs)
-  heads = jax.device_get(_fresh_params(name, num_classes, size_px, dtype, _keys(runs, "finetune/head")))
+  abstract = abstract.to_pure_dict()
   # Each pretrained backbone is read once (several fine-tunes may start from it), the reads in parallel.
   dirs = list(dict.fromkeys(r.init for r in runs))
   with concurrent.futures.ThreadPoolExecutor(min(8, len(dirs))) as pool:
     loaded = dict(zip(dirs, pool.map(lambda d: _load_run(d, "pretrain checkpoint", dtype), dirs)))
   params, metas = [], []
-  for i, r in enumerate(runs):
+  for r in runs:
     _, backbone, meta = loaded[r.init]
     if meta.get("stage") != "pretrain":
       raise JaxscaleError(f"{r.init} is a {meta.get('stage')} run; config.finetune.init_checkpoint must name "
@@ -283,7 +284,7 @@ def initial_params(config: ConfigDict, stage: str, runs: Sequence[Run], num_clas
       raise JaxscaleError(f"pretrain checkpoint {r.init} holds model {meta['model']!r}, not "
                           f"config.model.name={name!r}; point config.finetune.init_checkpoint at a pretrain "
                           "of this model")
-    params.append(_with_backbone(jax.tree_util.tree_map(lambda x: x[i], heads), backbone))
+    params.append(_with_backbone(abstract, backbone))
     metas.append(meta)
   return graphdef, jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *params), metas
 
@@ -507,7 +508,7 @@ def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: d
 
 def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   """Compiles the programs `train_group(config, stage, runs, ...)` will run (train chunk, eval,
-  initialisers) from shapes alone, so a caller can overlap the next group's compilation with the
+  a pretraining's initialiser) from shapes alone, so a caller can overlap the next group's compilation with the
   current group's training in a background thread. Needs no parameters, teacher or checkpoint:
   they may not exist yet. jax.jit reuses what this compiled when the group calls the same program.
   """
@@ -527,8 +528,9 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   args = chunk_arguments(program, r, k, data)
   program["chunk"].lower(*args).compile()
   params = args[0].params
-  key = jax.ShapeDtypeStruct((2,), np.uint32)
-  _init_fn(config.model.name, inputs["num_classes"], size_px, _dtype(config)).lower(key).compile()
+  if stage == "pretrain":
+    key = jax.ShapeDtypeStruct((2,), np.uint32)
+    _init_fn(config.model.name, inputs["num_classes"], size_px, _dtype(config)).lower(key).compile()
   s = config[stage]
   chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, size_px, channels, int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)

@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 import jaxscale.models as models
+from jaxscale.models import transfer
 from jaxscale.errors import JaxscaleError
 
 
@@ -93,3 +94,20 @@ def test_keeps_or_sets_the_compute_dtype(helpers):
   pre = models.create("vit_tiny_xs", 52, 16, nnx.Rngs(0), dtype="bfloat16")
   assert models.with_new_head(pre, "vit_tiny_xs", 10, 16, nnx.Rngs(1)).dtype == jnp.bfloat16
   assert models.with_new_head(pre, "vit_tiny_xs", 10, 16, nnx.Rngs(1), dtype=jnp.float32).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", [n for lad in models.ladders() for n in models.ladder(lad)])
+def test_zero_head_is_every_models_own_head_init(name):
+  """A fine-tune's head starts at zero (transfer.zero_head, nothing random or compiled); that is the
+  head each model's own initialiser gives, for any seed, so the two ways to start a fine-tune agree."""
+  spec = models.spec(name)
+  abstract = nnx.eval_shape(lambda: models.create(name, 7, spec.image_size, nnx.Rngs(0)))
+  want = nnx.state(abstract, nnx.Param).to_pure_dict()
+  zero = transfer.zero_head(want)
+  assert jax.tree_util.tree_structure(zero) == jax.tree_util.tree_structure(want["head"])
+  for seed in (0, 5):
+    head = jax.jit(lambda: nnx.state(models.create(name, 7, spec.image_size, nnx.Rngs(seed)), nnx.Param)
+                   .to_pure_dict()["head"])()
+    for a, b in zip(jax.tree_util.tree_leaves(zero), jax.tree_util.tree_leaves(head)):
+      assert a.shape == b.shape and a.dtype == b.dtype
+      np.testing.assert_array_equal(a, np.asarray(b))
