@@ -1,7 +1,7 @@
-"""A study's training three ways, in one process: total images/s, wall time and fraction of the matmul peak.
+"""A study's training four ways, from one command: total images/s, wall time and fraction of the matmul peak.
 
   python benchmarks/bench_study.py [--config configs/default.py] [--fraction half|full]
-                                   [--ways unbatched,engine,torch]
+                                   [--ways unbatched,engine,engine-warm,torch]
 
 1. ``unbatched``: the behaviour before the group engine, reachable by config: one run per group
    (``engine.group_size=1``), one step per dispatch (``steps_per_dispatch=1``), the host waiting for
@@ -10,7 +10,12 @@
 2. ``engine``: the group engine with the config's settings (groups vmapped, K scanned steps per
    dispatch, the data on the device, the CPU split into one device per core and each group's runs
    spread over them).
-3. ``torch``: the same models (``benchmarks/bench_models.py``'s PyTorch twins), trained one run at a
+   Its child process starts with an empty compilation cache (as a user's first ``jaxscale study``
+   does) and fills it.
+3. ``engine-warm``: the engine again, its programs read from that cache instead of compiled: a rerun,
+   a resumed study, or a second study with the same models and settings (``jaxscale study`` keeps
+   the cache in ``~/.cache/jaxscale/xla``).
+4. ``torch``: the same models (``benchmarks/bench_models.py``'s PyTorch twins), trained one run at a
    time in PyTorch on the CPU with the same subsets, steps, batch, AdamW and KD loss, as a user would with
    a timm-style script.
 
@@ -19,7 +24,8 @@ Df, and two seeds; ``full`` runs the whole grid. The machine's peak is the FLOP/
 matmul measured in the same run (``bench_train.matmul_peak``); training FLOPs are the records' ``flops``.
 Wall times include setup, compilation and evaluation: what a user waits for. Each JAX way runs in a
 fresh child process (the CPU's device count is fixed when JAX starts, and no way inherits another's
-compiled programs); the script prints one table.
+compiled programs in memory; only ``engine-warm`` reads the cache ``engine`` wrote); the script prints
+one table.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,13 +139,14 @@ JAX_WAYS = {
     "unbatched": dict(group_size=1, steps_per_dispatch=1, sync_every_step=True, data_on_device="never",
                       cpu_devices=1),
     "engine": {},
+    "engine-warm": {},
 }
 
 
-def child(args, way: str) -> dict:
-  """Runs JAX way `way` in a fresh process; returns its row."""
+def child(args, way: str, cache_dir: str = "") -> dict:
+  """Runs JAX way `way` in a fresh process (with a compilation cache in `cache_dir`, if any); returns its row."""
   cmd = [sys.executable, os.path.abspath(__file__), "--child", way, "--config", args.config,
-         "--fraction", args.fraction, "--data-dir", args.data_dir]
+         "--fraction", args.fraction, "--data-dir", args.data_dir, "--cache-dir", cache_dir]
   out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
   return json.loads(out.strip().splitlines()[-1])
 
@@ -147,15 +155,18 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"))
   ap.add_argument("--fraction", choices=("half", "full"), default="half")
-  ap.add_argument("--ways", default="unbatched,engine,torch")
+  ap.add_argument("--ways", default="unbatched,engine,engine-warm,torch")
   ap.add_argument("--data-dir", default="")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # run one JAX way, print its row
+  ap.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)  # the child's compilation cache
   args = ap.parse_args(argv)
   config = shrink(config_lib.load(args.config, [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else []),
                   args.fraction)
   if args.child:
     engine = JAX_WAYS[args.child]
     sharding.use_cpu_devices(int(engine.get("cpu_devices", config.engine.cpu_devices)))  # as the CLI does
+    if args.cache_dir:
+      sharding.enable_compilation_cache(args.cache_dir)
     print(json.dumps({**run_jax(config, engine), "devices": jax.device_count()}))
     return 0
   for stage in ("pretrain", "finetune"):
@@ -165,22 +176,35 @@ def main(argv=None) -> int:
   s = config.study
   print(f"# {jax.devices()[0].platform}, grid: models {s.models}, dp {s.dp}, df {s.df}, "
         f"arms {s.arms}, seeds {s.seeds}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-  rows = {}
-  print(f"{'way':<10} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} {'of peak':>8} "
+  print(f"{'way':<11} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} {'of peak':>8} "
         f"{'vs unbatched':>12}", flush=True)
-  for name in args.ways.split(","):
-    if name in JAX_WAYS:
-      r = rows[name] = child(args, name)
-    else:
-      r = rows[name] = {**run_torch(config), "devices": 1}
-    base = rows.get("unbatched")
-    ratio = f"{(r['images'] / r['wall']) / (base['images'] / base['wall']):.2f}x" if base else "-"
-    print(f"{name:<10} {r['devices']:>7} {r['runs']:>5} {r['images']:>10,} {r['wall']:>8.1f} "
-          f"{r['images'] / r['wall']:>8,.0f} {r['flops'] / r['wall'] / peak:>8.1%} {ratio:>12}", flush=True)
+  ways = args.ways.split(",")
+  if "engine-warm" in ways and "engine" not in ways[:ways.index("engine-warm")]:
+    ap.error("--ways: engine-warm reuses the programs the engine way compiled; list engine before it")
+  cache = tempfile.mkdtemp(prefix="bench-study-xla-")  # the engine's cache: empty for "engine", filled after
+  try:
+    rows = run_ways(args, config, ways, cache, peak)
+  finally:
+    shutil.rmtree(cache, ignore_errors=True)
   if "engine" in rows and "torch" in rows:
     e, t = rows["engine"], rows["torch"]
     print(f"# engine vs torch: {(e['images'] / e['wall']) / (t['images'] / t['wall']):.2f}x")
   return 0
+
+
+def run_ways(args, config, ways: list[str], cache: str, peak: float) -> dict[str, dict]:
+  """Runs and prints each way in order; returns their rows."""
+  rows = {}
+  for name in ways:
+    if name in JAX_WAYS:
+      r = rows[name] = child(args, name, cache if name.startswith("engine") else "")
+    else:
+      r = rows[name] = {**run_torch(config), "devices": 1}
+    base = rows.get("unbatched")
+    ratio = f"{(r['images'] / r['wall']) / (base['images'] / base['wall']):.2f}x" if base else "-"
+    print(f"{name:<11} {r['devices']:>7} {r['runs']:>5} {r['images']:>10,} {r['wall']:>8.1f} "
+          f"{r['images'] / r['wall']:>8,.0f} {r['flops'] / r['wall'] / peak:>8.1%} {ratio:>12}", flush=True)
+  return rows
 
 
 if __name__ == "__main__":
