@@ -109,7 +109,7 @@ class GroupCheckpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
-    """Starts an asynchronous save of `state` at `step` (orbax copies the arrays before returning).
+    """Starts an asynchronous save of `state` and `meta` at `step`, both copied before it returns.
 
     A step that is already saved is kept (the state at a step is the same)."""
     self._manager.wait_until_finished()
@@ -117,7 +117,9 @@ class GroupCheckpoints:
       return
     # The train step donates the state it is given: the background writer gets its own copy, so the
     # next dispatch cannot reuse the buffers it is still reading (zero-copy host views on the CPU).
-    state = _copy(state)
+    # The meta too: the trainer goes on appending to its per-step losses while the writer runs, and
+    # a meta serialised late would claim steps the saved state has not taken.
+    state, meta = _copy(state), json.loads(json.dumps(meta))
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_item(state)),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 

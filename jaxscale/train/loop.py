@@ -553,7 +553,9 @@ def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict,
     raise JaxscaleError(f"{ckpts.directory} was checkpointed with config.engine.steps_per_dispatch="
                         f"{saved.get('steps_per_dispatch')}; resume with that value")
   logger.info("resuming %s from step %d", desc, saved["step"])
-  return state, saved["losses"], float(saved["wall_s"])
+  # The state is at saved["step"]; a checkpoint written before the meta was copied on save may list
+  # losses of later steps, and training resumes at len(losses).
+  return state, [run[:saved["step"]] for run in saved["losses"]], float(saved["wall_s"])
 
 
 def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wall_before, t_start,

@@ -40,6 +40,22 @@ def test_round_trip_keep_and_identical_continuation(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_meta_changed_after_save_is_saved_as_it_was(tmp_path):
+  """The trainer appends to its losses right after a save returns; the asynchronous writer must not
+  see that (a resumed group would start at len(losses) with the state of an earlier step)."""
+  _, _, state, state_sh, _, _, _ = standin.group(runs=2)
+  abstract = jax.eval_shape(lambda s: s, state)
+  losses = [[1.0, 2.0], [3.0, 4.0]]
+  with ckpt_lib.GroupCheckpoints(str(tmp_path / "g")) as ck:
+    for step in (2, 4):
+      ck.save(step, state, {"runs": ["a", "b"], "losses": losses, "step": step})
+      for run in losses:  # what the train loop does next, while the writer may still be running
+        run.extend([9.0] * 50)
+  with ckpt_lib.GroupCheckpoints(str(tmp_path / "g")) as ck:
+    _, meta = ck.restore(abstract, state_sh)
+  assert meta["step"] == 4 and meta["losses"] == [[1.0, 2.0] + [9.0] * 50, [3.0, 4.0] + [9.0] * 50]
+
+
 def test_finished_run_round_trip_and_errors(tmp_path):
   _, _, state, _, _, _, _ = standin.group(runs=2)
   one = jax.tree_util.tree_map(lambda x: np.asarray(x[1]), jax.device_get(state.params))
