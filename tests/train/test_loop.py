@@ -227,7 +227,12 @@ def test_killed_group_resumes_to_the_same_results(group, config, tmp_path, signa
   runs, g = _runs(str(tmp_path / "w")), tmp_path / "w" / "g"
   proc, _ = _script(tmp_path, config, runs, g, at, signal_name)
   assert proc.returncode == code, proc.stderr[-2000:]
-  assert loop.finished(str(g)) is None and ckpt_lib.GroupCheckpoints(str(g)).latest_step() in (10, 15)
+  latest = ckpt_lib.GroupCheckpoints(str(g)).latest_step()
+  assert loop.finished(str(g)) is None and latest in (10, 15)
+  # the saved meta lists exactly the losses of the saved state's steps (the loop appends more while the
+  # writer runs; a resume starts at len(losses))
+  meta = json.loads((g / str(latest) / "meta" / "metadata").read_text())
+  assert meta["step"] == latest and {len(run) for run in meta["losses"]} == {latest}
   proc, again = _script(tmp_path, config, runs, g)
   assert proc.returncode == 0, proc.stderr[-2000:]
   for a, b in zip(again, results):
