@@ -2,9 +2,9 @@
 
 Fine-tuning starts from a pretrained model (or its restored parameter state), keeps every
 backbone parameter bit-identical, and replaces the head by a fresh one for the downstream class
-count: zeros (:func:`zero_head`), as big_vision and BiT start a transfer head, and as every model here
-initialises its own head, so no random choice is involved. A ViT given a new resolution gets its position embeddings resized
-bilinearly on the patch grid (big_vision's `resample_posemb`). `jaxscale.models.with_new_head`
+count: zeros (:func:`zero_head`), as big_vision and BiT start a transfer head and as every model
+here initialises its own head, so no random choice is involved. A ViT given a new resolution gets
+its position embeddings resized bilinearly on the patch grid (big_vision's `resample_posemb`). `jaxscale.models.with_new_head`
 creates the fresh model from the registry and calls `transplant`; this module knows no registry.
 """
 
