@@ -30,7 +30,7 @@ from flax import nnx
 from jaxscale import models
 from jaxscale.train import sharding, steps as steps_lib
 
-SETTINGS = ("adamw", 0.9, 1e-4, 1.0)
+SETTINGS = ("adamw", 0.9, 1e-4, 1.0, True)
 
 
 def matmul_peak(n: int, dtype, repeats: int = 5) -> float:

@@ -68,7 +68,7 @@ def lr_table(peak: float, steps: int, warmup_frac: float) -> np.ndarray:
   return np.array([steps_lib.learning_rate(o, i, steps) for i in range(steps)], np.float32)
 
 
-SETTINGS = ("adamw", 0.9, 1e-4, 1.0)
+SETTINGS = ("adamw", 0.9, 1e-4, 1.0, True)
 T = 2.0
 
 

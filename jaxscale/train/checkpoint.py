@@ -123,6 +123,11 @@ class GroupCheckpoints:
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_state_item(state)),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
 
+  def latest_meta(self) -> dict:
+    """The meta of the latest checkpoint, read without its state (to check it fits before restoring)."""
+    got = self._manager.restore(self.latest_step(), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(got["meta"])
+
   def restore(self, like: Any, shardings: Any) -> tuple[Any, dict]:
     """The latest state, shaped like `like` (a TrainState) on `shardings`, and its meta."""
     step = self.latest_step()

@@ -432,7 +432,7 @@ def program_spec(config: ConfigDict, stage: str, num_runs: int, num_classes: int
   """
   dtype, size_px, o = _dtype(config), int(config.data.image_size), config[stage].optim
   graphdef, one_run = _abstract_params(config.model.name, num_classes, size_px, dtype)
-  settings = steps_lib.optimizer_settings(o)
+  settings = steps_lib.optimizer_settings(o, flat=mesh.shape["fsdp"] == 1)
   param_sh = sharding_lib.with_runs_axis(sharding_lib.param_shardings(one_run, mesh).to_pure_dict())
   params = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct((num_runs, *x.shape), x.dtype),
                                   one_run.to_pure_dict())
@@ -538,6 +538,10 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
       params, {name: _shaped(v, repl) for name, v in chunks[0].items()}).compile()
 
 
+def _optimizer_layout(settings: tuple) -> str:
+  return "flat" if settings[-1] else "tree"  # see steps.make_optimizer
+
+
 def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
   """(state, per-run losses so far, wall seconds so far): from the group's last checkpoint, or fresh."""
   k = int(config.engine.steps_per_dispatch)
@@ -546,12 +550,19 @@ def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict,
     params = jax.tree_util.tree_map(sharding_lib.put, program.pop("params"), program["param_sh"])
     return init(params), [[] for _ in names], 0.0
   program.pop("params")
-  state, saved = ckpts.restore(program["abstract"], program["state_sh"])
+  saved = ckpts.latest_meta()
   if saved.get("runs") != names:
     raise JaxscaleError(f"{ckpts.directory} holds a checkpoint of other runs; use a fresh --workdir")
   if saved.get("steps_per_dispatch") != k:
     raise JaxscaleError(f"{ckpts.directory} was checkpointed with config.engine.steps_per_dispatch="
                         f"{saved.get('steps_per_dispatch')}; resume with that value")
+  layout = saved.get("optimizer_state", "tree")  # checkpoints from before the flat layout are "tree"
+  if layout != _optimizer_layout(program["settings"]):
+    raise JaxscaleError(
+        f"{ckpts.directory} holds a {layout} optimizer state, which this mesh does not use (flat when its "
+        f"fsdp axis has size 1, tree when larger); resume with "
+        f"{'config.mesh.fsdp=1' if layout == 'flat' else 'config.mesh.fsdp above 1'}, or use a fresh --workdir")
+  state, saved = ckpts.restore(program["abstract"], program["state_sh"])
   logger.info("resuming %s from step %d", desc, saved["step"])
   # The state is at saved["step"]; a checkpoint written before the meta was copied on save may list
   # losses of later steps, and training resumes at len(losses).
@@ -582,6 +593,11 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
       losses[i].extend(float(v) for v in got[:n, i])
     return float(np.nanmean(got[:n, :len(names)]))
 
+  def meta(step):  # what a resume checks and continues from (see `_restore_or_init`)
+    return {"runs": names, "losses": losses, "step": step, "steps_per_dispatch": k,
+            "optimizer_state": _optimizer_layout(program["settings"]),
+            "wall_s": wall_before + time.time() - t_start}
+
   bar = Progress(total, desc=desc or stage, unit="step", initial=start,
                  enabled=show_progress and jax.process_index() == 0, delay_s=progress_delay_s)
   with _sigterm_flag() as sigterm, bar:
@@ -589,8 +605,7 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
       if sigterm.is_set():
         if pending is not None:
           collect(pending)
-        ckpts.save(step0, state, {"runs": names, "losses": losses, "step": step0, "steps_per_dispatch": k,
-                                  "wall_s": wall_before + time.time() - t_start})
+        ckpts.save(step0, state, meta(step0))
         raise Preempted(f"{stage} stopped by SIGTERM at step {step0}; checkpoint saved in "
                         f"{ckpts.directory}; run again to resume")
       d = step0 // k
@@ -609,8 +624,7 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
         if pending is not None:
           collect(pending)
           pending = None
-        ckpts.save(done, state, {"runs": names, "losses": losses, "step": done, "steps_per_dispatch": k,
-                                 "wall_s": wall_before + time.time() - t_start})
+        ckpts.save(done, state, meta(done))
         last_save = done
     if pending is not None:
       collect(pending)

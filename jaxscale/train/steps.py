@@ -106,9 +106,11 @@ def _decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
-def optimizer_settings(optim: Any) -> tuple:
-  """The hashable fields of ``config.<stage>.optim`` that shape the update rule."""
-  return (str(optim.optimizer), float(optim.momentum), float(optim.weight_decay), float(optim.grad_clip))
+def optimizer_settings(optim: Any, flat: bool = True) -> tuple:
+  """The hashable fields of ``config.<stage>.optim`` that shape the update rule, and the layout of
+  its state (`flat`, see :func:`make_optimizer`)."""
+  return (str(optim.optimizer), float(optim.momentum), float(optim.weight_decay), float(optim.grad_clip),
+          bool(flat))
 
 
 def make_optimizer(settings: tuple) -> optax.GradientTransformation:
@@ -118,22 +120,26 @@ def make_optimizer(settings: tuple) -> optax.GradientTransformation:
   ``optax.adamw`` / ``optax.sgd`` with that schedule, and one compiled program serves every
   training length. The transformation acts on one run's parameters (it is vmapped over runs).
 
+  With ``flat`` the clipping and the moments work on all of a run's parameters raveled into one
+  vector (``optax.flatten``; the moments are then float32 [N] per run): the same update, computed
+  by a few large fused operations instead of several per parameter, which roughly quarters the
+  compile time of a small model's train program and speeds its step. Weight decay stays on the
+  parameter tree (its mask is per parameter). The norm's float sum runs in another order, so the
+  last bits differ from the tree layout. A layout for parameters split over devices (``fsdp``)
+  keeps the moments shaped, and split, like the parameters.
+
   Args:
-    settings: ``(optimizer, momentum, weight_decay, grad_clip)`` from :func:`optimizer_settings`.
+    settings: ``(optimizer, momentum, weight_decay, grad_clip, flat)`` from :func:`optimizer_settings`.
   """
-  optimizer, momentum, weight_decay, grad_clip = settings
-  parts = []
-  if grad_clip > 0:
-    parts.append(optax.clip_by_global_norm(grad_clip))
+  optimizer, momentum, weight_decay, grad_clip, flat = settings
+  pack = optax.flatten if flat else (lambda t: t)
+  clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  decay = [optax.add_decayed_weights(weight_decay, mask=_decay_mask)] if weight_decay > 0 else []
   if optimizer == "adamw":
-    parts.append(optax.scale_by_adam(b1=momentum))
-    if weight_decay > 0:
-      parts.append(optax.add_decayed_weights(weight_decay, mask=_decay_mask))
+    parts = [pack(optax.chain(*clip, optax.scale_by_adam(b1=momentum))), *decay]
   elif optimizer == "sgd":
-    if weight_decay > 0:
-      parts.append(optax.add_decayed_weights(weight_decay, mask=_decay_mask))
-    if momentum > 0:
-      parts.append(optax.trace(decay=momentum))
+    parts = [*([pack(clip[0])] if clip else []), *decay,
+             *([pack(optax.trace(decay=momentum))] if momentum > 0 else [])]
   else:  # validated by the config
     raise ValueError(f"unknown optimizer {optimizer!r}")
   return optax.chain(*parts) if parts else optax.identity()  # plain SGD: the gradient itself
@@ -148,12 +154,16 @@ def create_state(params: Any, settings: tuple) -> TrainState:
 
 
 def state_shardings(state: TrainState, settings: tuple, param_sharding: Any, mesh) -> TrainState:
-  """Shardings of a group state: params as given (runs axis first), optimizer moments alike."""
+  """Shardings of a group state: params as given (runs axis first); the optimizer's moments alike
+  in the tree layout, split along runs only in the flat one."""
   per_run = sharding_lib.runs_sharding(mesh)
-  opt_sh = optax.tree_utils.tree_map_params(
-      make_optimizer(settings), lambda _, s: s, state.opt_state, param_sharding,
-      transform_non_params=lambda _: per_run,
-      is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  if settings[-1]:
+    opt_sh = jax.tree_util.tree_map(lambda _: per_run, state.opt_state)
+  else:
+    opt_sh = optax.tree_utils.tree_map_params(
+        make_optimizer(settings), lambda _, s: s, state.opt_state, param_sharding,
+        transform_non_params=lambda _: per_run,
+        is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
   return TrainState(step=per_run, params=param_sharding, opt_state=opt_sh, diverged_at=per_run)
 
 

@@ -41,7 +41,7 @@ def make_batches(n: int, batch: int, num_classes: int = 5, seed: int = 0):
   return out
 
 
-SETTINGS = ("adamw", 0.9, 1e-2, 1.0)
+SETTINGS = ("adamw", 0.9, 1e-2, 1.0, True)
 
 
 def make_images(n: int, batch: int, runs: int, num_classes: int = 5, seed: int = 0):

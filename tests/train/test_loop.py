@@ -188,6 +188,26 @@ def test_user_errors_are_one_line(group, config, tmp_path):
     assert message in str(e.value) and "\n" not in str(e.value), (i, str(e.value))
 
 
+def test_a_checkpoint_of_the_other_optimizer_layout_is_refused(config, tmp_path):
+  """One device (fsdp 1) keeps a flat optimizer state; a group checkpointed with the tree layout (a
+  mesh with fsdp > 1, or a checkpoint from before the flat layout, whose meta has no layout) is refused
+  with what to change, before its state is read."""
+  from jaxscale.train import steps as steps_lib
+  state = steps_lib.TrainState(step=np.zeros(1, np.int32), params={"w": np.zeros((1, 2), np.float32)},
+                               opt_state=(), diverged_at=np.zeros(1, np.int32))
+  k = int(config.engine.steps_per_dispatch)
+  for i, layout in enumerate([{"optimizer_state": "tree"}, {}]):
+    g = str(tmp_path / str(i))
+    with ckpt_lib.GroupCheckpoints(g) as ckpts:
+      ckpts.save(k, state, {"runs": ["r"], "losses": [[1.0] * k], "step": k, "steps_per_dispatch": k,
+                            "wall_s": 0.0, **layout})
+    with pytest.raises(JaxscaleError) as e:
+      loop.train_group(config, "pretrain", [loop.Run("r", 0, 208)], g, show_progress=False)
+    message = str(e.value)
+    assert "holds a tree optimizer state" in message and "config.mesh.fsdp above 1" in message, message
+    assert "\n" not in message
+
+
 @pytest.mark.parametrize("field,value", [("group_size", 0), ("steps_per_dispatch", -2)])
 def test_engine_fields_must_be_positive(config, field, value):
   config.engine[field] = value
