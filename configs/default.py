@@ -11,7 +11,7 @@ Every number below is chosen for a reason given beside it. "Pilot" numbers come 
 program) and from `jaxscale study` runs of the `:quick` variant; means over 2 seeds.
 Cost: 513 runs (1 teacher, 128 pretraining, 384 fine-tuning), 3.3M pretraining and 1.8M
 fine-tuning images; on a fresh clone on 2 cores (the CPU split into two devices) `make study` took
-10m38s (8m33s of it training), peak memory 1.9 GB. `--config.study.seeds=0,1,2` trains 3/4 of the runs
+10m55s (8m29s of it training), peak memory 1.7 GB. `--config.study.seeds=0,1,2` trains 3/4 of the runs
 (about 8 minutes, not measured).
 """
 
