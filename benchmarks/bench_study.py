@@ -1,7 +1,7 @@
 """A study's training four ways, from one command: total images/s, wall time and fraction of the matmul peak.
 
   python benchmarks/bench_study.py [--config configs/default.py] [--fraction half|full]
-                                   [--ways unbatched,engine,engine-warm,torch]
+                                   [--ways unbatched,engine,engine-warm,torch] [--rounds N]
 
 1. ``unbatched``: the behaviour before the group engine, reachable by config: one run per group
    (``engine.group_size=1``), one step per dispatch (``steps_per_dispatch=1``), the host waiting for
@@ -26,6 +26,11 @@ Wall times include setup, compilation and evaluation: what a user waits for. Eac
 fresh child process (the CPU's device count is fixed when JAX starts, and no way inherits another's
 compiled programs in memory; only ``engine-warm`` reads the cache ``engine`` wrote); the script prints
 one table.
+
+``--rounds N`` runs the ways N times in turn (each round's ``engine`` starts from an empty cache) and
+ends the table with each way's median ratio over the rounds and its range. On a small shared machine
+wall times vary by a fifth from one run to the next; a ratio is judged by its median, with the
+rounds' spread beside it, not by one round.
 """
 
 from __future__ import annotations
@@ -156,10 +161,13 @@ def main(argv=None) -> int:
   ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"))
   ap.add_argument("--fraction", choices=("half", "full"), default="half")
   ap.add_argument("--ways", default="unbatched,engine,engine-warm,torch")
+  ap.add_argument("--rounds", type=int, default=1, help="run the ways this many times in turn")
   ap.add_argument("--data-dir", default="")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # run one JAX way, print its row
   ap.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)  # the child's compilation cache
   args = ap.parse_args(argv)
+  if args.rounds < 1:
+    ap.error(f"--rounds must be a positive integer, got {args.rounds}")
   config = shrink(config_lib.load(args.config, [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else []),
                   args.fraction)
   if args.child:
@@ -176,23 +184,43 @@ def main(argv=None) -> int:
   s = config.study
   print(f"# {jax.devices()[0].platform}, grid: models {s.models}, dp {s.dp}, df {s.df}, "
         f"arms {s.arms}, seeds {s.seeds}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-  print(f"{'way':<11} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} {'of peak':>8} "
-        f"{'vs unbatched':>12}", flush=True)
+  print(f"{'round':>5} {'way':<11} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} "
+        f"{'of peak':>8} {'vs unbatched':>12}", flush=True)
   ways = args.ways.split(",")
   if "engine-warm" in ways and "engine" not in ways[:ways.index("engine-warm")]:
     ap.error("--ways: engine-warm reuses the programs the engine way compiled; list engine before it")
-  cache = tempfile.mkdtemp(prefix="bench-study-xla-")  # the engine's cache: empty for "engine", filled after
-  try:
-    rows = run_ways(args, config, ways, cache, peak)
-  finally:
-    shutil.rmtree(cache, ignore_errors=True)
-  if "engine" in rows and "torch" in rows:
-    e, t = rows["engine"], rows["torch"]
-    print(f"# engine vs torch: {(e['images'] / e['wall']) / (t['images'] / t['wall']):.2f}x")
+  rounds = []
+  for i in range(args.rounds):
+    cache = tempfile.mkdtemp(prefix="bench-study-xla-")  # the engine's cache: empty for "engine", filled after
+    try:
+      rounds.append(run_ways(args, config, ways, cache, peak, i + 1))
+    finally:
+      shutil.rmtree(cache, ignore_errors=True)
+  for line in summary(rounds):
+    print(line)
   return 0
 
 
-def run_ways(args, config, ways: list[str], cache: str, peak: float) -> dict[str, dict]:
+def speedup(a: dict, b: dict) -> float:
+  """How many times faster row `a` trains than row `b` (images/s over images/s)."""
+  return (a["images"] / a["wall"]) / (b["images"] / b["wall"])
+
+
+def summary(rounds: list[dict[str, dict]]) -> list[str]:
+  """Comment lines: each way's speedup over unbatched and the engine's over torch, per round's own
+  reference; with several rounds the median and the range."""
+  pairs = [(name, "unbatched") for name in rounds[0] if name != "unbatched"] + [("engine", "torch")]
+  out = []
+  for a, b in pairs:
+    if a not in rounds[0] or b not in rounds[0]:
+      continue
+    r = sorted(speedup(rows[a], rows[b]) for rows in rounds)
+    spread = f" (median of {len(r)} rounds; range {r[0]:.2f}x-{r[-1]:.2f}x)" if len(r) > 1 else ""
+    out.append(f"# {a} vs {b}: {float(np.median(r)):.2f}x{spread}")
+  return out
+
+
+def run_ways(args, config, ways: list[str], cache: str, peak: float, round_: int = 1) -> dict[str, dict]:
   """Runs and prints each way in order; returns their rows."""
   rows = {}
   for name in ways:
@@ -201,8 +229,8 @@ def run_ways(args, config, ways: list[str], cache: str, peak: float) -> dict[str
     else:
       r = rows[name] = {**run_torch(config), "devices": 1}
     base = rows.get("unbatched")
-    ratio = f"{(r['images'] / r['wall']) / (base['images'] / base['wall']):.2f}x" if base else "-"
-    print(f"{name:<11} {r['devices']:>7} {r['runs']:>5} {r['images']:>10,} {r['wall']:>8.1f} "
+    ratio = f"{speedup(r, base):.2f}x" if base else "-"
+    print(f"{round_:>5} {name:<11} {r['devices']:>7} {r['runs']:>5} {r['images']:>10,} {r['wall']:>8.1f} "
           f"{r['images'] / r['wall']:>8,.0f} {r['flops'] / r['wall'] / peak:>8.1%} {ratio:>12}", flush=True)
   return rows
 
