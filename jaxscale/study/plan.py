@@ -188,7 +188,7 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
     devices = mesh.devices.size
     batch = int(config[stage].optim.batch_size)
     sharding_lib.check_batch_size(batch, mesh, f"config.{stage}.optim.batch_size")
-    runs = -(-spec["runs"] // mesh.shape["runs"]) * mesh.shape["runs"]   # the engine pads to the axis
+    runs = sharding_lib.padded_runs(spec["runs"], mesh)   # as the engine pads the group
 
     def cost_at(device_batch, model=model, stage=stage, teacher=teacher, runs=runs, mesh=mesh,
                 replicas=replicas, devices=devices, cache={}):

@@ -337,10 +337,10 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
 
 # ----------------------------------------------------------------------------- the group
 
-def _pad_runs(runs: Sequence[Run], multiple: int) -> list[Run]:
-  """Repeats the first run so the group divides the mesh's runs axis (the copies are discarded)."""
+def _pad_runs(runs: Sequence[Run], mesh) -> list[Run]:
+  """Repeats the first run up to :func:`sharding.padded_runs` (the copies are discarded)."""
   runs = list(runs)
-  return runs + [runs[0]] * (-len(runs) % multiple)
+  return runs + [runs[0]] * (sharding_lib.padded_runs(len(runs), mesh) - len(runs))
 
 
 def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: str, *,
@@ -376,7 +376,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   sharding_lib.check_batch_size(int(config[stage].optim.batch_size), mesh, f"config.{stage}.optim.batch_size")
   ckpt_lib.check_shared_directory(group_dir)
   names = [r.name for r in runs]
-  runs = _pad_runs(runs, mesh.shape["runs"])
+  runs = _pad_runs(runs, mesh)
   inputs = prepare_inputs(config, stage, runs, mesh)
   program = build_program(config, stage, runs, inputs, mesh)
   with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
@@ -513,7 +513,7 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   they may not exist yet. jax.jit reuses what this compiled when the group calls the same program.
   """
   mesh = sharding_lib.make_mesh(config.mesh, num_runs=len(runs))
-  runs = _pad_runs(runs, mesh.shape["runs"])
+  runs = _pad_runs(runs, mesh)
   inputs = prepare_inputs(config, stage, runs, mesh)
   program = program_spec(config, stage, len(runs), inputs["num_classes"], inputs["on_device"], mesh,
                          _teacher_model(config, stage, runs))

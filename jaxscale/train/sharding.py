@@ -90,6 +90,12 @@ def make_mesh(mesh_config: Any, devices: list | None = None, num_runs: int = 1) 
   return Mesh(np.asarray(ordered, dtype=object).reshape(shape), AXES)
 
 
+def padded_runs(num_runs: int, mesh: Mesh) -> int:
+  """The run count a group of `num_runs` is trained at: rounded up to a multiple of the ``runs``
+  axis (the engine fills the gap with copies of a run, discarded after training)."""
+  return -(-num_runs // mesh.shape["runs"]) * mesh.shape["runs"]
+
+
 def put(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
   """Host-identical values onto a (possibly multi-process) sharding; device arrays pass through."""
   if isinstance(x, jax.Array):

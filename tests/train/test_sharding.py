@@ -85,3 +85,9 @@ def test_use_cpu_devices(n, flags, want):
 def test_use_cpu_devices_after_jax_started_does_nothing():
   jax.devices()
   assert sharding.use_cpu_devices(4) is None and jax.device_count() == 1
+
+
+@pytest.mark.parametrize("axis, runs, want", [(1, 5, 5), (2, 5, 6), (2, 4, 4), (8, 3, 8), (4, 1, 4)])
+def test_padded_runs_rounds_up_to_the_runs_axis(axis, runs, want):
+  """The group size the engine trains at (and the capacity plan compiles at)."""
+  assert sharding.padded_runs(runs, types.SimpleNamespace(shape={"runs": axis})) == want
