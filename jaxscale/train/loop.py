@@ -561,7 +561,8 @@ def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict,
     raise JaxscaleError(
         f"{ckpts.directory} holds a {layout} optimizer state, which this mesh does not use (flat when its "
         f"fsdp axis has size 1, tree when larger); resume with "
-        f"{'config.mesh.fsdp=1' if layout == 'flat' else 'config.mesh.fsdp above 1'}, or use a fresh --workdir")
+        f"{'config.mesh.fsdp=1' if layout == 'flat' else 'config.mesh.fsdp above 1'}, or delete that directory "
+        f"to train this group from its start")
   state, saved = ckpts.restore(program["abstract"], program["state_sh"])
   logger.info("resuming %s from step %d", desc, saved["step"])
   # The state is at saved["step"]; a checkpoint written before the meta was copied on save may list

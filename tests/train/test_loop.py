@@ -205,6 +205,7 @@ def test_a_checkpoint_of_the_other_optimizer_layout_is_refused(config, tmp_path)
       loop.train_group(config, "pretrain", [loop.Run("r", 0, 208)], g, show_progress=False)
     message = str(e.value)
     assert "holds a tree optimizer state" in message and "config.mesh.fsdp above 1" in message, message
+    assert "delete that directory" in message
     assert "\n" not in message
 
 
