@@ -122,11 +122,11 @@ def make_optimizer(settings: tuple) -> optax.GradientTransformation:
 
   With ``flat`` the clipping and the moments work on all of a run's parameters raveled into one
   vector (``optax.flatten``; the moments are then float32 [N] per run): the same update, computed
-  by a few large fused operations instead of several per parameter, which roughly quarters the
-  compile time of a small model's train program and speeds its step. Weight decay stays on the
+  by a few large fused operations instead of several per parameter, which cuts about a quarter of
+  the compile time of a small model's train program and speeds its step. Weight decay stays on the
   parameter tree (its mask is per parameter). The norm's float sum runs in another order, so the
-  last bits differ from the tree layout. A layout for parameters split over devices (``fsdp``)
-  keeps the moments shaped, and split, like the parameters.
+  last bits differ from the tree layout. Without ``flat`` (the trainer's choice when parameters are
+  split over devices, ``fsdp`` > 1) the moments keep the parameters' shapes and are split like them.
 
   Args:
     settings: ``(optimizer, momentum, weight_decay, grad_clip, flat)`` from :func:`optimizer_settings`.
