@@ -538,10 +538,6 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
       params, {name: _shaped(v, repl) for name, v in chunks[0].items()}).compile()
 
 
-def _optimizer_layout(settings: tuple) -> str:
-  return "flat" if settings[-1] else "tree"  # see steps.make_optimizer
-
-
 def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
   """(state, per-run losses so far, wall seconds so far): from the group's last checkpoint, or fresh."""
   k = int(config.engine.steps_per_dispatch)
@@ -557,7 +553,7 @@ def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict,
     raise JaxscaleError(f"{ckpts.directory} was checkpointed with config.engine.steps_per_dispatch="
                         f"{saved.get('steps_per_dispatch')}; resume with that value")
   layout = saved.get("optimizer_state", "tree")  # checkpoints from before the flat layout are "tree"
-  if layout != _optimizer_layout(program["settings"]):
+  if layout != steps_lib.optimizer_layout(program["settings"]):
     raise JaxscaleError(
         f"{ckpts.directory} holds a {layout} optimizer state, which this mesh does not use (flat when its "
         f"fsdp axis has size 1, tree when larger); resume with "
@@ -596,7 +592,7 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
 
   def meta(step):  # what a resume checks and continues from (see `_restore_or_init`)
     return {"runs": names, "losses": losses, "step": step, "steps_per_dispatch": k,
-            "optimizer_state": _optimizer_layout(program["settings"]),
+            "optimizer_state": steps_lib.optimizer_layout(program["settings"]),
             "wall_s": wall_before + time.time() - t_start}
 
   bar = Progress(total, desc=desc or stage, unit="step", initial=start,

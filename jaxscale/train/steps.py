@@ -113,6 +113,11 @@ def optimizer_settings(optim: Any, flat: bool = True) -> tuple:
           bool(flat))
 
 
+def optimizer_layout(settings: tuple) -> str:
+  """How the state of :func:`make_optimizer` is laid out: "flat" (one vector per run) or "tree"."""
+  return "flat" if settings[-1] else "tree"
+
+
 def make_optimizer(settings: tuple) -> optax.GradientTransformation:
   """AdamW or SGD with momentum and global-norm clipping, *without* the learning rate.
 
@@ -157,7 +162,7 @@ def state_shardings(state: TrainState, settings: tuple, param_sharding: Any, mes
   """Shardings of a group state: params as given (runs axis first); the optimizer's moments alike
   in the tree layout, split along runs only in the flat one."""
   per_run = sharding_lib.runs_sharding(mesh)
-  if settings[-1]:
+  if optimizer_layout(settings) == "flat":
     opt_sh = jax.tree_util.tree_map(lambda _: per_run, state.opt_state)
   else:
     opt_sh = optax.tree_utils.tree_map_params(
