@@ -130,13 +130,18 @@ def _read_device_split(name: str, split: str, data_dir: str, image_size: int, ch
   return sharding_lib.put(images, repl), sharding_lib.put(labels, repl)
 
 
-def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) -> dict[str, Any]:
+def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
+                   shapes_only: bool = False) -> dict[str, Any]:
   """Every run's subset, order table and learning rates, and the images on device or a grain reader.
 
   Returns a dict with ``num_classes``, ``channels``, ``total_steps`` T, ``hashes`` [R],
   ``lr`` float32 [R, T_pad], ``valid`` bool [T_pad] (T_pad = T rounded up to whole dispatches),
   ``on_device`` and either ``device`` (``images``, ``labels`` on device and ``index`` int32
   [R, T_pad, B]) or ``reader`` (a :class:`jaxscale.data.pipeline.DispatchReader`).
+
+  ``shapes_only`` (for :func:`compile_ahead`): a group's own subset of images is not read or placed;
+  ``device`` then holds its ``jax.ShapeDtypeStruct``s. A whole split is read anyway: it is placed once
+  per process and every group uses it.
   """
   s, e = config[stage], config.engine
   name, data_dir, size_px = s.dataset, config.data.data_dir, int(config.data.image_size)
@@ -186,8 +191,12 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh) ->
       index = order
     else:
       repl = sharding_lib.replicated(mesh)
-      host_images, host_labels = pipeline.read_images(source, used, size_px, out["channels"])
-      images, labels_u = sharding_lib.put(host_images, repl), sharding_lib.put(host_labels, repl)
+      if shapes_only:
+        images = jax.ShapeDtypeStruct((len(used), size_px, size_px, out["channels"]), np.uint8, sharding=repl)
+        labels_u = jax.ShapeDtypeStruct((len(used),), np.int32, sharding=repl)
+      else:
+        host_images, host_labels = pipeline.read_images(source, used, size_px, out["channels"])
+        images, labels_u = sharding_lib.put(host_images, repl), sharding_lib.put(host_labels, repl)
       index = np.searchsorted(used, order)
     out["device"] = {"images": images, "labels": labels_u, "index": index.astype(np.int32)}
   else:
@@ -514,7 +523,7 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   """
   mesh = sharding_lib.make_mesh(config.mesh, num_runs=len(runs))
   runs = _pad_runs(runs, mesh)
-  inputs = prepare_inputs(config, stage, runs, mesh)
+  inputs = prepare_inputs(config, stage, runs, mesh, shapes_only=True)
   program = program_spec(config, stage, len(runs), inputs["num_classes"], inputs["on_device"], mesh,
                          _teacher_model(config, stage, runs))
   k, r, batch = int(config.engine.steps_per_dispatch), len(runs), int(config[stage].optim.batch_size)

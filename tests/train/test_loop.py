@@ -124,12 +124,19 @@ def test_kd_alpha_zero_in_a_distilled_group_equals_plain(group, config, tmp_path
   assert kd["eval_loss"] != pytest.approx(plain["eval_loss"], abs=1e-4)
 
 
-def test_compile_ahead_compiles_what_the_group_then_runs(group, config, tmp_path, caplog):
+@pytest.mark.parametrize("subset", [False, True], ids=["whole-split", "subset"])
+def test_compile_ahead_compiles_what_the_group_then_runs(group, config, tmp_path, caplog, monkeypatch, subset):
   """The runner compiles the next group's programs in a thread from shapes alone (no teacher or
-  backbone loaded); the group then compiles neither its train chunk nor its eval."""
+  backbone loaded, and a group's own subset of images not read); the group then compiles neither its
+  train chunk nor its eval. With a budget of half the split, only the runs' images go on the device."""
   import jax
+  from jaxscale.data import pipeline, sources
   root, _ = group
   config.engine.steps_per_dispatch = 4   # a program shape no other test compiles
+  if subset:
+    source = sources.open_source(config.pretrain.dataset, config.pretrain.train_split, config.data.data_dir)
+    split_mb = len(source) * config.data.image_size ** 2 * pipeline.image_channels(source) / 1e6
+    config.engine.device_data_mb = split_mb / 2
   config.distill.update(teacher_checkpoint=os.path.join(root, "s0"), teacher_model="vit_tiny_xs")
   runs = [loop.Run("kd0", 0, 104, alpha=0.5), loop.Run("kd1", 1, 208, alpha=0.5)]  # sizes differ, steps equal
 
@@ -139,10 +146,18 @@ def test_compile_ahead_compiles_what_the_group_then_runs(group, config, tmp_path
       fn()
     return [r.getMessage().split(" with ")[0] for r in caplog.records if r.getMessage().startswith("Compiling jit(")]
 
+  if subset:
+    reads = []
+    read_images = pipeline.read_images
+    monkeypatch.setattr(pipeline, "read_images", lambda *a, **k: reads.append(a) or read_images(*a, **k))
   ahead = compiled(lambda: loop.compile_ahead(config, "pretrain", runs))
   assert "Compiling jit(chunk)" in ahead   # a K no other test uses: compiled here, not found in a cache
+  if subset:
+    assert reads == []   # compile_ahead read no image; the group reads its subset once
   during = compiled(lambda: loop.train_group(config, "pretrain", runs, str(tmp_path / "g"), show_progress=False))
   assert "Compiling jit(chunk)" not in during and "Compiling jit(eval_chunk)" not in during, during
+  if subset:
+    assert len(reads) == 1 and len(reads[0][1]) <= 104 + 208   # the runs' images, not the split
 
 
 def test_a_diverging_run_stops_alone(group, config, tmp_path):
