@@ -74,6 +74,11 @@ def read_images(source, indices: np.ndarray, image_size: int, channels: int | No
   return np.concatenate(images), np.concatenate(labels)
 
 
+def images_mb(count: int, image_size: int, channels: int) -> float:
+  """Megabytes (1e6 bytes) held by `count` uint8 [S, S, C] images, as :func:`read_images` returns them."""
+  return count * image_size * image_size * channels / 1e6
+
+
 def image_channels(source) -> int:
   """Channels of the first image of `source` (1 or 3)."""
   ims, _ = source.get_many(np.zeros(1, np.int64))

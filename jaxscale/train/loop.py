@@ -178,14 +178,14 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
          "total_steps": total, "hashes": hashes, "lr": np.ascontiguousarray(lr),
          "valid": np.arange(padded) < total}
   used = np.unique(order)
-  need_mb = len(used) * size_px * size_px * out["channels"] / 1e6
+  need_mb = pipeline.images_mb(len(used), size_px, out["channels"])
   budget = float(e.device_data_mb)
   if e.data_on_device == "always" and need_mb > budget:
     raise JaxscaleError(f"config.engine.data_on_device='always' needs {need_mb:.0f} MB for the images of "
                         f"{name} but config.engine.device_data_mb={budget:g}; raise the budget or use 'auto'")
   out["on_device"] = e.data_on_device == "always" or (e.data_on_device == "auto" and need_mb <= budget)
   if out["on_device"]:
-    split_mb = len(source) * size_px * size_px * out["channels"] / 1e6
+    split_mb = pipeline.images_mb(len(source), size_px, out["channels"])
     if split_mb <= budget:  # the whole split, placed once per process: every group's program has one shape
       images, labels_u = _device_split(name, s.train_split, data_dir, size_px, out["channels"], mesh)
       index = order

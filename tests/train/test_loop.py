@@ -135,7 +135,7 @@ def test_compile_ahead_compiles_what_the_group_then_runs(group, config, tmp_path
   config.engine.steps_per_dispatch = 4   # a program shape no other test compiles
   if subset:
     source = sources.open_source(config.pretrain.dataset, config.pretrain.train_split, config.data.data_dir)
-    split_mb = len(source) * config.data.image_size ** 2 * pipeline.image_channels(source) / 1e6
+    split_mb = pipeline.images_mb(len(source), config.data.image_size, pipeline.image_channels(source))
     config.engine.device_data_mb = split_mb / 2
   config.distill.update(teacher_checkpoint=os.path.join(root, "s0"), teacher_model="vit_tiny_xs")
   runs = [loop.Run("kd0", 0, 104, alpha=0.5), loop.Run("kd1", 1, 208, alpha=0.5)]  # sizes differ, steps equal
