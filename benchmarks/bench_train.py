@@ -67,7 +67,8 @@ def bench_model(name: str, num_classes: int, image_size: int, batch: int, steps:
   data = {"images": jax.device_put(rs.integers(0, 256, (n, image_size, image_size, 3)).astype(np.uint8), repl),
           "labels": jax.device_put(rs.integers(0, num_classes, n).astype(np.int32), repl),
           "index": rs.integers(0, n, (k, runs, batch)).astype(np.int32)}
-  consts = {"alpha": np.zeros(runs, np.float32), "key": np.zeros((runs, 2), np.uint32)}
+  consts = {"alpha": np.zeros(runs, np.float32), "key": np.zeros((runs, 2), np.uint32),
+            "uniform": np.zeros(runs, np.bool_)}
   lr, valid = np.full((k, runs), 1e-4, np.float32), np.ones(k, bool)
   t = time.perf_counter()
   state, m = chunk(state, consts, None, data, lr, valid)

@@ -24,6 +24,10 @@ OPTIMIZERS = ("adamw", "sgd")
 KD_STAGES = ("pretrain", "finetune", "both")
 DTYPES = ("float32", "bfloat16")
 DATA_PLACEMENT = ("auto", "always", "never")
+# Study arms: plain; distilled (KD loss against the teacher); smoothed (the same KD loss, weight and
+# temperature against a teacher whose outputs are uniform, i.e. label smoothing: the control that
+# separates what soft targets do by themselves from what the teacher knows).
+ARMS = ("plain", "distilled", "smoothed")
 
 
 def optim_config(**overrides) -> ConfigDict:
@@ -236,7 +240,10 @@ def validate(config: ConfigDict) -> ConfigDict:
     _check(len(values) > 0, f"config.study.{name} is empty; give at least one value")
     _check(len(set(values)) == len(values), f"config.study.{name} repeats a value ({values}); list each once")
   for arm in s.arms:
-    _check(arm in ("plain", "distilled"), f"config.study.arms may hold 'plain' and 'distilled', got {arm!r}")
+    _check(arm in ARMS, f"config.study.arms may hold {', '.join(map(repr, ARMS))}, got {arm!r}")
+  _check("smoothed" not in s.arms or "distilled" in s.arms,
+         "config.study.arms has 'smoothed' (the control of the distilled arm, trained beside it with the "
+         "teacher's config) but not 'distilled'; add 'distilled' or drop 'smoothed'")
   for name in ("dp", "df"):
     for v in s[name]:
       _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,

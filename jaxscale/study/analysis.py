@@ -720,6 +720,9 @@ def exponents(config: ConfigDict, table: Mapping[str, np.ndarray]) -> list[dict[
 def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                     progress: bool = True) -> StudyAnalysis:
   """Everything the records of a study support (see the module docstring)."""
+  # The smoothed control (arm "smoothed", distilled False) is not analysed here yet: its rows must
+  # not join the plain arm's means, pairs and law.
+  rows = [r for r in rows if r.get("arm") != "smoothed"]
   table = finetune_table(rows)
   forms = [laws.get(f) for f in law_candidates(str(config.study.law))]
   need = max(len(f.params) for f in forms)

@@ -6,7 +6,8 @@ the teacher (by default the smallest rung trained on the largest Dp) is trained 
 every distilled pretraining.
 
 Cells that share a stage, a model, a step count and whether they distil are trained together as
-one **group** (one compiled, vmapped program): pretraining per (model, steps, arm) over Dp x seeds,
+one **group** (one compiled, vmapped program): pretraining per (model, steps, arm) over Dp x seeds
+(the smoothed control in the distilled arm's group: the same KD loss, its teacher's outputs uniform),
 the teacher joining the plain group of its model when its step count matches; fine-tuning per
 (model, steps) over Dp x Df x arms x seeds. A group's program runs the teacher's forward only when
 one of its runs distils, so plain runs never pay for it. With a fixed step budget (the default
@@ -26,6 +27,9 @@ from jaxscale.errors import JaxscaleError
 from jaxscale.train.steps import num_train_steps
 
 TEACHER, PRETRAIN, FINETUNE = "teacher", "pretrain", "finetune"
+# Arms trained with the KD loss (weight config.distill.alpha, temperature T, in config.distill.stage):
+# "distilled" against the teacher, "smoothed" against a uniform teacher (label smoothing).
+KD_ARMS = ("distilled", "smoothed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Cell:
     model: registered model name (the student, or the teacher for kind "teacher").
     dp: pretraining images.
     df: downstream images (0 for teacher and pretrain cells).
-    arm: "plain" | "distilled" ("plain" for the teacher).
+    arm: "plain" | "distilled" | "smoothed" ("plain" for the teacher; see ``config.ARMS``).
     seed: run seed.
   """
   kind: str
@@ -67,6 +71,12 @@ class Cell:
     return dataclasses.replace(self, kind=PRETRAIN, df=0)
 
 
+def needs_teacher(study: ConfigDict) -> bool:
+  """Whether the study trains a teacher: an arm trains with the KD loss (a smoothed run trains in the
+  distilled arm's program, beside its teacher's forward, with the teacher's outputs replaced)."""
+  return any(arm in KD_ARMS for arm in study.arms)
+
+
 def teacher_of(study: ConfigDict) -> Cell:
   """The teacher cell: `study.teacher_model` ("" = first rung) on `teacher_dp` (0 = max Dp), seed
   `teacher_seed` (independent of `study.seeds`, so a study rerun with other seeds keeps its teacher)."""
@@ -88,7 +98,7 @@ def expand(config: ConfigDict) -> list[Cell]:
   if len(set(s.dp)) != len(s.dp) or len(set(s.df)) != len(s.df) or len(set(s.models)) != len(s.models):
     raise JaxscaleError("config.study.models, .dp and .df must not repeat values")
   cells: list[Cell] = []
-  if "distilled" in s.arms:
+  if needs_teacher(s):
     cells.append(teacher_of(s))
   for model in s.models:
     for dp in sorted(s.dp):
@@ -161,10 +171,17 @@ def run_dir(cells_dir: str, cell: Cell) -> str:
 
 
 def kd_alpha(config: ConfigDict, cell: Cell) -> float:
-  """The KD weight of `cell` during its own stage (0 for the plain arm, the teacher, or another stage)."""
-  if cell.arm != "distilled" or config.distill.stage not in (cell.stage, "both"):
+  """The KD weight of `cell` during its own stage (0 for the plain arm, the teacher, or another stage);
+  the smoothed arm has the distilled arm's weight."""
+  if cell.arm not in KD_ARMS or config.distill.stage not in (cell.stage, "both"):
     return 0.0
   return float(config.distill.alpha)
+
+
+def uniform_teacher(config: ConfigDict, cell: Cell) -> bool:
+  """Whether `cell` trains against a uniform teacher (softmax of constant logits) instead of the
+  teacher: a smoothed cell in a stage where it distils."""
+  return cell.arm == "smoothed" and kd_alpha(config, cell) > 0
 
 
 def group_config(config: ConfigDict, group: Group, cells_dir: str) -> ConfigDict:

@@ -99,7 +99,7 @@ def check_sizes(config: ConfigDict, dry_run: bool) -> None:
   """Fails early if any Dp or Df is larger than its split (datasets built first unless dry-run)."""
   from jaxscale.data import builders, sources
   s = config.study
-  teacher_dp = grid.teacher_of(s).dp if "distilled" in s.arms else 0
+  teacher_dp = grid.teacher_of(s).dp if grid.needs_teacher(s) else 0
   for stage, sizes in (("pretrain", list(s.dp) + [teacher_dp]), ("finetune", list(s.df))):
     name, split = config[stage].dataset, config[stage].train_split
     if not dry_run and name.startswith("jaxscale_"):
@@ -163,11 +163,12 @@ def run_of(config: ConfigDict, cell: grid.Cell, cells_dir: str) -> loop.Run:
   """The trainer's view of a cell: seed, subset size, KD weight, where it starts and is saved."""
   if cell.kind == grid.FINETUNE:
     return loop.Run(cell.id, cell.seed, cell.df, alpha=grid.kd_alpha(config, cell),
+                    uniform_teacher=grid.uniform_teacher(config, cell),
                     init=grid.run_dir(cells_dir, cell.pretrain_cell()))
   distilled = cell.arm == "distilled"
   teacher = grid.teacher_of(config.study).model if distilled else ""
   return loop.Run(cell.id, cell.seed, cell.dp, alpha=grid.kd_alpha(config, cell),
-                  out_dir=grid.run_dir(cells_dir, cell),
+                  uniform_teacher=grid.uniform_teacher(config, cell), out_dir=grid.run_dir(cells_dir, cell),
                   meta=(("dp", cell.dp), ("distilled", distilled), ("teacher", teacher)))
 
 
@@ -176,7 +177,7 @@ def record_of(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> di
   teacher = grid.teacher_of(config.study).model if distilled else ""
   return records.build(config, cell.stage, result, cell_id=cell.id, dp=cell.dp, df=cell.df,
                        distilled=distilled, teacher=teacher, alpha=grid.kd_alpha(config, cell),
-                       seed=cell.seed, flops=cell_flops(config, cell))
+                       seed=cell.seed, flops=cell_flops(config, cell), arm=cell.arm)
 
 
 def _compile_ahead(config: ConfigDict, group: grid.Group, cells_dir: str) -> threading.Thread:

@@ -68,6 +68,7 @@ class Run:
     seed: the run's seed (subset, order, augmentation, init).
     size: its subset size (Dp for pretraining, Df for fine-tuning).
     alpha: KD weight in [0, 1]; 0 is a plain run.
+    uniform_teacher: the KD term's teacher outputs are uniform (the smoothed control: label smoothing).
     lr: the run's peak learning rate (0 = the model's, :func:`jaxscale.train.steps.peak_lr`).
     init: fine-tuning: the finished pretraining run directory to start from.
     out_dir: where to save the finished run's parameters ("" = not saved).
@@ -77,6 +78,7 @@ class Run:
   seed: int
   size: int
   alpha: float = 0.0
+  uniform_teacher: bool = False
   lr: float = 0.0
   init: str = ""
   out_dir: str = ""
@@ -478,7 +480,8 @@ def chunk_arguments(program: dict, num_runs: int, k: int, data: dict) -> tuple:
       _shaped, program["teacher_abstract"], program["teacher_sh"])
   return (jax.tree_util.tree_map(_shaped, program["abstract"], program["state_sh"]),
           {"alpha": jax.ShapeDtypeStruct((num_runs,), np.float32, sharding=in_sh["consts"]["alpha"]),
-           "key": jax.ShapeDtypeStruct((num_runs, 2), np.uint32, sharding=in_sh["consts"]["key"])},
+           "key": jax.ShapeDtypeStruct((num_runs, 2), np.uint32, sharding=in_sh["consts"]["key"]),
+           "uniform": jax.ShapeDtypeStruct((num_runs,), np.bool_, sharding=in_sh["consts"]["uniform"])},
           teacher,
           jax.tree_util.tree_map(lambda x, sh: x if isinstance(x, jax.Array) else _shaped(x, sh), data, in_sh["data"]),
           jax.ShapeDtypeStruct((k, num_runs), np.float32, sharding=in_sh["lr"]),
@@ -504,7 +507,8 @@ def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: d
                          _teacher_model(config, stage, runs))
   _, params, init_metas = initial_params(config, stage, runs, classes, dtype)
   consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
-            "key": _keys(runs, f"{stage}/augment")}
+            "key": _keys(runs, f"{stage}/augment"),
+            "uniform": np.asarray([r.uniform_teacher for r in runs], np.bool_)}
   program.update(
       params=params, init_metas=init_metas, param_count=models.count_params(program["one_run"]),
       consts=jax.tree_util.tree_map(sharding_lib.put, consts, program["in_sh"]["consts"]),

@@ -4,7 +4,8 @@ A group is R runs of one model shape trained together. Every array of the train 
 leading runs axis ``[R, ...]``; one train step is a function of one run (:func:`_run_step`) that is
 ``jax.vmap``-ed over the runs and ``jax.lax.scan``-ned over the K steps of one dispatch
 (:func:`make_train_chunk`). Per-run scalars ride along: the KD weight ``alpha`` (a plain run is
-``alpha = 0``), the augmentation key and, per step, the learning rate (read from a table computed
+``alpha = 0``), whether the run's teacher is uniform (``uniform``: the smoothed control, whose KD
+term is label smoothing), the augmentation key and, per step, the learning rate (read from a table computed
 on the host, :func:`learning_rate`, so every run gets exactly the same rates in or out of a group).
 A run whose loss or gradient stops being finite stops updating (its ``diverged_at`` is set) while
 the others go on.
@@ -203,13 +204,15 @@ class StepSpec:
 def _run_step(spec: StepSpec, teacher_params: Any, carry: tuple, run_in: tuple):
   """One update of one run. ``carry = (step, params, opt_state, diverged_at)``; returns (carry, loss)."""
   step, params, opt_state, diverged_at = carry
-  images, labels, lr, valid, alpha, key = run_in
+  images, labels, lr, valid, alpha, key, uniform = run_in
   positions = step * spec.batch_size + jnp.arange(spec.batch_size, dtype=jnp.int32)
   x = augment.train_augment(images, key, positions, crop_padding=spec.crop_padding, flip_ok=spec.flip,
                             resized_crop=spec.resized_crop)
   tx = make_optimizer(spec.settings)
   if spec.teacher_graphdef is not None:
     teacher_logits = jax.lax.stop_gradient(nnx.merge(spec.teacher_graphdef, teacher_params)(x))
+    # A uniform teacher (softmax of constant logits) for a smoothed run: its loss never reads the teacher.
+    teacher_logits = jnp.where(uniform, jnp.zeros_like(teacher_logits), teacher_logits)
 
   def loss_fn(p):
     logits = nnx.merge(spec.graphdef, p)(x)
@@ -253,8 +256,8 @@ def chunk_input_shardings(spec: StepSpec, mesh) -> dict[str, Any]:
   batch = NamedSharding(mesh, P(None, "runs", sharding_lib.BATCH_AXES))
   repl = sharding_lib.replicated(mesh)
   data = {"images": repl, "labels": repl, "index": batch} if spec.on_device else {"images": batch, "labels": batch}
-  return {"consts": {"alpha": runs, "key": runs}, "data": data, "lr": NamedSharding(mesh, P(None, "runs")),
-          "valid": repl}
+  return {"consts": {"alpha": runs, "key": runs, "uniform": runs}, "data": data,
+          "lr": NamedSharding(mesh, P(None, "runs")), "valid": repl}
 
 
 def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_sharding: Any) -> Callable:
@@ -262,7 +265,8 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
 
   Args of the returned function:
     state: :class:`TrainState` of R runs (donated).
-    consts: ``{"alpha": float32 [R], "key": uint32 [R, 2]}`` per-run KD weight and augmentation key.
+    consts: ``{"alpha": float32 [R], "key": uint32 [R, 2], "uniform": bool [R]}`` per-run KD weight,
+      augmentation key and whether the run's teacher outputs are replaced by uniform ones.
     teacher_params: the teacher's parameters (None without a teacher; shared by the runs, frozen).
     data: on device ``{"images": uint8 [N, S, S, C], "labels": int32 [N], "index": int32 [K, R, B]}``;
       else ``{"images": uint8 [K, R, B, S, S, C], "labels": int32 [K, R, B]}``.
@@ -275,7 +279,7 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
   step_fn = functools.partial(_run_step, spec)
 
   def chunk(state: TrainState, consts: dict, teacher_params: Any, data: dict, lr, valid):
-    vstep = jax.vmap(step_fn, in_axes=(None, 0, (0, 0, 0, None, 0, 0)))
+    vstep = jax.vmap(step_fn, in_axes=(None, 0, (0, 0, 0, None, 0, 0, 0)))
 
     def body(carry, xs):
       if spec.on_device:
@@ -284,7 +288,8 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
       else:
         images, labels, lr_k, valid_k = xs
       images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, P("runs", sharding_lib.BATCH_AXES)))
-      return vstep(teacher_params, carry, (images, labels, lr_k, valid_k, consts["alpha"], consts["key"]))
+      return vstep(teacher_params, carry, (images, labels, lr_k, valid_k, consts["alpha"], consts["key"],
+                                           consts["uniform"]))
 
     xs = ((data["index"], lr, valid) if spec.on_device else (data["images"], data["labels"], lr, valid))
     carry = (state.step, state.params, state.opt_state, state.diverged_at)

@@ -36,7 +36,8 @@ def direct_compile(config, stage, batch, runs=1):
                             label_smoothing=float(o.label_smoothing), on_device=False)
   chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, None)
   sds = jax.ShapeDtypeStruct
-  return chunk.lower(state, {"alpha": sds((runs,), np.float32), "key": sds((runs, 2), np.uint32)}, None,
+  consts = {"alpha": sds((runs,), np.float32), "key": sds((runs, 2), np.uint32), "uniform": sds((runs,), np.bool_)}
+  return chunk.lower(state, consts, None,
                      {"images": sds((1, runs, batch, 16, 16, 3), np.uint8), "labels": sds((1, runs, batch), np.int32)},
                      sds((1, runs), np.float32), sds((1,), np.bool_)).compile()
 

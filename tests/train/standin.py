@@ -79,7 +79,8 @@ def group(mesh_shape=(1, 1, 1), runs: int = 2, teacher: bool = False, settings=S
                             temperature=2.0, on_device=False)
   chunk = steps_lib.make_train_chunk(spec, mesh, state_sh, t_sh)
   consts = {"alpha": np.full(runs, alpha if teacher else 0.0, np.float32),
-            "key": np.stack([np.asarray(jax.random.key_data(jax.random.key(i))) for i in range(runs)])}
+            "key": np.stack([np.asarray(jax.random.key_data(jax.random.key(i))) for i in range(runs)]),
+            "uniform": np.zeros(runs, np.bool_)}
   return mesh, graphdef, state, state_sh, chunk, consts, t_params
 
 
