@@ -286,8 +286,10 @@ def check_data(form: LawForm, x: Mapping[str, np.ndarray], y: np.ndarray,
       raise JaxscaleError(f"input column '{col}' is constant ({v[0]:g}) over {_rows(lines, len(v))}; "
                           f"a law needs it to vary: vary it in the data or choose a law without "
                           f"input {name}")
+  zeros = bool(np.any(y[np.isfinite(y)] <= 0))  # a floor lifts zeros; it cannot make NaN or inf a value
   _check_positive(y, f"target column '{target}'", lines=lines,
-                  hint="; drop those rows, or pass --floor F (analyze(floor=F)) to clip them up to F")
+                  hint="; drop those rows, or pass --floor F (analyze(floor=F)) to clip them up to F" if zeros
+                  else "; drop those rows (e.g. --where), they hold no measurement")
   free = len(form.params)
   if require_fit and len(y) < free + 1:
     fixed = f" ({len(form.fixed)} fixed)" if form.fixed else ""
@@ -443,14 +445,13 @@ def _result(form, x, y, u0, final: Solved, pool: Solved, loss, delta, iters) -> 
     raise JaxscaleError(f"law '{form.name}' could not be evaluated at any start on this data; "
                         f"check the inputs' units and the target column")
   u_best = final.u[best]
-  r = _log_predict(form, u_best, x) - np.log(y)
-  ly = np.log(y)
-  ss_tot = float(np.sum((ly - np.mean(ly)) ** 2))
+  lp, ly = _log_predict(form, u_best, x), np.log(y)
+  r = lp - ly
   starts = np.concatenate([final.u[np.argsort(f)], pool.u[np.argsort(pool.objective)]])
   res = FitResult(
       form=form, u=u_best, params={}, objective=float(f[best]),
       converged=bool(final.converged[best]), decrement=float(final.decrement[best]),
-      r2_log=1.0 - float(np.sum(r ** 2)) / ss_tot if ss_tot > 0 else float("nan"),
+      r2_log=r2_log(ly, lp),
       rmse_log=float(np.sqrt(np.mean(r ** 2))), n=len(y), n_starts=len(u0),
       n_best_basin=_basin(pool.objective),
       starts=starts[_distinct(starts, np.arange(len(starts), dtype=float), 4, pad=True)],
@@ -459,6 +460,14 @@ def _result(form, x, y, u0, final: Solved, pool: Solved, loss, delta, iters) -> 
   res.params = {k: float(v) for k, v in natural_params(form, u_best).items()}
   res.warnings = diagnose(form, u_best, x, res, iters)
   return res
+
+
+def r2_log(log_y: np.ndarray, log_pred: np.ndarray) -> float:
+  """R² in log space: 1 − Σ(log y − log pred)² / Σ(log y − mean(log y))² over log_y, log_pred [n];
+  NaN when log y is constant."""
+  ly, lp = np.asarray(log_y, np.float64), np.asarray(log_pred, np.float64)
+  ss_tot = float(np.sum((ly - np.mean(ly)) ** 2))
+  return 1.0 - float(np.sum((ly - lp) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
 
 
 def _basin(f: np.ndarray) -> int:

@@ -15,8 +15,9 @@ import numpy as np
 
 from jaxscale import laws
 from jaxscale.report import plots, sections
-from jaxscale.study import analysis
-from jaxscale.study.analysis import Measured, StudyAnalysis
+from jaxscale.study import law_selection
+from jaxscale.study.analysis import StudyAnalysis
+from jaxscale.study.verdicts import TARGET, Measured
 
 CURVE_POINTS = 40
 AXIS_NAME = {"dp": "Dp", "M": "M", "df": "Df"}
@@ -87,7 +88,7 @@ def _measured_panels(a: StudyAnalysis, axis: str, panel_axis: str, key_axis: str
 
 def _law_words(a: StudyAnalysis) -> str:
   if all(not f.failed for f in a.arms.values()):
-    return (f"thin lines: the joint law {a.law} ({sections._law_origin(a)}) fitted per arm, drawn only "
+    return (f"thin lines: the joint law {a.law} ({a.selection.origin()}) fitted per arm, drawn only "
             f"over the measured range")
   return (f"the joint law {a.law} is not drawn because it failed its checks "
           f"({'; '.join(f'{arm}: ' + ', '.join(f.failed) for arm, f in a.arms.items() if f.failed)})")
@@ -194,28 +195,24 @@ def predicted_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
   (prediction, mean error over seeds), the law being the reported one."""
   panels = []
   for arm, fit in a.arms.items():
-    rows = [r for r in a.rows if r.get("stage") == "finetune" and bool(r.get("distilled")) == (arm == "distilled")
-            and not str(r.get("cell_id", "")).startswith("teacher-")]
-    if not rows:
+    table = law_selection.arm_table(law_selection.finetune_table(a.rows), arm)
+    if not len(table["dp"]):
       continue
-    table = {"Dp": np.array([r["dp"] for r in rows], float), "M": np.array([r["params"] for r in rows], float),
-             "Df": np.array([r["df"] for r in rows], float)}
-    pred = laws.predict(a.law, fit.params, table)
-    cells = analysis.cell_means({"distilled": np.array([arm == "distilled"] * len(rows)),
-                                 "params": table["M"], "dp": table["Dp"], "df": table["Df"],
-                                 analysis.TARGET: np.array([r[analysis.TARGET] for r in rows], float)})
-    cell_pred = laws.predict(a.law, fit.params, {"Dp": cells["dp"], "M": cells["params"], "Df": cells["df"]})
+    pred = laws.predict(a.law, fit.params, law_selection.law_inputs(table))
+    cells = law_selection.cell_means(table)
+    cell_pred = laws.predict(a.law, fit.params, law_selection.law_inputs(cells))
     r2 = fit.statistics.get("r2_log")
     status = "failed" if fit.failed else "passes"
     r2c = f"{fit.r2_cells:.2f} cells, " if fit.r2_cells is not None else ""
     panels.append({"arm": arm, "title": f"{arm} arm: R² (log) {r2c}{r2:.2f} runs; {status}",
-                   "pred": pred.tolist(), "measured": [max(r["eval_error"], analysis.ERROR_FLOOR) for r in rows],
-                   "cell_pred": cell_pred.tolist(), "cell_measured": cells[analysis.TARGET].tolist()})
+                   "pred": pred.tolist(),
+                   "measured": np.maximum(table[TARGET].astype(float), law_selection.ERROR_FLOOR).tolist(),
+                   "cell_pred": cell_pred.tolist(), "cell_measured": cells[TARGET].tolist()})
   return {"panels": panels} if panels else None
 
 
 def predicted_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
-  return (f"How well does the joint law {a.law} ({sections._law_origin(a)}) describe the fine-tunes? "
+  return (f"How well does the joint law {a.law} ({a.selection.origin()}) describe the fine-tunes? "
           f"Measured error against the fitted law's prediction (log axes): small markers are single "
           f"runs, large outlined ones the mean over seeds of each (M, Dp, Df) cell, on which the law's "
           f"R² check is made; points on the diagonal are fitted exactly.")

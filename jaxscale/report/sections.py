@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-from jaxscale.study.analysis import (ARMS, BACKTEST_MAX, CHECKED_HOLDOUTS, EXPONENT_RANGE, MIN_PAIRS,
-                                     R2_MIN, Measured, PairedCell, StudyAnalysis)
+from jaxscale.study.analysis import StudyAnalysis
+from jaxscale.study.law_selection import (BACKTEST_MAX, CHECKED_HOLDOUTS, EXPONENT_RANGE, R2_MIN,
+                                          Backtest)
+from jaxscale.study.verdicts import MIN_PAIRS, Measured, PairedCell, is_teacher
 
 logger = logging.getLogger("jaxscale")
 
@@ -76,7 +78,7 @@ def _steps(a: StudyAnalysis, stage: str, size: str) -> str:
   """Steps each cell of a stage trained, from the records: '100: 20, 300: 47'."""
   by = {}
   for r in a.rows:
-    if r.get("stage") == stage and not str(r.get("cell_id", "")).startswith("teacher-") and "steps" in r:
+    if r.get("stage") == stage and not is_teacher(r) and "steps" in r:
       by.setdefault(int(r[size] or 0), set()).add(int(r["steps"]))
   return "; ".join(f"{size.capitalize()} = {k:,}: {'/'.join(f'{s:,}' for s in sorted(v))}"
                    for k, v in sorted(by.items())) or "not recorded"
@@ -167,15 +169,6 @@ def _verdict_counts(a: StudyAnalysis) -> str:
   return f"Over all {len(cells)} downstream cells (model × Df): {', '.join(parts)}."
 
 
-def _law_origin(a: StudyAnalysis) -> str:
-  """How the reported form was picked, in a few words."""
-  sel = a.fits.get("law_selection") or {}
-  if sel.get("mode") != "auto":
-    return "named by config.study.law"
-  others = [f for f in sel["forms"] if f != a.law]
-  return f"chosen over {', '.join(others)} by the backtests: {sel['reason']}"
-
-
 def _law_sentence(a: StudyAnalysis) -> str:
   parts = []
   for arm, f in a.arms.items():
@@ -189,7 +182,7 @@ def _law_sentence(a: StudyAnalysis) -> str:
   checks = (f"R² (log) of the cell means ≥ {R2_MIN}, converged in a basin reached by more than one "
             f"start, exponents in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], backtest log-RMSE of the "
             f"held-out cell means ≤ {BACKTEST_MAX:g} with the largest {' and with the largest '.join(CHECKED_HOLDOUTS)} held out")
-  return f"The joint law {a.law}, {_law_origin(a)}. Its checks ({checks}): {'; '.join(parts)}.{tail}"
+  return f"The joint law {a.law}, {a.selection.origin()}. Its checks ({checks}): {'; '.join(parts)}.{tail}"
 
 
 def first_screen(a: StudyAnalysis) -> list[Block]:
@@ -266,41 +259,39 @@ def means_tables(a: StudyAnalysis) -> list[Block]:
 
 # ----------------------------------------------------------------------------- the law
 
-def _backtest_cell(r: dict[str, Any] | None) -> str:
+def _backtest_cell(r: Backtest | None) -> str:
   if r is None:
     return "–"
-  if r.get("error") is not None:
+  if r.error is not None:
     return "could not be fitted"
-  verdict = "passes" if r.get("passed") else f"FAILS: > {BACKTEST_MAX:g}"
-  runs = f"; single runs {fmt(r['log_rmse_rows'])}" if r.get("log_rmse_rows") is not None else ""
-  return f"{fmt(r.get('log_rmse'))} ({verdict}{runs})"
+  verdict = "passes" if r.passed else f"FAILS: > {BACKTEST_MAX:g}"
+  runs = f"; single runs {fmt(r.log_rmse_rows)}" if r.log_rmse_rows is not None else ""
+  return f"{fmt(r.log_rmse)} ({verdict}{runs})"
 
 
 def selection_blocks(a: StudyAnalysis) -> list[Block]:
   """The forms fitted side by side: R² (single runs, cell means), each backtest, the mean, which
   one is reported and why."""
-  sel = a.fits.get("law_selection")
-  if not sel:
-    return []
-  forms = list(sel["forms"])
-  entries = [sel["forms"][f] for f in forms]
-  arms = list(entries[0]["arms"])
-  rows = [["formula"] + [e["formula"] for e in entries]]
+  sel = a.selection
+  entries = sel.forms
+  forms = [e.name for e in entries]
+  arms = list(entries[0].arms)
+  rows = [["formula"] + [e.formula for e in entries]]
   for arm in arms:
     rows.append([f"R² (log), {arm}, single runs"]
-                + [f"{fmt(e['arms'][arm]['r2_log_rows'])} ({e['arms'][arm]['n_rows']} runs)" for e in entries])
+                + [f"{fmt(e.arms[arm].r2_log_rows)} ({e.arms[arm].n_rows} runs)" for e in entries])
     rows.append([f"R² (log), {arm}, seed-averaged cells"]
-                + [f"{fmt(e['arms'][arm]['r2_log_cells'])} ({e['arms'][arm]['n_cells']} cells)" for e in entries])
-  cases = list(dict.fromkeys((r["arm"], r["input"], r["value"]) for e in entries for r in e["backtests"]))
+                + [f"{fmt(e.arms[arm].r2_log_cells)} ({e.arms[arm].n_cells} cells)" for e in entries])
+  cases = list(dict.fromkeys((r.arm, r.input, r.value) for e in entries for r in e.backtests))
   for arm, inp, value in cases:
     rows.append([f"backtest log-RMSE of the cell means, {arm}, largest {inp} = {fmt(value)} held out"]
-                + [_backtest_cell(next((r for r in e["backtests"] if (r["arm"], r["input"], r["value"])
+                + [_backtest_cell(next((r for r in e.backtests if (r.arm, r.input, r.value)
                                         == (arm, inp, value)), None)) for e in entries])
-  rows.append(["mean backtest log-RMSE"] + [fmt(e["mean_log_rmse"]) for e in entries])
-  rows.append(["reported"] + ["yes" if e["chosen"] else "no" for e in entries])
-  if sel["mode"] == "auto":
-    why = (f"Both transfer forms were fitted per arm; {sel['chosen']} is reported: {sel['reason']}. "
-           f"Rule: {sel['rule']}.")
+  rows.append(["mean backtest log-RMSE"] + [fmt(e.mean_log_rmse) for e in entries])
+  rows.append(["reported"] + ["yes" if e.chosen else "no" for e in entries])
+  if sel.mode == "auto":
+    why = (f"Both transfer forms were fitted per arm; {sel.chosen} is reported: {sel.reason}. "
+           f"Rule: {sel.rule}.")
   else:
     why = ("config.study.law names this form, so no other form was fitted (set it to 'auto' to fit "
            "both transfer forms and report the one the backtests favour).")
@@ -332,19 +323,16 @@ def check_blocks(a: StudyAnalysis) -> list[Block]:
 
 
 def law_blocks(a: StudyAnalysis) -> list[Block]:
-  fits = a.fits
-  names = [n for n in next(iter(fits["groups"].values()))["params"]]
+  names = list(next(iter(a.arms.values())).params)
   rows = []
-  for key, g in fits["groups"].items():
-    arm = ARMS.get(key, next(iter(a.arms)))
-    st = g["statistics"]
-    rows.append([arm, "failed" if a.arms[arm].failed else "passes"]
-                + [with_ci(g["params"][n]["value"], g["params"][n].get("ci_low"), g["params"][n].get("ci_high"))
-                   for n in names]
-                + [fmt(a.arms[arm].r2_cells), fmt(st.get("r2_log")), fmt(st.get("converged")),
+  for arm, f in a.arms.items():
+    st = f.statistics
+    rows.append([arm, "failed" if f.failed else "passes"]
+                + [with_ci(f.params[n], *f.ci.get(n, (None, None))) for n in names]
+                + [fmt(f.r2_cells), fmt(st.get("r2_log")), fmt(st.get("converged")),
                    fmt(st.get("n_best_basin")), fmt(st.get("n"))])
   blocks: list[Block] = [
-      ("h", 2, f"Fitted law: {a.law}"), ("p", f"{a.formula} ({_law_origin(a)})."),
+      ("h", 2, f"Fitted law: {a.law}"), ("p", f"{a.formula} ({a.selection.origin()})."),
       *selection_blocks(a), *check_blocks(a),
       ("h", 3, f"Parameters of {a.law}"),
       ("table", ["arm", "status"] + names
@@ -355,7 +343,7 @@ def law_blocks(a: StudyAnalysis) -> list[Block]:
   warnings = [[f.arm, w] for f in a.arms.values() for w in f.warnings]
   if warnings:
     blocks += [("h", 3, "Fit warnings"), ("table", ["arm", "warning"], warnings)]
-  if fits.get("boundaries"):
+  if a.crossings:
     blocks += [("h", 3, "Crossing of the fitted laws per (M, Df)"),
                ("p", "Where the two fitted laws cross along Dp (searched over the measured Dp range "
                      f"{fmt(min(m.dp for m in a.measured if m.stage == 'finetune'))} to "
@@ -365,22 +353,20 @@ def law_blocks(a: StudyAnalysis) -> list[Block]:
                         "read them against the paired differences above.")),
                ("table", ["M", "Df", "Dp* [95% CI]", "resamples crossing", "below the first root",
                           "the laws' verdict"], [
-                   [fmt(b["M"]), fmt(b["Df"]),
-                    "; ".join(with_ci(r["value"], r.get("ci_low"), r.get("ci_high")) for r in b["roots"])
-                    or "no crossing in range",
-                    f"{b['boot_crossing_frac']:.0%}" if b.get("boot_crossing_frac") is not None else "–",
-                    b["sign_below"] if b["roots"] else "–",
-                    LAW_VERDICT_WORDS.get(b.get("verdict"), "–")] for b in fits["boundaries"]])]
+                   [fmt(b.M), fmt(b.Df),
+                    "; ".join(with_ci(*r) for r in b.roots) or "no crossing in range",
+                    f"{b.boot_crossing_frac:.0%}" if b.boot_crossing_frac is not None else "–",
+                    b.sign_below if b.roots else "–",
+                    LAW_VERDICT_WORDS.get(b.verdict, "–")] for b in a.crossings])]
   return blocks
 
 
 def exponent_blocks(a: StudyAnalysis) -> list[Block]:
   """The one-dimensional laws E(Dp) per (arm, model, Df) (the backtests are in `selection_blocks`)."""
-  ex = a.fits.get("exponents") or []
+  ex = a.exponents
   if not ex:
     return []
   return [("h", 2, "One-dimensional laws"),
           ("p", "E(Dp) = E_inf + A·Dp^-alpha fitted per model, Df and arm."),
           ("table", ["arm", "model", "Df", "alpha", "E_inf", "R² (log)"],
-           [[e["arm"], e["model"], fmt(e["df"]), fmt(e["alpha"]), fmt(e["E_inf"]), fmt(e["r2_log"])]
-            for e in ex])]
+           [[e.arm, e.model, fmt(e.df), fmt(e.alpha), fmt(e.E_inf), fmt(e.r2_log)] for e in ex])]

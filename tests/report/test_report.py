@@ -1,7 +1,6 @@
 """The report of a synthetic study with a known answer: first screen, setup, tables, figures, files,
 and a fixed-size screenshot in headless Chromium."""
 
-import copy
 import dataclasses
 import json
 import os
@@ -175,16 +174,18 @@ def test_the_law_section_shows_both_forms_and_why_one_is_reported(study):
 
 def test_a_failing_backtest_is_shown_failing(study, tmp_path):
   _, result, _, _ = study
-  fits = copy.deepcopy(result.fits)
-  row = next(r for r in fits["law_selection"]["forms"][result.law]["backtests"]
-             if r["arm"] == "plain" and r["input"] == "Dp")
-  row.update(log_rmse=0.31, log_rmse_rows=0.35, passed=False)
+  sel = result.selection
+  forms = tuple(dataclasses.replace(f, backtests=tuple(
+      dataclasses.replace(r, log_rmse=0.31, log_rmse_rows=0.35, passed=False)
+      if (f.name, r.arm, r.input) == (result.law, "plain", "Dp") else r for r in f.backtests))
+      for f in sel.forms)
   plain = result.arms["plain"]
   reason = "backtest with the largest Dp held out: log-RMSE 0.310 > 0.15"
   checks = tuple({**c, "value": 0.31, "passed": False, "reason": reason}
                  if c["check"] == "backtest, largest Dp held out" else c for c in plain.checks)
   arms = {**result.arms, "plain": dataclasses.replace(plain, checks=checks, failed=(reason,))}
-  out = render.write_report(dataclasses.replace(result, fits=fits, arms=arms), str(tmp_path))
+  out = render.write_report(dataclasses.replace(result, selection=dataclasses.replace(sel, forms=forms), arms=arms),
+                            str(tmp_path))
   md = open(out["markdown"], encoding="utf-8").read()
   assert reason in _first_screen(md)
   assert ("| backtest log-RMSE of the cell means, plain, largest Dp = 4,000 held out | "
@@ -197,6 +198,6 @@ def test_the_laws_crossing_table_states_each_verdict_in_words(study):
   md = open(out["markdown"], encoding="utf-8").read()
   table = md.split("### Crossing of the fitted laws per (M, Df)")[1].split("\n\n")[2]
   rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
-  assert len(rows) == len(result.fits["boundaries"]) > 0
-  for line, b in zip(rows, result.fits["boundaries"]):
-    assert line.rstrip(" |").endswith(sections.LAW_VERDICT_WORDS[b["verdict"]]), line
+  assert len(rows) == len(result.crossings) == len(result.fits["boundaries"]) > 0
+  for line, b in zip(rows, result.crossings):
+    assert line.rstrip(" |").endswith(sections.LAW_VERDICT_WORDS[b.verdict]), line

@@ -9,8 +9,10 @@ from scipy.optimize import brentq
 
 from jaxscale.config import base_config
 from jaxscale.errors import JaxscaleError
-from jaxscale.study import analysis
-from jaxscale.study.analysis import Crossing, PairedPoint
+from jaxscale.laws import fit as fit_lib
+from jaxscale.laws.uncertainty import percentile_ci
+from jaxscale.study import analysis, law_selection, verdicts
+from jaxscale.study.verdicts import Crossing, PairedPoint
 
 MODELS = (("vit_tiny_xs", 50_000), ("vit_tiny_s", 200_000), ("vit_tiny_m", 800_000))
 DPS, DFS, SEEDS = (250, 800, 2500, 8000), (100, 300, 1000), (0, 1, 2)
@@ -105,7 +107,7 @@ def test_fits_json_sections(analyzed, tmp_path):
   entry = fits["paired"][0]
   assert set(entry) >= {"model", "params", "df", "stage", "points", "crossing", "verdict", "verdict_text"}
   assert set(entry["points"][0]) == {"dp", "n_pairs", "mean_delta", "ci"}
-  assert entry["verdict"] in analysis.VERDICTS
+  assert entry["verdict"] in verdicts.VERDICTS
   assert {e["stage"] for e in fits["paired"]} == {"finetune"}  # these records have no pretraining
   assert fits["law_check"]["plain"]["passed"] is True
   from jaxscale import laws
@@ -132,28 +134,28 @@ def _points(*cis, n=4):
     (((0.01, 0.05), (-0.01, 0.05), (-0.01, 0.05), (-0.01, 0.05)), None, "cannot_tell"),
 ])
 def test_verdict_rule(cis, cross, expect):
-  assert analysis.verdict(_points(*cis), cross) == expect
+  assert verdicts.verdict(_points(*cis), cross) == expect
 
 
 def test_too_few_pairs_cannot_tell():
-  points = _points(*((0.01, 0.05),) * 4, n=analysis.MIN_PAIRS - 1)
-  assert analysis.verdict(points, None) == "cannot_tell"
-  text = analysis.verdict_text("m", "cannot_tell", points, None, None)
+  points = _points(*((0.01, 0.05),) * 4, n=verdicts.MIN_PAIRS - 1)
+  assert verdicts.verdict(points, None) == "cannot_tell"
+  text = verdicts.verdict_text("m", "cannot_tell", points, None, None)
   assert "fewer than" in text
 
 
 def test_crossing_interpolates_in_log_dp():
-  dp_star, helps_below = analysis.first_crossing([100, 1000], np.array([0.1, -0.1]))
+  dp_star, helps_below = verdicts.first_crossing([100, 1000], np.array([0.1, -0.1]))
   assert dp_star == pytest.approx(np.sqrt(100 * 1000)) and helps_below
-  assert analysis.first_crossing([100, 1000], np.array([0.1, 0.2])) is None
+  assert verdicts.first_crossing([100, 1000], np.array([0.1, 0.2])) is None
 
 
 def test_small_sample_ci_is_wider_than_the_percentile_interval():
   rng = np.random.default_rng(0)
   v = rng.normal(size=4)
   boot = v[rng.integers(0, 4, size=(2000, 4))].mean(axis=1)
-  lo, hi = analysis._percentile_ci(boot)
-  wlo, whi = analysis.small_sample_ci(boot, v.mean(), 4)
+  lo, hi = percentile_ci(boot)
+  wlo, whi = verdicts.small_sample_ci(boot, v.mean(), 4)
   assert wlo < lo < v.mean() < hi < whi
 
 
@@ -168,10 +170,10 @@ def test_pretraining_records_give_the_pretraining_verdict_and_m_is_the_finetune_
                          distilled=arm, seed=s, eval_error=e, cell_id=f"pt-{dp}-{arm}-{s}"))
         rows.append(dict(stage="finetune", model="vit_tiny_xs", params=60_250, dp=dp, df=50,
                          distilled=arm, seed=s, eval_error=e, cell_id=f"ft-{dp}-{arm}-{s}"))
-  cells = {c.stage: c for c in analysis.paired_cells(rows)}
+  cells = {c.stage: c for c in verdicts.paired_cells(rows)}
   assert cells["pretrain"].verdict == "helps_below_dp_star" and cells["pretrain"].df == 0
   assert cells["pretrain"].params == 60_250  # M as fitted, from the fine-tune record
-  teacher = [m for m in analysis.measured_means(rows) if m.arm == "teacher"]
+  teacher = [m for m in verdicts.measured_means(rows) if m.arm == "teacher"]
   assert len(teacher) == 1 and teacher[0].mean == 0.1
 
 
@@ -205,11 +207,11 @@ def _one_arm_table(law, noise=0.01, seed=0):
                                            (_multiplicative, "transfer_multiplicative")])
 def test_auto_reports_the_form_the_data_came_from(truth, expect):
   c = study_config()
-  c.study.law = analysis.AUTO
-  chosen, sel, bts = analysis.select_law(c, _one_arm_table(truth), progress=False)
+  c.study.law = law_selection.AUTO
+  chosen, sel, bts = law_selection.select_law(c, _one_arm_table(truth), progress=False)
   assert chosen == expect, sel["reason"]
-  assert sel["mode"] == "auto" and sel["chosen"] == expect and set(sel["forms"]) == set(analysis.LAW_FORMS)
-  other = next(f for f in analysis.LAW_FORMS if f != expect)
+  assert sel["mode"] == "auto" and sel["chosen"] == expect and set(sel["forms"]) == set(law_selection.LAW_FORMS)
+  other = next(f for f in law_selection.LAW_FORMS if f != expect)
   assert sel["forms"][expect]["mean_log_rmse"] < sel["forms"][other]["mean_log_rmse"]
   assert sel["forms"][expect]["chosen"] and not sel["forms"][other]["chosen"]
   # every input has >= 3 values, so each is held out once per form
@@ -218,16 +220,16 @@ def test_auto_reports_the_form_the_data_came_from(truth, expect):
 
 
 def test_choose_law_rule():
-  a, m = analysis.LAW_FORMS
+  a, m = law_selection.LAW_FORMS
   scores = {a: {("plain", "Dp"): 0.2, ("plain", "M"): 0.1, ("distilled", "Dp"): 0.3},
             m: {("plain", "Dp"): 0.1, ("plain", "M"): 0.15}}
-  chosen, means, _ = analysis.choose_law(scores, {a: {}, m: {}})
+  chosen, means, _ = law_selection.choose_law(scores, {a: {}, m: {}})
   # only the cases both forms ran count: (0.2 + 0.1) / 2 against (0.1 + 0.15) / 2
   assert chosen == m and means == {a: pytest.approx(0.15), m: pytest.approx(0.125)}
   tie = {a: {("plain", "Dp"): 0.1}, m: {("plain", "Dp"): 0.1}}
-  assert analysis.choose_law(tie, {a: {}, m: {}})[0] == a
+  assert law_selection.choose_law(tie, {a: {}, m: {}})[0] == a
   none = {a: {}, m: {}}
-  chosen, means, why = analysis.choose_law(none, {a: {"plain": 0.8}, m: {"plain": 0.9}})
+  chosen, means, why = law_selection.choose_law(none, {a: {"plain": 0.8}, m: {"plain": 0.9}})
   assert chosen == m and means == {a: None, m: None} and "no backtest" in why
 
 
@@ -241,9 +243,9 @@ def test_cell_r2_is_the_r2_of_the_seed_means():
   lp = [np.log(1.1), np.log(0.6), np.log(0.35)]
   mean = sum(ly) / 3
   hand = 1 - sum((y - p) ** 2 for y, p in zip(ly, lp)) / sum((y - mean) ** 2 for y in ly)
-  r2, n = analysis.cell_r2("transfer_additive", params, table)
+  r2, n = law_selection.cell_r2("transfer_additive", params, table)
   assert n == 3 and r2 == pytest.approx(hand, rel=1e-12)
-  rows = analysis.r2_log(table["eval_error"], 0.1 + 1.0 / table["dp"])
+  rows = fit_lib.r2_log(np.log(table["eval_error"]), np.log(0.1 + 1.0 / table["dp"]))
   assert rows < r2  # single runs carry the seed noise the means average out
 
 
@@ -253,8 +255,8 @@ GOOD_PARAMS = {"E_inf": 0.01, "A": 1.0, "alpha": 0.3, "B": 2.0, "beta": 0.5, "C"
 
 def test_law_check_passes_a_good_law_and_uses_the_cell_r2():
   # the runs' R² (0.8) is below R2_MIN, but the check is made on the cell means
-  assert analysis.law_check(GOOD_STATS, GOOD_PARAMS, 0.95, {"Dp": 0.1, "M": 0.12}) == ()
-  assert "cell means 0.85" in analysis.law_check(GOOD_STATS, GOOD_PARAMS, 0.85, {"Dp": 0.1, "M": 0.1})[0]
+  assert law_selection.law_check(GOOD_STATS, GOOD_PARAMS, 0.95, {"Dp": 0.1, "M": 0.12}) == ()
+  assert "cell means 0.85" in law_selection.law_check(GOOD_STATS, GOOD_PARAMS, 0.85, {"Dp": 0.1, "M": 0.1})[0]
 
 
 @pytest.mark.parametrize("stats, params, holdouts, needle", [
@@ -267,7 +269,7 @@ def test_law_check_passes_a_good_law_and_uses_the_cell_r2():
     (GOOD_STATS, {**GOOD_PARAMS, "beta": -0.1}, {"Dp": 0.1, "M": 0.1}, "exponent beta = -0.1 outside"),
 ])
 def test_law_check_flags_each_failure(stats, params, holdouts, needle):
-  reasons = analysis.law_check(stats, params, 0.95, holdouts)
+  reasons = law_selection.law_check(stats, params, 0.95, holdouts)
   assert len(reasons) == 1 and needle in reasons[0], reasons
 
 

@@ -1,0 +1,469 @@
+"""Which joint law a study reports, how well it holds, and the fitted laws per arm.
+
+* Laws: the study's joint law per arm on the fine-tune records (`jaxscale.laws`), every seed a
+  row. `config.study.law` names one form, or is "auto": then both forms of `LAW_FORMS` are fitted
+  and backtested and the one with the lower mean backtest log-RMSE over both arms and every
+  held-out input is reported (`choose_law` states the rule). Backtests (`backtests`) hold out the
+  largest value of each input that has at least `MIN_BACKTEST_VALUES` values. The chosen form alone
+  is bootstrapped; its boundary Dp* along Dp at every (M, Df) of the grid, its figures and tables
+  use its fit. 1-D laws E(Dp) per (arm, model, Df).
+* The law check (`law_checks`, per arm): R² (log) of the law against the seed-averaged cell means
+  (`cell_r2`: a cell is (arm, M, Dp, Df); the law describes the expected error, and seed noise caps
+  the R² of single runs, which is reported too) >= `R2_MIN`; the best start converged with more
+  than one start in the best basin; every exponent in `EXPONENT_RANGE`; backtest log-RMSE <=
+  `BACKTEST_MAX` with the largest Dp and with the largest M held out (an input that could not be
+  backtested fails). A backtest fits every run below the held-out value and compares its
+  predictions with the held-out cells' seed means, as the R² check does; the log-RMSE against
+  the single runs is reported beside it. A law that fails is reported as failed: the report shows
+  measured means instead of its curves, and lists each check with its value.
+
+The typed results the report reads (`LawSelection`, `LawCrossing`, `Exponent`) are built from the
+fits.json blocks they mirror (`selection_of`, `crossings_of`, `exponents_of`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from jaxscale import laws
+from jaxscale.errors import JaxscaleError
+from jaxscale.laws import fit as fit_lib
+from jaxscale.study.verdicts import TARGET, student_rows
+
+logger = logging.getLogger("jaxscale")
+
+INPUTS = {"Dp": "dp", "M": "params", "Df": "df"}
+ERROR_FLOOR = 1e-3       # errors of exactly 0 are clipped up to this before taking logs
+ARMS = {"false": "plain", "true": "distilled"}
+R2_MIN = 0.9             # a joint law with a lower R² (log) is reported as failed
+AUTO = "auto"            # config.study.law: fit every form of LAW_FORMS, report the one chosen
+LAW_FORMS = ("transfer_additive", "transfer_multiplicative")
+BACKTEST_MAX = 0.15      # a law holds when each checked holdout's log-RMSE is at most this
+CHECKED_HOLDOUTS = ("Dp", "M")   # inputs whose largest-value backtest the law check requires
+MIN_BACKTEST_VALUES = 3  # an input is backtested only with at least this many distinct values
+# Plausible exponents: below 0.01 a term changes by < 5% over a 100x span of its input (no
+# measurable effect); above 2 it falls > 100x over a 10x span, a step inside the grid rather than a
+# power law (fitted data, model and transfer exponents in the literature lie in 0.05-1).
+EXPONENT_RANGE = (0.01, 2.0)
+CELL_COLUMNS = ("distilled", "params", "dp", "df")
+SELECTION_RULE = (
+    "with config.study.law = 'auto' both transfer forms are fitted per arm and each is backtested "
+    "(fit without the largest value of an input, predict the rows at it; every input with at "
+    "least 3 values); the form with the lower mean log-RMSE over both arms and every held-out "
+    "input is reported (ties: transfer_additive; no backtest possible: the higher mean R² (log) "
+    "of the cell means)")
+EXPONENTS = ("alpha", "beta", "gamma", "c", "c0", "c1")
+
+
+# ----------------------------------------------------------------------------- typed results
+
+@dataclasses.dataclass(frozen=True)
+class ArmFit:
+  """The joint law of one arm: best parameters, bootstrap samples (name -> [B]) and its check."""
+  arm: str
+  params: dict[str, float]
+  boot: dict[str, np.ndarray] | None
+  statistics: dict[str, Any]
+  warnings: tuple[str, ...]
+  failed: tuple[str, ...]   # why the law fails the checks; () when it passes
+  checks: tuple[dict[str, Any], ...] = ()   # `law_checks`, each with its value and rule
+  r2_cells: float | None = None   # R² (log) against the seed-averaged cell means
+  ci: dict[str, tuple[float | None, float | None]] = dataclasses.field(default_factory=dict)  # name -> (lo, hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backtest:
+  """One largest-value holdout of one arm (`backtests`): log-RMSE of the held-out cell means, its
+  standard error (delta method, None below 2 cells), the single runs' log-RMSE; or an error."""
+  arm: str
+  input: str
+  value: float
+  n_test: int | None
+  n_points: int | None
+  log_rmse: float | None
+  log_rmse_rows: float | None
+  log_rmse_se: float | None
+  passed: bool | None
+  error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FormArm:
+  """One arm's fit quality under one candidate form."""
+  r2_log_rows: float | None
+  r2_log_cells: float | None
+  n_rows: int | None
+  n_cells: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class FormFit:
+  """One candidate form of the selection: its fit per arm and its backtests."""
+  name: str
+  formula: str
+  chosen: bool
+  mean_log_rmse: float | None
+  arms: dict[str, FormArm]
+  backtests: tuple[Backtest, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LawSelection:
+  """Which forms were fitted and why `chosen` is reported (fits.json "law_selection")."""
+  mode: str        # "auto" | "given"
+  rule: str
+  reason: str
+  chosen: str
+  forms: tuple[FormFit, ...]
+
+  def origin(self) -> str:
+    """How the reported form was picked, in a few words."""
+    if self.mode != "auto":
+      return "named by config.study.law"
+    others = [f.name for f in self.forms if f.name != self.chosen]
+    return f"chosen over {', '.join(others)} by the backtests: {self.reason}"
+
+
+@dataclasses.dataclass(frozen=True)
+class LawCrossing:
+  """Where the two arms' fitted laws cross along Dp at one (M, Df) (fits.json "boundaries");
+  roots: (value, ci_low, ci_high) each."""
+  M: float
+  Df: float
+  roots: tuple[tuple[float, float | None, float | None], ...]
+  boot_crossing_frac: float | None
+  verdict: str | None
+  sign_below: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Exponent:
+  """A 1-D law E(Dp) = E_inf + A·Dp^-alpha of one (arm, model, Df)."""
+  arm: str
+  model: str
+  df: int
+  alpha: float
+  E_inf: float
+  r2_log: float | None
+
+
+def selection_of(block: Mapping[str, Any]) -> LawSelection:
+  """The typed form of a (sanitized) "law_selection" block."""
+  forms = []
+  for name, f in block["forms"].items():
+    arms = {a: FormArm(v["r2_log_rows"], v["r2_log_cells"], v["n_rows"], v["n_cells"])
+            for a, v in f["arms"].items()}
+    bts = tuple(Backtest(r["arm"], r["input"], r["value"], r.get("n_test"), r.get("n_points"),
+                         r.get("log_rmse"), r.get("log_rmse_rows"), r.get("log_rmse_se"),
+                         r.get("passed"), r.get("error")) for r in f["backtests"])
+    forms.append(FormFit(name, f["formula"], bool(f["chosen"]), f["mean_log_rmse"], arms, bts))
+  return LawSelection(block["mode"], block["rule"], block["reason"], block["chosen"], tuple(forms))
+
+
+def crossings_of(rows: Sequence[Mapping[str, Any]]) -> tuple[LawCrossing, ...]:
+  """The typed form of the (sanitized) "boundaries" rows."""
+  return tuple(LawCrossing(b["M"], b["Df"], tuple((r["value"], r.get("ci_low"), r.get("ci_high"))
+                                                  for r in b["roots"]),
+                           b.get("boot_crossing_frac"), b.get("verdict"), b["sign_below"])
+               for b in rows)
+
+
+def exponents_of(rows: Sequence[Mapping[str, Any]]) -> tuple[Exponent, ...]:
+  return tuple(Exponent(e["arm"], e["model"], e["df"], e["alpha"], e["E_inf"], e["r2_log"]) for e in rows)
+
+
+
+# ----------------------------------------------------------------------------- records
+
+def finetune_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+  """Named columns of the fine-tune records: dp, params, df, distilled, eval_error, model, seed."""
+  ft = student_rows(rows, "finetune")
+  cols = ("dp", "params", "df", "distilled", "eval_error", "model", "seed")
+  return {c: np.asarray([r[c] for r in ft]) for c in cols}
+
+
+
+# ----------------------------------------------------------------------------- laws
+
+def law_candidates(law: str) -> tuple[str, ...]:
+  """The forms a study fits: both transfer forms for "auto", else the one form named."""
+  if law == AUTO:
+    return LAW_FORMS
+  if law not in laws.names():
+    raise JaxscaleError(f"config.study.law is '{law}'; use '{AUTO}' (fit {' and '.join(LAW_FORMS)} "
+                        f"and report the one the backtests favour) or one of: {', '.join(laws.names())}")
+  return (law,)
+
+
+def _arm_mask(table: Mapping[str, np.ndarray], arm: str) -> np.ndarray:
+  return table["distilled"].astype(bool) == (arm == "distilled")
+
+
+def law_inputs(t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The law's inputs (Dp, M, Df) of a table's columns, float64."""
+  return {name: np.asarray(t[col], np.float64) for name, col in INPUTS.items()}
+
+
+def cell_means(table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """One row per (arm, M, Dp, Df) cell, sorted: its columns (float64), the mean error over its
+  seeds (each value clipped up to ERROR_FLOOR first, as the fit sees it) and n, the seeds averaged."""
+  y = np.maximum(np.asarray(table[TARGET], np.float64), ERROR_FLOOR)
+  points, means, counts = laws.validate.replicate_means({c: table[c] for c in CELL_COLUMNS}, y)
+  return {**points, TARGET: means, "n": counts}
+
+
+def cell_r2(law: str, params: Mapping[str, float], table: Mapping[str, np.ndarray]) -> tuple[float, int]:
+  """(R² (log) of the law at `params` against the seed-averaged cell means of `table`, cells).
+
+  The law describes the expected error of a cell; one run's error adds seed noise (SD up to 0.06
+  per cell in the default study) that no law can explain, so the law is judged on the cell means.
+  """
+  cells = cell_means(table)
+  pred = laws.predict(law, params, law_inputs(cells))
+  y = np.asarray(cells[TARGET], np.float64)
+  return fit_lib.r2_log(np.log(y), np.log(np.asarray(pred, np.float64))), len(y)
+
+
+def backtest_inputs(table: Mapping[str, np.ndarray]) -> tuple[str, ...]:
+  """Inputs with at least MIN_BACKTEST_VALUES distinct values: holding out the largest leaves at
+  least two to fit (with one left, the law's term in that input is not identified)."""
+  return tuple(n for n, c in INPUTS.items() if len(np.unique(table[c])) >= MIN_BACKTEST_VALUES)
+
+
+def backtests(config: ConfigDict, table: Mapping[str, np.ndarray], law: str) -> dict[str, Any]:
+  """Largest-value holdouts of each input with >= MIN_BACKTEST_VALUES values, per arm
+  (`laws.validate.backtest`; each row gains "passed": log-RMSE <= BACKTEST_MAX)."""
+  two_arms = len({bool(v) for v in table["distilled"]}) == 2
+  out = laws.validate.backtest(table, law=law, inputs=INPUTS, target=TARGET,
+                               split_by="distilled" if two_arms else None,
+                               by=backtest_inputs(table), floor=ERROR_FLOOR, leave_one_out=False,
+                               seed=int(config.seed), means=True)
+  for r in out["rows"]:
+    r["arm"] = _arm_name(r["group"], table)
+    if r.get("error") is None:
+      r["passed"] = r["log_rmse"] is not None and r["log_rmse"] <= BACKTEST_MAX
+  return out
+
+
+def _arm_name(key: str, table: Mapping[str, np.ndarray]) -> str:
+  """The arm of a group key ("true"/"false"; "all" when the table holds one arm)."""
+  return ARMS.get(key, "distilled" if bool(table["distilled"][0]) else "plain")
+
+
+def _scores(bt: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+  """{(arm, input): log-RMSE} of the holdouts that ran."""
+  return {(r["arm"], r["input"]): float(r["log_rmse"]) for r in bt["rows"]
+          if r.get("error") is None and r.get("log_rmse") is not None}
+
+
+def choose_law(scores: Mapping[str, Mapping[tuple[str, str], float]],
+               r2_cells: Mapping[str, Mapping[str, float]]) -> tuple[str, dict[str, float | None], str]:
+  """The form a study reports, by this rule:
+
+  the form with the lowest mean backtest log-RMSE, the mean taken over both arms and every
+  held-out input (largest Dp, largest M, largest Df where that input has >= 3 values) that ran for
+  every form, so each form is scored on the same cases; ties go to the earlier form of
+  `LAW_FORMS`. When no holdout ran (every input has fewer than 3 values) the form with the higher
+  mean R² (log) of the cell means over the arms is chosen instead.
+
+  scores: form -> {(arm, input): log-RMSE}; r2_cells: form -> {arm: R² of the cell means}.
+  Returns (chosen form, {form: its mean log-RMSE or None}, the reason in words).
+  """
+  forms = list(scores)
+  common = set.intersection(*(set(s) for s in scores.values())) if forms else set()
+  means = {f: (float(np.mean([scores[f][k] for k in sorted(common)])) if common else None) for f in forms}
+  if len(forms) == 1:
+    return forms[0], means, "the law named by config.study.law (no selection)"
+  if common:
+    chosen = min(forms, key=lambda f: (means[f], forms.index(f)))
+    others = ", ".join(f"{means[f]:.3f} for {f}" for f in forms if f != chosen)
+    return chosen, means, (f"mean backtest log-RMSE {means[chosen]:.3f} against {others}, over "
+                           f"{len(common)} held-out cases")
+  r2 = {f: np.nanmean([v if v is not None else np.nan for v in r2_cells[f].values()]) for f in forms}
+  chosen = max(forms, key=lambda f: (np.nan_to_num(r2[f], nan=-np.inf), -forms.index(f)))
+  return chosen, means, ("no input has 3 values, so no backtest ran: the higher mean R² (log) of "
+                         f"the cell means, {r2[chosen]:.3f}")
+
+
+def law_checks(statistics: Mapping[str, Any], params: Mapping[str, float], r2_cells: float | None,
+               holdouts: Mapping[str, float | None]) -> list[dict[str, Any]]:
+  """The checks of one arm's joint law, each {"check", "value", "rule", "passed", "reason"}:
+
+  * R² (log) of the seed-averaged cell means >= R2_MIN (`cell_r2`);
+  * the best start converged, and more than one start ended in the best basin (`n_best_basin`:
+    refined starts within 1e-6 of the best objective), so the optimum is not a lucky start;
+  * every exponent (EXPONENTS present in `params`) in EXPONENT_RANGE;
+  * backtest log-RMSE <= BACKTEST_MAX with the largest value of each of CHECKED_HOLDOUTS held out;
+    holdouts: input -> its log-RMSE, or None when it could not be backtested (fewer than
+    MIN_BACKTEST_VALUES values, or the fit failed): an untested extrapolation fails the check.
+  """
+  lo, hi = EXPONENT_RANGE
+  out = []
+
+  def add(check, value, rule, passed, reason):
+    out.append({"check": check, "value": value, "rule": rule, "passed": bool(passed),
+                "reason": None if passed else reason})
+
+  ok = r2_cells is not None and r2_cells == r2_cells and r2_cells >= R2_MIN
+  add("R² (log) of the cell means", r2_cells, f"≥ {R2_MIN}", ok,
+      f"R² (log) of the cell means {r2_cells:.2f} < {R2_MIN}" if r2_cells is not None
+      and r2_cells == r2_cells else "no R² of the cell means")
+  conv = bool(statistics.get("converged", False))
+  add("converged", conv, "the best start converged", conv, "the best fit did not converge")
+  basin = statistics.get("n_best_basin")
+  add("starts in the best basin", basin, "> 1", basin is not None and basin > 1,
+      f"only {basin} start(s) reached the best objective")
+  for name in (n for n in EXPONENTS if n in params):
+    v = params[name]
+    inside = v is not None and v == v and lo <= v <= hi
+    add(f"exponent {name}", v, f"in [{lo:g}, {hi:g}]", inside,
+        f"exponent {name} = {v:.3g} outside [{lo:g}, {hi:g}]" if v is not None else f"no exponent {name}")
+  for name in CHECKED_HOLDOUTS:
+    v = holdouts.get(name)
+    add(f"backtest, largest {name} held out", v, f"log-RMSE ≤ {BACKTEST_MAX}",
+        v is not None and v <= BACKTEST_MAX,
+        f"backtest with the largest {name} held out: log-RMSE {v:.3f} > {BACKTEST_MAX}" if v is not None
+        else f"the largest {name} was not backtested (fewer than {MIN_BACKTEST_VALUES} values or the fit failed)")
+  return out
+
+
+def law_check(statistics: Mapping[str, Any], params: Mapping[str, float], r2_cells: float | None = None,
+              holdouts: Mapping[str, float | None] | None = None) -> tuple[str, ...]:
+  """Why a fitted joint law fails `law_checks`; () if it passes. Without `r2_cells` the R² of
+  the fit's rows is used; without `holdouts` the backtest checks are left out."""
+  if r2_cells is None:
+    r2_cells = statistics.get("r2_log")
+  checks = law_checks(statistics, params, r2_cells, holdouts or {})
+  if holdouts is None:
+    checks = [c for c in checks if not c["check"].startswith("backtest")]
+  return tuple(c["reason"] for c in checks if not c["passed"])
+
+
+def _grid_points(table: Mapping[str, np.ndarray]) -> list[dict[str, float]]:
+  """Every (M, Df) of the grid, the headline one (largest M, smallest Df) first."""
+  ms = sorted({float(v) for v in table["params"]}, reverse=True)
+  dfs = sorted({float(v) for v in table["df"]})
+  return [{"M": m, "Df": df} for m in ms for df in dfs]
+
+
+def fit_law(config: ConfigDict, table: Mapping[str, np.ndarray], law: str, bootstrap: int,
+            boundaries: bool, progress: bool) -> laws.Analysis:
+  """`laws.analyze` of one form per arm; with `boundaries`, its crossing along Dp at every (M, Df)."""
+  two_arms = len({bool(v) for v in table["distilled"]}) == 2
+  cross = boundaries and two_arms
+  points = _grid_points(table)
+  return laws.analyze(table, law=law, inputs=INPUTS, target=TARGET,
+                      split_by="distilled" if two_arms else None, bootstrap=bootstrap,
+                      boundary="Dp" if cross else None, at=points[0] if cross else None,
+                      boundary_at=points[1:] if cross else (), floor=ERROR_FLOOR,
+                      seed=int(config.seed), progress=progress)
+
+
+def _form_summary(law: str, result: laws.Analysis, table: Mapping[str, np.ndarray],
+                  bt: Mapping[str, Any]) -> dict[str, Any]:
+  """One form's entry of "law_selection": per arm R² (rows, cell means), backtest rows."""
+  arms = {}
+  for key, group in result.content["groups"].items():
+    arm = _arm_name(key, table)
+    params = {n: p["value"] for n, p in group["params"].items()}
+    r2c, n_cells = cell_r2(law, params, arm_table(table, arm))
+    st = group["statistics"]
+    arms[arm] = {"r2_log_rows": st.get("r2_log"), "r2_log_cells": r2c, "n_rows": st.get("n"),
+                 "n_cells": n_cells, "converged": st.get("converged"),
+                 "n_best_basin": st.get("n_best_basin"), "params": params}
+  rows = [{k: r.get(k) for k in ("arm", "input", "value", "n_test", "n_points", "log_rmse", "log_rmse_rows",
+                                 "passed", "error")
+           if k in r} for r in bt["rows"]]
+  return {"formula": laws.get(law).formula, "arms": arms, "backtests": rows}
+
+
+def arm_table(table: Mapping[str, np.ndarray], arm: str) -> dict[str, np.ndarray]:
+  """The rows of `table` of one arm ("plain" | "distilled")."""
+  mask = _arm_mask(table, arm)
+  return {k: np.asarray(v)[mask] for k, v in table.items()}
+
+
+def select_law(config: ConfigDict, table: Mapping[str, np.ndarray], progress: bool
+               ) -> tuple[str, dict[str, Any], dict[str, dict[str, Any]]]:
+  """Fits every candidate form (no bootstrap) and backtests it; chooses one by `choose_law`.
+
+  Returns (chosen form, the "law_selection" block of fits.json, {form: its backtests}).
+  """
+  forms = law_candidates(str(config.study.law))
+  summaries, bts = {}, {}
+  for law in forms:
+    bts[law] = backtests(config, table, law)
+    summaries[law] = _form_summary(law, fit_law(config, table, law, 0, False, progress), table, bts[law])
+  r2c = {f: {a: s["r2_log_cells"] for a, s in summaries[f]["arms"].items()} for f in forms}
+  chosen, means, why = choose_law({f: _scores(bts[f]) for f in forms}, r2c)
+  for f in forms:
+    summaries[f].update(mean_log_rmse=means[f], chosen=f == chosen)
+  block = {"mode": "auto" if len(forms) > 1 else "given", "rule": SELECTION_RULE,
+           "backtest_max_log_rmse": BACKTEST_MAX, "chosen": chosen, "reason": why, "forms": summaries}
+  return chosen, block, bts
+
+
+def fit_arms(config: ConfigDict, table: Mapping[str, np.ndarray], law: str,
+             selection: Mapping[str, Any], progress: bool) -> tuple[dict[str, Any], dict[str, ArmFit]]:
+  """The chosen joint law per arm (with its bootstrap) and its crossing along Dp at every (M, Df)
+  of the grid, each solved once; every arm checked by `law_checks`.
+
+  Returns (fits.json content of `laws.analyze` with "boundaries" added, {arm: ArmFit}).
+  """
+  result = fit_law(config, table, law, int(config.study.bootstrap), True, progress)
+  content = dict(result.content)
+  content["boundaries"] = [_boundary_row(b) for b in
+                           ([result.boundary] if result.boundary else []) + list(result.boundaries)]
+  summary = selection["forms"][law]
+  arms = {}
+  for key, group in content["groups"].items():
+    arm = _arm_name(key, table)
+    params = {n: p["value"] for n, p in group["params"].items()}
+    r2c = cell_r2(law, params, arm_table(table, arm))[0]
+    holdouts = {r["input"]: r.get("log_rmse") for r in summary["backtests"]
+                if r["arm"] == arm and r.get("error") is None}
+    checks = law_checks(group["statistics"], params, r2c, holdouts)
+    boot = result.groups[key].bootstrap
+    ci = {n: (laws.api.sanitize(p.get("ci_low")), laws.api.sanitize(p.get("ci_high")))
+          for n, p in group["params"].items()}
+    arms[arm] = ArmFit(arm, params, None if boot is None else dict(boot.params), group["statistics"],
+                       tuple(group["warnings"]), tuple(c["reason"] for c in checks if not c["passed"]),
+                       tuple(checks), r2c, ci)
+  return content, arms
+
+
+def _boundary_row(b: Mapping[str, Any]) -> dict[str, Any]:
+  """The fitted laws' crossing at one (M, Df): what the report's law table shows."""
+  return {"M": b["at"]["M"], "Df": b["at"]["Df"], "roots": b["roots"],
+          "boot_crossing_frac": b.get("boot_crossing_frac"), "verdict": b.get("verdict"),
+          "text": b.get("text"),
+          "sign_below": {1: "distillation helps", -1: "distillation hurts", 0: "equal"}[b["sign_below"]]}
+
+
+def exponents(config: ConfigDict, table: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+  """1-D laws E(Dp) = E_inf + A·Dp^-alpha per (arm, model, Df) with at least 4 distinct Dp."""
+  out = []
+  keys = sorted({(bool(d), str(m), int(p), int(f)) for d, m, p, f in
+                 zip(table["distilled"], table["model"], table["params"], table["df"])},
+                key=lambda k: (k[0], k[2], k[3]))
+  for distilled, model, params, df in keys:
+    mask = ((table["distilled"].astype(bool) == distilled) & (table["params"] == params)
+            & (table["df"] == df))
+    dps = table["dp"][mask].astype(float)
+    if len(np.unique(dps)) < 4:  # 3 parameters need at least 4 distinct Dp
+      continue
+    y = np.maximum(table[TARGET][mask].astype(float), ERROR_FLOOR)
+    arm = "distilled" if distilled else "plain"
+    try:
+      r = fit_lib.fit("power", {"x": dps}, y, max_starts=256, seed=int(config.seed))
+    except JaxscaleError as e:
+      logger.warning("1-D fit %s %s Df=%d skipped: %s", arm, model, df, e)
+      continue
+    out.append({"arm": arm, "model": model, "df": df, "alpha": r.params["alpha"],
+                "E_inf": r.params["E_inf"], "r2_log": r.r2_log})
+  return out
