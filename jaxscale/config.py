@@ -28,6 +28,9 @@ DATA_PLACEMENT = ("auto", "always", "never")
 # temperature against a teacher whose outputs are uniform, i.e. label smoothing: the control that
 # separates what soft targets do by themselves from what the teacher knows).
 ARMS = ("plain", "distilled", "smoothed")
+# How a study's Dp images are chosen (jaxscale.data.subsets): at random, or by prototype difficulty
+# scores, keeping the hardest (farthest from their prototype) or the easiest.
+SELECTIONS = ("random", "prototypes_hard", "prototypes_easy")
 
 
 def optim_config(**overrides) -> ConfigDict:
@@ -130,6 +133,13 @@ def base_config() -> ConfigDict:
                                 # transfer_multiplicative, report the one with the lower mean backtest
                                 # log-RMSE (both arms, every held-out input)
       bootstrap=200,            # bootstrap resamples for CIs
+      selection=("random",),    # how the Dp images are chosen, an axis of the grid (SELECTIONS)
+      # Difficulty scores for the prototype selections: k-means on a backbone's pre-head features.
+      scores=ConfigDict(dict(
+          backbone="",          # a finished run directory; "" = the study's teacher
+          k=0,                  # clusters; 0 = the number of classes of the pretraining dataset
+          seed=0,               # the k-means seed
+      )),
   ))
   return c
 
@@ -254,7 +264,20 @@ def validate(config: ConfigDict) -> ConfigDict:
   for v in s.models:
     _check(isinstance(v, str) and v != "", f"config.study.models must hold model names, got {v!r}")
   _check(s.bootstrap >= 0, "config.study.bootstrap must be >= 0")
+  _validate_selection(s)
   return config
+
+
+def _validate_selection(s: ConfigDict) -> None:
+  """The selection axis and its difficulty scores' settings."""
+  values = list(s.selection)
+  _check(len(values) > 0, "config.study.selection is empty; give at least one value, e.g. 'random'")
+  _check(len(set(values)) == len(values), f"config.study.selection repeats a value ({values}); list each once")
+  for v in values:
+    _check(v in SELECTIONS, f"config.study.selection may hold {', '.join(map(repr, SELECTIONS))}, got {v!r}")
+  k = s.scores.k
+  _check(k == 0 or k >= 2, f"config.study.scores.k must be 0 (the number of classes) or >= 2 clusters, got {k}")
+  _check(s.scores.seed >= 0, f"config.study.scores.seed must be >= 0, got {s.scores.seed}")
 
 
 def from_dict(values: dict) -> ConfigDict:

@@ -1,11 +1,13 @@
-"""`jaxscale data`: build the embedded datasets and list what is known and prepared."""
+"""`jaxscale data`: build the embedded datasets, list what is known and prepared, score a split."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-HELP = "build the embedded datasets (jaxscale_glyphs, jaxscale_digits) and list datasets"
+from jaxscale.data import score_command
+
+HELP = "build the embedded datasets (jaxscale_glyphs, jaxscale_digits), list datasets, score a split for pruning"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,10 +17,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   build.add_argument("--data-dir", default="", help="tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
   ls = sub.add_parser("list", help="list the embedded datasets and whether each is prepared")
   ls.add_argument("--data-dir", default="", help="tfds data dir (default: tfds's default)")
+  score_command.add_arguments(sub)
 
 
 def run(args: argparse.Namespace) -> int:
   from jaxscale.data import builders
+  if args.data_command == "score":
+    return score_command.run(args)
   if args.data_command == "build":
     t0 = time.monotonic()
     already = builders.is_built(args.name, args.data_dir)

@@ -212,6 +212,12 @@ def load_labels(name: str, split: str, data_dir: str = "") -> np.ndarray:
   return labels
 
 
+def prepared_dir(name: str, split: str, data_dir: str = "") -> str:
+  """The folder of prepared dataset `name` (a view: its base's), where files kept beside the data go."""
+  base = VIEWS[name][0] if name in VIEWS else name
+  return os.fspath(_prepared_builder(base, split, data_dir).data_path)
+
+
 def num_classes(name: str, data_dir: str = "") -> int:
   """Number of classes of dataset or view `name` (needs no prepared data)."""
   if name in VIEWS:

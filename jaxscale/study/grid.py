@@ -18,6 +18,7 @@ study) every Dp shares one group, so a model's pretraining is two programs and i
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from typing import Iterable
 
@@ -43,6 +44,8 @@ class Cell:
     df: downstream images (0 for teacher and pretrain cells).
     arm: "plain" | "distilled" | "smoothed" ("plain" for the teacher; see ``config.ARMS``).
     seed: run seed.
+    selection: how the Dp images were chosen (``jaxscale.data.subsets.SELECTIONS``; "random" for
+      the teacher); a fine-tune has its pretraining's.
   """
   kind: str
   model: str
@@ -50,11 +53,14 @@ class Cell:
   arm: str
   seed: int
   df: int = 0
+  selection: str = "random"
 
   @property
   def id(self) -> str:
-    """A stable, readable id, e.g. ``ft-vit_tiny_s-dp1000-distilled-s0-df300``."""
-    base = f"{self.model}-dp{self.dp}-{self.arm}-s{self.seed}"
+    """A stable, readable id, e.g. ``ft-vit_tiny_s-dp1000-distilled-s0-df300`` (a selection other than
+    random after the Dp: ``pt-vit_tiny_s-dp1000-prototypes_hard-plain-s0``)."""
+    chosen = "" if self.selection == "random" else f"-{self.selection}"
+    base = f"{self.model}-dp{self.dp}{chosen}-{self.arm}-s{self.seed}"
     if self.kind == TEACHER:
       return f"teacher-{self.model}-dp{self.dp}-s{self.seed}"
     if self.kind == PRETRAIN:
@@ -74,7 +80,17 @@ class Cell:
 def needs_teacher(study: ConfigDict) -> bool:
   """Whether the study trains a teacher: an arm trains with the KD loss (a smoothed run trains in the
   distilled arm's program, beside its teacher's forward, with the teacher's outputs replaced)."""
-  return any(arm in KD_ARMS for arm in study.arms)
+  return any(arm in KD_ARMS for arm in study.arms) or scores_from_teacher(study)
+
+
+def scores_from_teacher(study: ConfigDict) -> bool:
+  """Whether a selection ranks the Dp images by difficulty scores of the teacher (no other backbone named)."""
+  return any(sel != "random" for sel in study.selection) and not study.scores.backbone
+
+
+def selects_by_scores(cell: Cell) -> bool:
+  """Whether `cell` trains on a subset chosen by difficulty scores (a pretraining of a prototype rule)."""
+  return cell.kind == PRETRAIN and cell.selection != "random"
 
 
 def teacher_of(study: ConfigDict) -> Cell:
@@ -102,9 +118,9 @@ def expand(config: ConfigDict) -> list[Cell]:
     cells.append(teacher_of(s))
   for model in s.models:
     for dp in sorted(s.dp):
-      for arm in s.arms:
+      for selection, arm in itertools.product(s.selection, s.arms):
         for seed in s.seeds:
-          pre = Cell(PRETRAIN, model, int(dp), arm, int(seed))
+          pre = Cell(PRETRAIN, model, int(dp), arm, int(seed), selection=selection)
           cells.append(pre)
           cells.extend(dataclasses.replace(pre, kind=FINETUNE, df=int(df)) for df in sorted(s.df))
   return cells
@@ -121,6 +137,7 @@ class Group:
     distils: whether a cell has a KD weight > 0 (the program then runs the teacher's forward).
     cells: the cells, in a fixed order.
     part: which slice of a group split by ``config.engine.group_size`` (-1 = not split).
+    scored: its cells pretrain on subsets chosen by difficulty scores (computed before it trains).
   """
   stage: str
   model: str
@@ -128,11 +145,14 @@ class Group:
   distils: bool
   cells: tuple[Cell, ...]
   part: int = -1
+  scored: bool = False
 
   @property
   def id(self) -> str:
-    """A stable, readable id, e.g. ``pt-vit_tiny_s-kd-800steps`` or ``ft-vit_tiny_s-150steps-part1``."""
-    base = f"{'pt' if self.stage == PRETRAIN else 'ft'}-{self.model}-{'kd-' if self.distils else ''}{self.steps}steps"
+    """A stable, readable id, e.g. ``pt-vit_tiny_s-kd-800steps`` or ``ft-vit_tiny_s-150steps-part1``
+    (``pt-vit_tiny_s-scored-800steps`` for subsets chosen by scores)."""
+    kinds = ("kd-" if self.distils else "") + ("scored-" if self.scored else "")
+    base = f"{'pt' if self.stage == PRETRAIN else 'ft'}-{self.model}-{kinds}{self.steps}steps"
     return base if self.part < 0 else f"{base}-part{self.part}"
 
 
@@ -148,19 +168,20 @@ def groups(config: ConfigDict) -> list[Group]:
   limit = int(config.engine.group_size)
   packed: dict[tuple, list[Cell]] = {}
   for cell in cells:
-    key = (cell.stage, cell.model, cell_steps(config, cell), kd_alpha(config, cell) > 0)
+    key = (cell.stage, cell.model, cell_steps(config, cell), kd_alpha(config, cell) > 0, selects_by_scores(cell))
     packed.setdefault(key, []).append(cell)
   order = {m: i for i, m in enumerate(config.study.models)}
   out = []
-  for (stage, model, steps, distils), members in packed.items():
+  for (stage, model, steps, distils, scored), members in packed.items():
     # Equal parts (96 runs at limit 64: 48 + 48, not 64 + 32) share one program shape: one compile.
     per = -(-len(members) // -(-len(members) // limit))
     parts = [members[i:i + per] for i in range(0, len(members), per)]
     for i, part in enumerate(parts):
-      out.append(Group(stage, model, steps, distils, tuple(part), i if len(parts) > 1 else -1))
-  # A distilling group needs the teacher, which is in a plain pretraining group: plain pretraining
-  # first, then distilled pretraining, then fine-tuning (which needs its pretraining cells).
-  rank = lambda g: (g.stage == FINETUNE, g.distils)
+      out.append(Group(stage, model, steps, distils, tuple(part), i if len(parts) > 1 else -1, scored))
+  # A distilling group needs the teacher, which is in a plain pretraining group, and so do subsets
+  # chosen by the teacher's scores: plain pretraining first, then distilled or scored pretraining,
+  # then fine-tuning (which needs its pretraining cells).
+  rank = lambda g: (g.stage == FINETUNE, g.distils or g.scored)
   out.sort(key=lambda g: (rank(g), order.get(g.model, len(order)), g.model, g.steps, g.part))
   return out
 

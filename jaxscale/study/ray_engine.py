@@ -38,7 +38,7 @@ from ml_collections import ConfigDict
 from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import format_duration
-from jaxscale.study import grid, records, runner
+from jaxscale.study import grid, pruning, records, runner
 from jaxscale.train import loop
 
 logger = logging.getLogger("jaxscale")
@@ -82,7 +82,8 @@ def dependencies(config: ConfigDict, groups: list[grid.Group]) -> dict[str, set[
   """For each group id, the ids of the groups it needs finished first.
 
   A fine-tune cell starts from its pretraining cell's parameters; a cell with a KD weight
-  (:func:`grid.kd_alpha` > 0) loads the teacher's (exactly when :func:`grid.group_config` names one).
+  (:func:`grid.kd_alpha` > 0) loads the teacher's (exactly when :func:`grid.group_config` names one),
+  and so does a subset chosen by the teacher's difficulty scores (:func:`grid.scores_from_teacher`).
   """
   owner = {cell.id: g.id for g in groups for cell in g.cells}
   teacher = grid.teacher_of(config.study).id
@@ -92,7 +93,7 @@ def dependencies(config: ConfigDict, groups: list[grid.Group]) -> dict[str, set[
     for cell in g.cells:
       if cell.kind == grid.FINETUNE:
         deps.add(owner[cell.pretrain_cell().id])
-      if grid.kd_alpha(config, cell) > 0:
+      if grid.kd_alpha(config, cell) > 0 or (grid.selects_by_scores(cell) and grid.scores_from_teacher(config.study)):
         deps.add(owner[teacher])
     deps.discard(g.id)
     needs[g.id] = deps
@@ -133,6 +134,7 @@ def _train(config: ConfigDict, group: grid.Group, workdir: str, board) -> dict[s
   group_dir = os.path.join(p["groups"], group.id)
   trained, t0 = loop.finished(group_dir) is None, time.time()
   try:
+    pruning.prepare(config, group, p["cells"])
     results = loop.train_group(cfg, group.stage, [runner.run_of(config, c, p["cells"]) for c in group.cells],
                                group_dir, show_progress=False)
   except loop.Preempted:

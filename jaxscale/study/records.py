@@ -23,12 +23,13 @@ logger = logging.getLogger("jaxscale")
 
 def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: str, dp: int, df: int,
           distilled: bool, teacher: str, alpha: float, seed: int, flops: float,
-          arm: str | None = None) -> dict[str, Any]:
+          arm: str | None = None, selection: str = "random") -> dict[str, Any]:
   """The record of one finished run: everything a fit needs, and how it was measured.
 
   Fields: ``stage, model, params`` (parameter count of the trained model, the M of the laws),
   ``dp, df, arm`` ("plain", "distilled" or "smoothed", the study arm of the run and, for a fine-tune,
-  of its pretraining; default from `distilled`), ``distilled, teacher`` (False and "" for the plain and
+  of its pretraining; default from `distilled`), ``selection`` (how its Dp images were chosen:
+  "random" or a prototype rule, :mod:`jaxscale.data.subsets`), ``distilled, teacher`` (False and "" for the plain and
   the smoothed arm), ``alpha`` (the KD weight during this stage; 0 = plain), ``seed,
   subset_hash, steps, batch_size, flops`` (training FLOPs of this stage), ``eval_error, eval_loss,
   eval_count`` (top-1 error and mean cross-entropy on the whole eval split of that many images),
@@ -39,7 +40,7 @@ def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: st
   return {
       "stage": stage, "model": config.model.name, "params": int(result["params"]), "dp": int(dp),
       "df": int(df), "arm": arm or ("distilled" if distilled else "plain"), "distilled": bool(distilled),
-      "teacher": teacher, "alpha": float(alpha),
+      "teacher": teacher, "alpha": float(alpha), "selection": selection,
       "seed": int(seed), "subset_hash": result["subset_hash"], "steps": int(result["steps"]),
       "batch_size": int(config[stage].optim.batch_size),
       "lr": steps.peak_lr(config[stage].optim, config.model.name), "flops": float(flops),

@@ -31,7 +31,7 @@ from jaxscale import config as config_lib
 from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress, format_duration
-from jaxscale.study import grid, records
+from jaxscale.study import grid, pruning, records
 from jaxscale.train import loop
 from jaxscale.train import steps as steps_lib
 
@@ -50,6 +50,8 @@ def study_hash(config: ConfigDict) -> str:
   c = ConfigDict(config.to_dict())
   for field in ANALYSIS_FIELDS:
     del c.study[field]
+  if tuple(c.study.selection) == ("random",):  # no scores used: the hash of a study from before the axis
+    del c.study["selection"], c.study["scores"]
   return config_lib.config_hash(c, exclude=EXECUTION_GROUPS)
 
 
@@ -169,7 +171,9 @@ def run_of(config: ConfigDict, cell: grid.Cell, cells_dir: str) -> loop.Run:
   teacher = grid.teacher_of(config.study).model if distilled else ""
   return loop.Run(cell.id, cell.seed, cell.dp, alpha=grid.kd_alpha(config, cell),
                   uniform_teacher=grid.uniform_teacher(config, cell), out_dir=grid.run_dir(cells_dir, cell),
-                  meta=(("dp", cell.dp), ("distilled", distilled), ("teacher", teacher)))
+                  meta=(("dp", cell.dp), ("distilled", distilled), ("teacher", teacher)),
+                  selection=cell.selection,
+                  scores=pruning.scores_file(cells_dir) if grid.selects_by_scores(cell) else "")
 
 
 def record_of(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +181,7 @@ def record_of(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> di
   teacher = grid.teacher_of(config.study).model if distilled else ""
   return records.build(config, cell.stage, result, cell_id=cell.id, dp=cell.dp, df=cell.df,
                        distilled=distilled, teacher=teacher, alpha=grid.kd_alpha(config, cell),
-                       seed=cell.seed, flops=cell_flops(config, cell), arm=cell.arm)
+                       seed=cell.seed, flops=cell_flops(config, cell), arm=cell.arm, selection=cell.selection)
 
 
 def _compile_ahead(config: ConfigDict, group: grid.Group, cells_dir: str) -> threading.Thread:
@@ -216,6 +220,7 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
       if i + 1 < len(todo) and jax.process_count() == 1:
         ahead = _compile_ahead(config, todo[i + 1], p["cells"])
       t0 = time.time()
+      pruning.prepare(config, group, p["cells"])
       results = loop.train_group(cfg, group.stage, [run_of(config, c, p["cells"]) for c in group.cells],
                                  os.path.join(p["groups"], group.id), show_progress=show_progress,
                                  progress_delay_s=5.0, desc=f"{group.id} ({len(group.cells)} runs)")

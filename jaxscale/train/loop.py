@@ -41,6 +41,7 @@ from ml_collections import ConfigDict
 from jaxscale import models
 from jaxscale.models import transfer, vit
 from jaxscale.data import builders, pipeline, sources, subsets
+from jaxscale.data import scores as data_scores
 from jaxscale.data.seeding import derive_seed
 from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
@@ -73,6 +74,8 @@ class Run:
     init: fine-tuning: the finished pretraining run directory to start from.
     out_dir: where to save the finished run's parameters ("" = not saved).
     meta: extra fields for the saved run's ``run.json`` (e.g. dp, distilled, teacher).
+    selection: how its subset is chosen (:mod:`jaxscale.data.subsets`: "random" or a prototype rule).
+    scores: a prototype rule's difficulty scores file (:mod:`jaxscale.data.scores`).
   """
   name: str
   seed: int
@@ -83,6 +86,8 @@ class Run:
   init: str = ""
   out_dir: str = ""
   meta: tuple = ()
+  selection: str = "random"
+  scores: str = ""
 
 
 def purpose_key(seed: int, purpose: str) -> jax.Array:
@@ -168,8 +173,9 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
   padded = -(-total // k) * k
   order, hashes = [], []
   for r in runs:
-    idx = subsets.nested_subset(labels, r.size, derive_seed(r.seed, f"{stage}/subset"))
-    hashes.append(subsets.manifest_hash(idx))
+    ranking = data_scores.load(r.scores) if r.selection != "random" else None
+    idx = subsets.nested_subset(labels, r.size, derive_seed(r.seed, f"{stage}/subset"), r.selection, ranking)
+    hashes.append(subsets.manifest_hash(idx, r.selection))
     table = pipeline.example_order(idx, derive_seed(r.seed, f"{stage}/data"), batch, 0, total)
     order.append(np.concatenate([table, np.repeat(table[-1:], padded - total, axis=0)]))
   order = np.stack(order)                                              # [R, T_pad, B]

@@ -70,3 +70,75 @@ def test_manifest_hash():
   h = manifest_hash(np.array([3, 1, 2]))
   assert len(h) == 16 and int(h, 16) >= 0
   assert h == manifest_hash([1, 2, 3]) and h != manifest_hash([1, 2, 4])
+
+
+# ----------------------------------------------------------------------------- selections
+
+PROTOTYPE_RULES = ("prototypes_hard", "prototypes_easy")
+
+
+def _scores(n=5000, seed=0):
+  return np.random.default_rng(seed + 100).random(n).astype(np.float32)
+
+
+@pytest.mark.parametrize("selection", PROTOTYPE_RULES)
+def test_prototype_subsets_are_nested_and_class_balanced(selection):
+  labels, s = _labels(classes=13), _scores()
+  prev = set()
+  for size in (13, 14, 100, 777, 3000):
+    idx = nested_subset(labels, size, 2, selection, s)
+    assert len(idx) == size == len(set(idx)) and np.all(np.diff(idx) > 0)
+    counts = np.bincount(labels[idx], minlength=13)
+    assert counts.max() - counts.min() <= 1
+    assert prev <= set(idx)
+    prev = set(idx)
+
+
+@pytest.mark.parametrize("selection", PROTOTYPE_RULES)
+def test_prototype_rules_keep_the_extremes_of_each_class(selection):
+  labels, s = _labels(classes=10), _scores()
+  idx = nested_subset(labels, 10 * 30, 0, selection, s)
+  for c in range(10):
+    members = np.flatnonzero(labels == c)
+    order = members[np.argsort(-s[members] if selection == "prototypes_hard" else s[members])]
+    assert set(idx[labels[idx] == c]) == set(order[:30])
+
+
+def test_rules_differ_and_ties_are_broken_by_the_seed():
+  labels = _labels()
+  s = _scores()
+  hard, easy = (nested_subset(labels, 500, 0, r, s) for r in PROTOTYPE_RULES)
+  rand = nested_subset(labels, 500, 0)
+  assert s[hard].min() > s[easy].max() and s[hard].mean() > s[rand].mean() > s[easy].mean()
+  flat = np.zeros(len(labels), np.float32)                 # all tied: the seed decides
+  assert not np.array_equal(nested_subset(labels, 500, 0, "prototypes_hard", flat),
+                            nested_subset(labels, 500, 1, "prototypes_hard", flat))
+
+
+def test_random_selection_is_todays_subset():
+  labels, s = _labels(), _scores()
+  a = nested_subset(labels, 321, 7)
+  np.testing.assert_array_equal(a, nested_subset(labels, 321, 7, "random", s))
+  assert manifest_hash(a) == manifest_hash(a, "random")
+  import hashlib
+  assert manifest_hash(a) == hashlib.sha256(np.sort(a).astype("<i8").tobytes()).hexdigest()[:16]
+
+
+def test_manifest_hash_changes_with_the_selection():
+  idx = np.arange(50)
+  hashes = {manifest_hash(idx, sel) for sel in ("random",) + PROTOTYPE_RULES}
+  assert len(hashes) == 3
+
+
+def test_selection_errors():
+  labels = _labels(100)
+  with pytest.raises(JaxscaleError, match="unknown subset selection 'hardest'"):
+    nested_subset(labels, 50, 0, "hardest", _scores(100))
+  with pytest.raises(JaxscaleError, match="needs difficulty scores"):
+    nested_subset(labels, 50, 0, "prototypes_easy")
+  with pytest.raises(JaxscaleError, match="hold 99 values but the split has 100"):
+    nested_subset(labels, 50, 0, "prototypes_easy", _scores(99))
+  bad = _scores(100)
+  bad[3] = np.nan
+  with pytest.raises(JaxscaleError, match="not finite"):
+    nested_subset(labels, 50, 0, "prototypes_hard", bad)
