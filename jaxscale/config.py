@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -187,14 +189,54 @@ def _schema_mismatch(schema: Any, value: Any, path: str) -> str | None:
   return None
 
 
+def _non_finite(node: Any, path: str) -> str | None:
+  """A one-line problem for the first number of the config that is inf or NaN (a learning rate,
+  temperature, epochs, weight or margin that is not finite cannot train or be judged), or None."""
+  if isinstance(node, (ConfigDict, dict)):
+    for key in node.keys():
+      problem = _non_finite(node[key], f"{path}.{key}")
+      if problem:
+        return problem
+  elif isinstance(node, (tuple, list)):
+    for value in node:
+      if isinstance(value, float) and not math.isfinite(value):
+        return f"{path} holds {value!r}; give finite numbers"
+  elif isinstance(node, float) and not math.isfinite(node):
+    return f"{path} must be a finite number, got {node!r}"
+  return None
+
+
 def _check(cond: bool, message: str) -> None:
   if not cond:
     raise JaxscaleError(message)
 
 
+def _validate_stage(c: ConfigDict, stage: str) -> None:
+  """The checks of one training stage's fields (``config.pretrain`` or ``config.finetune``)."""
+  s = c[stage]
+  _check(s.size >= 1, f"config.{stage}.size must be >= 1, got {s.size}")
+  _check(s.crop_padding >= 0, f"config.{stage}.crop_padding must be >= 0")
+  o = s.optim
+  _check(o.optimizer in OPTIMIZERS, f"config.{stage}.optim.optimizer must be one of {OPTIMIZERS}, got {o.optimizer!r}")
+  _check(o.lr > 0, f"config.{stage}.optim.lr must be > 0, got {o.lr}")
+  for model, lr in o.lr_by_model.items():
+    _check(isinstance(lr, (int, float)) and lr > 0,
+           f"config.{stage}.optim.lr_by_model.{model} must be a number > 0, got {lr!r}")
+  _check(0 <= o.warmup_frac < 1, f"config.{stage}.optim.warmup_frac must be in [0, 1), got {o.warmup_frac}")
+  _check(o.batch_size >= 1, f"config.{stage}.optim.batch_size must be >= 1, got {o.batch_size}")
+  _check(o.eval_batch_size >= 1, f"config.{stage}.optim.eval_batch_size must be >= 1")
+  _check(o.epochs > 0, f"config.{stage}.optim.epochs must be > 0, got {o.epochs}")
+  _check(o.min_steps >= 1, f"config.{stage}.optim.min_steps must be >= 1, got {o.min_steps}")
+  _check(o.max_steps >= 0, f"config.{stage}.optim.max_steps must be >= 0 (0 = no cap)")
+  _check(o.max_steps == 0 or o.max_steps >= o.min_steps,
+         f"config.{stage}.optim.max_steps ({o.max_steps}) is below min_steps ({o.min_steps}), so min_steps "
+         f"would never be reached; raise max_steps, lower min_steps, or set max_steps=0 (no cap)")
+  _check(0 <= o.label_smoothing < 1, f"config.{stage}.optim.label_smoothing must be in [0, 1)")
+
+
 def validate(config: ConfigDict) -> ConfigDict:
   """Checks `config` against the schema and value ranges; raises JaxscaleError on the first problem."""
-  problem = _schema_mismatch(base_config(), config, "")
+  problem = _schema_mismatch(base_config(), config, "") or _non_finite(config, "config")
   if problem:
     raise JaxscaleError(problem)
   c = config
@@ -222,22 +264,7 @@ def validate(config: ConfigDict) -> ConfigDict:
   _check(isinstance(resources, dict) and all(isinstance(v, (int, float)) and v >= 0 for v in resources.values()),
          f"config.engine.resources must be a JSON object of amounts such as '{{\"GPU\": 1}}', got {e.resources!r}")
   for stage in ("pretrain", "finetune"):
-    s = c[stage]
-    _check(s.size >= 1, f"config.{stage}.size must be >= 1, got {s.size}")
-    _check(s.crop_padding >= 0, f"config.{stage}.crop_padding must be >= 0")
-    o = s.optim
-    _check(o.optimizer in OPTIMIZERS, f"config.{stage}.optim.optimizer must be one of {OPTIMIZERS}, got {o.optimizer!r}")
-    _check(o.lr > 0, f"config.{stage}.optim.lr must be > 0, got {o.lr}")
-    for model, lr in o.lr_by_model.items():
-      _check(isinstance(lr, (int, float)) and lr > 0,
-             f"config.{stage}.optim.lr_by_model.{model} must be a number > 0, got {lr!r}")
-    _check(0 <= o.warmup_frac < 1, f"config.{stage}.optim.warmup_frac must be in [0, 1), got {o.warmup_frac}")
-    _check(o.batch_size >= 1, f"config.{stage}.optim.batch_size must be >= 1, got {o.batch_size}")
-    _check(o.eval_batch_size >= 1, f"config.{stage}.optim.eval_batch_size must be >= 1")
-    _check(o.epochs > 0, f"config.{stage}.optim.epochs must be > 0, got {o.epochs}")
-    _check(o.min_steps >= 1, f"config.{stage}.optim.min_steps must be >= 1, got {o.min_steps}")
-    _check(o.max_steps >= 0, f"config.{stage}.optim.max_steps must be >= 0 (0 = no cap)")
-    _check(0 <= o.label_smoothing < 1, f"config.{stage}.optim.label_smoothing must be in [0, 1)")
+    _validate_stage(c, stage)
   d = c.distill
   _check(d.stage in KD_STAGES, f"config.distill.stage must be one of {KD_STAGES}, got {d.stage!r}")
   _check(0.0 <= d.alpha <= 1.0, f"config.distill.alpha must be in [0, 1], got {d.alpha}")
@@ -329,9 +356,11 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ConfigDict:
   from absl import flags
   from ml_collections import config_flags
 
-  path = config_arg.split(":", 1)[0]
+  path, has_arg, arg = config_arg.partition(":")
   if not os.path.isfile(path):
     raise JaxscaleError(f"config file {path!r} does not exist; pass --config PATH to a file with get_config()")
+  check_config_file(path, arg if has_arg else None)
+
   def parse(items):
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", default=None, flag_values=fv, lock_config=True)
@@ -347,6 +376,9 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ConfigDict:
     plain = parse([])
   except flags.Error as e:  # get_config() itself failed: a mistake in the config file
     cause = e.__cause__ or e
+    text = str(cause).strip()
+    if "Traceback (most recent call last)" in text:  # config_flags quotes the traceback: keep its gist
+      raise JaxscaleError(f"config file {path}{_failing_line(text, path)}: {text.splitlines()[-1]}") from None
     raise JaxscaleError(f"config file {path}: {type(cause).__name__}: {cause}") from None
   try:
     config = parse(overrides) if overrides else plain
@@ -355,7 +387,76 @@ def load(config_arg: str, overrides: Sequence[str] = ()) -> ConfigDict:
   if not isinstance(config, ConfigDict):
     raise JaxscaleError(f"{path}: get_config() must return an ml_collections.ConfigDict")
   config.unlock()
-  return validate(config)
+  validate(config)
+  check_shadowed_overrides(config, overrides)
+  return config
+
+
+def _failing_line(traceback_text: str, path: str) -> str:
+  """' line N (`source`)' of the config file's last frame in a quoted traceback, or ''."""
+  lines = traceback_text.splitlines()
+  name = os.path.basename(path)
+  for i in range(len(lines) - 1, -1, -1):
+    m = re.match(r'\s*File "(.+)", line (\d+)', lines[i])
+    if m and os.path.basename(m.group(1)) == name:
+      source = lines[i + 1].strip() if i + 1 < len(lines) else ""
+      return f" line {m.group(2)}" + (f" (`{source}`)" if source and not source.startswith("raise") else "")
+  return ""
+
+
+def check_config_file(path: str, arg: str | None) -> None:
+  """One-line errors for a file that cannot be read as a config, found before it runs: a syntax
+  error, no ``get_config``, or a variant ``path:ARG`` that a ``def get_config`` never reads (it
+  would give the config without the variant, silently)."""
+  import ast
+  try:
+    with open(path, encoding="utf-8") as f:
+      tree = ast.parse(f.read(), filename=path)
+  except SyntaxError as e:
+    raise JaxscaleError(f"config file {path} line {e.lineno}: {e.msg}; fix it") from None
+  except UnicodeDecodeError:
+    raise JaxscaleError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+  bound = {}
+  for node in tree.body:
+    if isinstance(node, ast.FunctionDef):
+      bound[node.name] = node
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+      bound.update({(a.asname or a.name): a for a in node.names})
+    elif isinstance(node, ast.Assign):
+      bound.update({t.id: node for t in node.targets if isinstance(t, ast.Name)})
+  fn = bound.get("get_config")
+  if fn is None:
+    raise JaxscaleError(f"config file {path} defines no get_config; add `def get_config(arg=None):` "
+                        "returning a ConfigDict (start from jaxscale.config.base_config())")
+  if arg is None or not isinstance(fn, ast.FunctionDef):
+    return
+  params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+  reads = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+  if not params or params[0] not in reads:
+    raise JaxscaleError(f"config file {path} has no variants (its get_config ignores its argument), so "
+                        f"':{arg}' would change nothing; drop ':{arg}' or use a config that has it")
+
+
+def _trained_models(c: ConfigDict) -> set[str]:
+  """The models a config trains: its model, the study's rungs and the study's teacher."""
+  return {c.model.name, *c.study.models, c.study.teacher_model or c.study.models[0]}
+
+
+def check_shadowed_overrides(config: ConfigDict, overrides: Sequence[str]) -> None:
+  """Refuses ``--config.STAGE.optim.lr=V`` where ``STAGE.optim.lr_by_model`` sets the rate of a
+  model the config trains (the per-model rate wins, :func:`jaxscale.train.steps.peak_lr`), unless
+  that entry is overridden too: a rate the user typed never goes silently unused."""
+  named = {item.lstrip("-").split("=", 1)[0] for item in overrides}
+  for stage in ("pretrain", "finetune"):
+    if f"config.{stage}.optim.lr" not in named:
+      continue
+    per_model = config[stage].optim.lr_by_model
+    for model in sorted(_trained_models(config)):
+      field = f"config.{stage}.optim.lr_by_model.{model}"
+      if model in per_model and field not in named:
+        raise JaxscaleError(
+            f"--config.{stage}.optim.lr does not reach {model}: {field} = {per_model[model]:g} sets its "
+            f"learning rate and wins; override that field too (--{field}=...)")
 
 
 def _override_error(config: ConfigDict, overrides: Sequence[str], error: Exception) -> str:

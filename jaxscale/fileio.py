@@ -1,9 +1,18 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a partial write."""
+"""Atomic file writes (a reader sees the old file or the whole new one, never a partial write)
+and the one-writer lock of a workdir."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import socket
 import tempfile
+
+from jaxscale.errors import JaxscaleError
+
+LOCK_NAME = ".jaxscale.lock"   # in a workdir: flock'ed by the process that writes it
+_HELD: dict[str, int] = {}     # real path of a lock file this process holds -> its descriptor
 
 
 def _umask() -> int:
@@ -33,7 +42,98 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
       os.fchmod(f.fileno(), 0o666 & ~_umask())
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.filename is None:  # a write or sync refused: name the file
+      raise OSError(e.errno, e.strerror or str(e), path) from e
     raise
+
+
+def lock_workdir(workdir: str, command: str) -> None:
+  """Takes `workdir`'s write lock (an exclusive ``flock`` on ``workdir/.jaxscale.lock``, creating
+  the folder), so one process at a time writes a workdir; taking it again in the holder is a no-op.
+
+  The lock is held until :func:`release_locks` (the CLI calls it when a command ends) or the
+  process exits in any way (the OS drops a dead process's locks). A workdir another process holds
+  is refused in one line naming that process.
+  """
+  path = os.path.join(os.path.abspath(workdir), LOCK_NAME)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    real = os.path.realpath(path)
+    if real in _HELD:
+      return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise JaxscaleError(f"cannot write to workdir {workdir!r} ({e.strerror}); pass a writable --workdir") from None
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    holder = _holder(fd)
+    os.close(fd)
+    if isinstance(e, BlockingIOError):
+      raise JaxscaleError(f"workdir {workdir!r} is in use by {holder}; one process writes a workdir at a "
+                          "time: wait for it to end, or pass another --workdir") from None
+    raise JaxscaleError(f"cannot lock workdir {workdir!r} ({e.strerror}); use a --workdir on a file "
+                        "system with file locks") from None
+  os.ftruncate(fd, 0)
+  os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command}).encode())
+  _HELD[real] = fd
+
+
+def _holder(fd: int) -> str:
+  """Who holds a lock, from what it wrote into the lock file."""
+  try:
+    info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+  except (OSError, ValueError):
+    info = {}
+  if "pid" not in info:
+    return "another process (pid unknown)"
+  host = f" on {info['host']}" if info.get("host") not in (None, socket.gethostname()) else ""
+  return f"another process (pid {info['pid']}{host}: {info.get('command', 'jaxscale')})"
+
+
+def release_locks() -> None:
+  """Releases every workdir lock this process took (:func:`lock_workdir`)."""
+  while _HELD:
+    _, fd = _HELD.popitem()
+    try:
+      os.ftruncate(fd, 0)
+    except OSError:
+      pass
+    os.close(fd)  # closing the descriptor drops its flock
+
+
+def check_writable(path: str, what: str) -> None:
+  """Refuses, before any work, an output file `path` that cannot be written: a folder, or a place
+  where no file can be created (read-only, missing permissions, a file in the way). `what` names
+  the option in the message (e.g. ``--out``). Creates the missing folders of `path`."""
+  if os.path.isdir(path):
+    raise JaxscaleError(f"{what} {path} is a folder; give a file path, e.g. {os.path.join(path, 'fits.json')}")
+  check_folder(os.path.dirname(os.path.abspath(path)), what, shown=path)
+
+
+def check_folder(folder: str, what: str, shown: str | None = None) -> None:
+  """Refuses, before any work, a `folder` where no file can be created (read-only, missing
+  permissions, a file in the way); creates it when missing. `what` names the option in the message."""
+  shown = shown or folder
+  above = os.path.abspath(folder)
+  while not os.path.exists(above) and os.path.dirname(above) != above:
+    above = os.path.dirname(above)
+  if not os.path.isdir(above):
+    raise JaxscaleError(f"cannot write {what} {shown}: {above} is a file, not a folder; choose another path")
+  try:
+    os.makedirs(folder, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-test-", suffix=".probe", dir=folder)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise JaxscaleError(f"cannot write {what} {shown}: {e.strerror or e} ({errno_name(e)}); choose a path "
+                        "in a folder you may write") from None
+
+
+def errno_name(e: OSError) -> str:
+  """The symbolic name of an OSError's errno (``ENOSPC``), or its number."""
+  import errno
+  return errno.errorcode.get(e.errno, str(e.errno))

@@ -1,5 +1,7 @@
 """Config schema, loading with overrides and validation."""
 
+import os
+import re
 import textwrap
 
 import pytest
@@ -66,6 +68,14 @@ def test_bad_override_value_is_one_line(tmp_path):
     ("c.finetune.optim.lr_by_model.vit_tiny_s = 0.0", "finetune.optim.lr_by_model.vit_tiny_s"),
     ("c.finetune.optim.lr_by_model = {'vit_tiny_s': 'fast'}", "finetune.optim.lr_by_model.vit_tiny_s"),
     ("c.study.arms = ('plain', 'kd')", "study.arms"),
+    # not finite: a run with them trains on nothing a law can use
+    ("c.pretrain.optim.lr = float('inf')", "pretrain.optim.lr must be a finite number"),
+    ("c.pretrain.optim.lr_by_model.vit_tiny_s = float('inf')", "pretrain.optim.lr_by_model.vit_tiny_s must be a finite"),
+    ("c.finetune.optim.lr = float('nan')", "finetune.optim.lr must be a finite number"),
+    ("c.distill.temperature = float('inf')", "distill.temperature must be a finite number"),
+    ("c.pretrain.optim.epochs = float('inf')", "pretrain.optim.epochs must be a finite number"),
+    ("c.distill.alpha = float('nan')", "distill.alpha must be a finite number"),
+    ("c.pretrain.optim.update(min_steps=100, max_steps=5)", "is below min_steps"),
 ])
 def test_invalid_values_are_rejected(tmp_path, body, field):
   with pytest.raises(JaxscaleError, match=field.replace(".", r"\.")):
@@ -103,3 +113,51 @@ def test_result_hash_ignores_paths_and_grid():
   assert config_lib.result_hash(a) == config_lib.result_hash(b)
   b.pretrain.optim.lr = 0.5
   assert config_lib.result_hash(a) != config_lib.result_hash(b)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("--config.pretrain.optim.lr=inf", "config.pretrain.optim.lr must be a finite number, got inf"),
+    ("--config.pretrain.optim.epochs=inf", "config.pretrain.optim.epochs must be a finite number"),
+    ("--config.distill.temperature=inf", "config.distill.temperature must be a finite number"),
+])
+def test_non_finite_overrides_are_one_line(tmp_path, override, needle):
+  with pytest.raises(JaxscaleError, match=re.escape(needle)) as e:
+    config_lib.load(write_config(tmp_path, "pass"), [override])
+  assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("from jaxscale.config import base_config\ndef get_config(arg=None)\n  return base_config()\n",
+     "line 2: expected ':'"),
+    ("from jaxscale.config import base_config\n", "defines no get_config"),
+    ("from jaxscale.config import base_config\ndef get_config(arg=None):\n  raise ValueError('no such setting')\n",
+     "ValueError: no such setting"),
+])
+def test_a_broken_config_file_is_one_line(tmp_path, text, needle):
+  path = tmp_path / "broken.py"
+  path.write_text(text)
+  with pytest.raises(JaxscaleError, match=re.escape(needle)) as e:
+    config_lib.load(str(path))
+  assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
+
+
+def test_a_variant_the_config_ignores_is_refused(tmp_path):
+  smoke = os.path.join(os.path.dirname(__file__), "..", "configs", "smoke.py")
+  with pytest.raises(JaxscaleError, match="has no variants .* ':quick' would change nothing"):
+    config_lib.load(f"{smoke}:quick")
+  default = os.path.join(os.path.dirname(__file__), "..", "configs", "default.py")
+  assert config_lib.load(f"{default}:quick").study.models  # a config that reads its argument
+  with pytest.raises(JaxscaleError, match="unknown variant 'nope'"):
+    config_lib.load(f"{default}:nope")
+
+
+def test_an_override_a_per_model_rate_shadows_is_refused(tmp_path):
+  path = write_config(tmp_path, "c.pretrain.optim.lr_by_model.vit_tiny_s = 3e-3")
+  with pytest.raises(JaxscaleError, match=r"--config\.pretrain\.optim\.lr does not reach vit_tiny_s: "
+                                          r"config\.pretrain\.optim\.lr_by_model\.vit_tiny_s = 0\.003"):
+    config_lib.load(path, ["--config.pretrain.optim.lr=1e-2"])
+  c = config_lib.load(path, ["--config.pretrain.optim.lr=1e-2", "--config.pretrain.optim.lr_by_model.vit_tiny_s=1e-2"])
+  assert c.pretrain.optim.lr == c.pretrain.optim.lr_by_model.vit_tiny_s == 1e-2
+  # a rate for a model the config does not train shadows nothing
+  other = write_config(tmp_path, "c.pretrain.optim.lr_by_model.vit_tiny_m = 3e-3", "other.py")
+  assert config_lib.load(other, ["--config.pretrain.optim.lr=1e-2"]).pretrain.optim.lr == 1e-2

@@ -45,6 +45,12 @@ def _delta(form: LawForm, pa, pb, name: str, at: Mapping[str, float], t):
   return form.fn(pa, x) - form.fn(pb, x)
 
 
+def check_range(lo: float, hi: float, what: str = "boundary range") -> None:
+  """Raises a one-line error unless 0 < lo < hi < inf (a boundary is searched on a log scale)."""
+  if not (0 < lo < hi and np.isfinite(hi)):
+    raise JaxscaleError(f"{what} must satisfy 0 < lo < hi < inf, got [{lo:g}, {hi:g}]; e.g. --boundary-range 250:4000")
+
+
 def find_roots(law: str | LawForm, params_a: Mapping[str, np.ndarray],
                params_b: Mapping[str, np.ndarray], input_name: str, at: Mapping[str, float],
                lo: float, hi: float, num: int = DEFAULT_GRID) -> list[list[tuple[float, int]]]:
@@ -60,8 +66,7 @@ def find_roots(law: str | LawForm, params_a: Mapping[str, np.ndarray],
   if missing:
     raise JaxscaleError(f"the boundary along {name} needs values for {', '.join(missing)}: pass "
                         f"--at {','.join(f'{m}=VALUE' for m in missing)}")
-  if not (0 < lo < hi and np.isfinite(hi)):
-    raise JaxscaleError(f"boundary range must satisfy 0 < lo < hi, got [{lo:g}, {hi:g}]")
+  check_range(lo, hi)
   pa = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in params_a.items()}
   pb = {k: np.atleast_1d(np.asarray(v, np.float64)) for k, v in params_b.items()}
   b = max(len(next(iter(pa.values()))), len(next(iter(pb.values()))))

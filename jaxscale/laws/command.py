@@ -12,8 +12,10 @@ import os
 import sys
 from typing import TextIO
 
+from jaxscale import fileio
 from jaxscale.errors import JaxscaleError
 from jaxscale.laws import api
+from jaxscale.laws import boundary as boundary_lib
 from jaxscale.laws import fit as fit_lib
 from jaxscale.laws import forms as forms_lib
 from jaxscale.laws import numeric
@@ -134,6 +136,10 @@ def check_stages(table: dict, conditions: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
   if os.path.exists(args.out) and not args.force:
     raise JaxscaleError(f"{args.out} exists; pass --force to overwrite it")
+  fileio.check_writable(args.out, "--out")
+  if args.loss == "huber" and not 0 < args.delta < float("inf"):
+    raise JaxscaleError(f"--delta must be a finite number > 0 (the Huber threshold on log residuals, "
+                        f"default {fit_lib.DEFAULT_DELTA:g}), got {args.delta:g}")
   if args.bootstrap < 0:
     raise JaxscaleError("--bootstrap must be >= 0")
   if args.starts < 1 or args.steps < 1 or not args.tol > 0:
@@ -151,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
   if args.boundary_range:
     lo, _, hi = args.boundary_range.partition(":")
     boundary_range = (_number(lo, "--boundary-range"), _number(hi, "--boundary-range"))
+    boundary_lib.check_range(*boundary_range, what="--boundary-range LO:HI")
   table = table_lib.read_table(args.file)
   table = filter_rows(table, args.where)
   check_stages(table, args.where)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxscale.errors import JaxscaleError
-from jaxscale.fileio import atomic_write_text
+from jaxscale.fileio import atomic_write_text, check_writable
 from jaxscale.laws import forms as forms_lib
 from jaxscale.laws import table as table_lib
 from jaxscale.laws.numeric import float64
@@ -113,6 +113,7 @@ def predict_table(fits: dict, table: dict) -> dict[str, np.ndarray]:
 def run(args: argparse.Namespace) -> int:
   if os.path.exists(args.out) and not args.force:
     raise JaxscaleError(f"{args.out} exists; pass --force to overwrite it")
+  check_writable(args.out, "--out")
   fits = read_fits(args.fits)
   cols = predict_table(fits, table_lib.read_table(args.file))
   buf = io.StringIO()

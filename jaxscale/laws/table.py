@@ -18,7 +18,6 @@ Group keys (the names of groups in fits.json) are values written as strings by `
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -27,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxscale import jsonl
 from jaxscale.errors import JaxscaleError
 
 Table = dict[str, np.ndarray]
@@ -57,50 +57,51 @@ def read_table(path: str | os.PathLike) -> Table:
 
 
 def _read_jsonl(path: str) -> list[tuple[int, dict]]:
-  """(line number, object) of every non-empty line; a torn last line is skipped with a warning."""
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    lines = f.readlines()
-  for i, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      if i == len(lines) and not line.endswith("\n"):
-        logger.warning("%s: skipped the torn last line %d (a writer was interrupted)", path, i)
-        continue
-      raise JaxscaleError(f"{path} line {i} is not valid JSON ({e.msg}); fix or remove it") from None
-    if not isinstance(row, dict):
-      raise JaxscaleError(f"{path} line {i} is not a JSON object")
-    rows.append((i, row))
-  return rows
+  """(line number, object) of every record (:mod:`jaxscale.jsonl`: a torn last line skipped with a
+  warning, an inner bad line refused, a record repeating an earlier one of its cell dropped with a
+  warning, two different results of one cell refused)."""
+  rows, torn = jsonl.parse(path)
+  if torn is not None:
+    logger.warning("%s: skipped the torn last line %d (a writer was interrupted)", path, torn[0])
+  return jsonl.unique(rows, path)
 
 
 def _read_csv(path: str, delimiter: str) -> list[tuple[int, dict]]:
-  """(line number, row) of every data row; the header must name each column once."""
-  with open(path, encoding="utf-8", newline="") as f:
-    reader = csv.reader(f, delimiter=delimiter)
-    header = next(reader, None)
-    if not header or not any(h.strip() for h in header):
-      raise JaxscaleError(f"{path} has no header row naming its columns")
-    names = [h.strip() for h in header]
-    seen: dict[str, int] = {}
-    for j, n in enumerate(names, 1):
-      if n in seen:
-        raise JaxscaleError(f"{path} line 1 names column '{n}' twice (columns {seen[n]} and {j}); "
-                            f"rename one of them")
-      seen[n] = j
-    rows = []
-    for cells in reader:
-      line = reader.line_num
-      if not any(c.strip() for c in cells):
-        continue
-      if len(cells) > len(names):
-        raise JaxscaleError(f"{path} line {line} has {len(cells)} cells but the header names "
-                            f"{len(names)} columns")
-      rows.append((line, {n: parse_cell(c) for n, c in zip(names, cells)}))
-    return rows
+  """(line number, row) of every data row; the header must name each column once. The file is read
+  as UTF-8, a byte-order mark at its start allowed; any other encoding is refused in one line."""
+  try:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+      return _csv_rows(path, f, delimiter)
+  except UnicodeDecodeError:
+    with open(path, "rb") as f:
+      utf16 = f.read(2) in (b"\xff\xfe", b"\xfe\xff")
+    raise JaxscaleError(f"{path} is {'UTF-16' if utf16 else 'not UTF-8'} text; save it as UTF-8 (a "
+                        "spreadsheet's 'CSV UTF-8'), which is what jaxscale reads") from None
+
+
+def _csv_rows(path: str, f, delimiter: str) -> list[tuple[int, dict]]:
+  """The rows of an open CSV file `f` (see `_read_csv`)."""
+  reader = csv.reader(f, delimiter=delimiter)
+  header = next(reader, None)
+  if not header or not any(h.strip() for h in header):
+    raise JaxscaleError(f"{path} has no header row naming its columns")
+  names = [h.strip() for h in header]
+  seen: dict[str, int] = {}
+  for j, n in enumerate(names, 1):
+    if n in seen:
+      raise JaxscaleError(f"{path} line 1 names column '{n}' twice (columns {seen[n]} and {j}); "
+                          f"rename one of them")
+    seen[n] = j
+  rows = []
+  for cells in reader:
+    line = reader.line_num
+    if not any(c.strip() for c in cells):
+      continue
+    if len(cells) > len(names):
+      raise JaxscaleError(f"{path} line {line} has {len(cells)} cells but the header names "
+                          f"{len(names)} columns")
+    rows.append((line, {n: parse_cell(c) for n, c in zip(names, cells)}))
+  return rows
 
 
 def parse_cell(text: Any) -> Any:

@@ -7,13 +7,11 @@ The study's config comes from study.json and its runs from records.jsonl; nothin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 from ml_collections import ConfigDict
 
 from jaxscale import config as config_lib
-from jaxscale.errors import JaxscaleError
 from jaxscale.report import render, sections
 from jaxscale.study import analysis
 
@@ -26,11 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def study_config(workdir: str) -> ConfigDict:
   """The validated config stored in `workdir`/study.json."""
-  path = os.path.join(workdir, "study.json")
-  if not os.path.exists(path):
-    raise JaxscaleError(f"{workdir!r} holds no study (no study.json); pass the --workdir of a `jaxscale study` run")
-  with open(path, encoding="utf-8") as f:
-    return config_lib.from_dict(json.load(f)["config"])
+  from jaxscale.study import runner
+  return config_lib.from_dict(runner.read_study(workdir)["config"])
 
 
 def build(config: ConfigDict, workdir: str, progress: bool = True) -> str:
@@ -42,5 +37,8 @@ def build(config: ConfigDict, workdir: str, progress: bool = True) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-  print(build(study_config(args.workdir), args.workdir))
+  from jaxscale import fileio
+  config = study_config(args.workdir)
+  fileio.lock_workdir(args.workdir, "jaxscale report")  # not while a study or another report writes it
+  print(build(config, args.workdir))
   return 0

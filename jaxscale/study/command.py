@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  from jaxscale import cli
+  from jaxscale import cli, fileio
   from jaxscale.report import command as report_command
   from jaxscale.study import plan, runner
   config = cli.load_config(args)
@@ -53,11 +53,12 @@ def run(args: argparse.Namespace) -> int:
   sharding.enable_compilation_cache()
   main = jax.process_index() == 0
   if main:
-    runner.prepare_workdir(config, workdir, force_new=args.force_new)
+    fileio.lock_workdir(workdir, "jaxscale study")  # one writer per workdir (on Ray: this driver)
   runner.check_sizes(config, dry_run=False)
   if args.engine == "local" and plan.device_memory() is not None:  # an accelerator: refuse what cannot fit
     plan.check_fits(plan.capacity_table(config, device_memory_bytes=plan.device_memory(), search=False))
-  if main:
+  if main:  # study.json only once the whole config is known to be runnable
+    runner.prepare_workdir(config, workdir, force_new=args.force_new)
     runner.print_plan(runner.plan(config, workdir))
   if args.engine == "ray":
     from jaxscale.study import ray_engine

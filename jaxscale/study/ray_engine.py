@@ -24,6 +24,7 @@ Ray is optional: nothing here is imported by the in-process engine.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -249,7 +250,7 @@ def run_cells(config: ConfigDict, workdir: str, address: str = "", show_progress
 
 def _schedule(ray, config: ConfigDict, workdir: str, show_progress: bool) -> None:
   p = runner.paths(workdir)
-  done = records.by_cell(p["records"])
+  done = records.resume(p["records"])
   groups = grid.groups(config)
   needs = dependencies(config, groups)
   finished = {g.id for g in groups if all(c.id in done for c in g.cells)}
@@ -272,10 +273,7 @@ def _schedule(ray, config: ConfigDict, workdir: str, show_progress: bool) -> Non
       group = inflight.pop(ref)
       out = _result(ray, inflight, ref, group)
       cfg = grid.group_config(config, group, p["cells"])
-      for cell, result in zip(group.cells, out["results"]):
-        if cell.id not in done:
-          done[cell.id] = runner.record_of(cfg, cell, result)
-          records.append(p["records"], done[cell.id])
+      records.add_results(p["records"], done, group.cells, out["results"], functools.partial(runner.record_of, cfg))
       finished.add(group.id)
       status.finished(group, _group_images(cfg, group, out["results"]) if out["trained"] else 0)
     started = ray.get(board.snapshot.remote())

@@ -1,25 +1,21 @@
 """records.jsonl: one JSON object per evaluated run, the contract between training and fitting.
 
-Appends are a single ``write`` of one complete line on an ``O_APPEND`` descriptor followed by
-``fsync``, so a crash leaves either the whole record or, at worst, a torn final line that readers
-skip (and that the next append terminates first).
+The file's rules (whole-line appends, a torn last line moved aside before the next append, one
+record per cell) are those of :mod:`jaxscale.jsonl`, which `jaxscale fit` reads records with too.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
-import logging
-import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from ml_collections import ConfigDict
 
 import jaxscale
 from jaxscale import config as config_lib
+from jaxscale import jsonl
 from jaxscale.train import steps
 
-logger = logging.getLogger("jaxscale")
 
 def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: str, dp: int, df: int,
           distilled: bool, teacher: str, alpha: float, seed: int, flops: float,
@@ -54,43 +50,35 @@ def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: st
 
 
 def append(path: str, record: dict[str, Any]) -> None:
-  """Appends `record` as one line of `path` atomically (creating the file and its folder)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
-  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-  try:
-    size = os.fstat(fd).st_size
-    if size:
-      with open(path, "rb") as f:
-        f.seek(size - 1)
-        if f.read(1) != b"\n":  # a torn line from a crash: terminate it so ours stays whole
-          line = "\n" + line
-    os.write(fd, line.encode())
-    os.fsync(fd)
-  finally:
-    os.close(fd)
+  """Appends `record` as one whole line of `path`; a second record of its cell is refused
+  (:func:`jaxscale.jsonl.append`)."""
+  jsonl.append(path, record)
 
 
 def read(path: str) -> list[dict[str, Any]]:
-  """All complete records of `path` (missing file: empty list; torn lines skipped with a warning)."""
-  if not os.path.exists(path):
-    return []
-  out = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        logger.warning("%s:%d is not a complete record (an interrupted write?); skipped", path, n)
-  return out
+  """All complete records of `path`, each cell once (missing file: empty list; a torn last line is
+  skipped with a warning, repeats of a cell dropped, two different results of one cell refused)."""
+  return jsonl.read(path)
 
 
 def by_cell(path: str) -> dict[str, dict[str, Any]]:
-  """Records keyed by ``cell_id`` (the first record of a cell wins)."""
-  out: dict[str, dict[str, Any]] = {}
-  for record in read(path):
-    out.setdefault(record.get("cell_id", ""), record)
-  return out
+  """Records keyed by ``cell_id``."""
+  return {record.get("cell_id", ""): record for record in read(path)}
+
+
+def resume(path: str) -> dict[str, dict[str, Any]]:
+  """What a study that is about to append finds done: a torn last line is moved aside first
+  (:func:`jaxscale.jsonl.heal`), then the records by cell."""
+  jsonl.heal(path)
+  return by_cell(path)
+
+
+def add_results(path: str, done: dict[str, dict[str, Any]], cells: Sequence[Any], results: Sequence[dict],
+                make: Callable[[Any, dict], dict[str, Any]], write: bool = True) -> None:
+  """Records each of `cells` (with its `results` entry) that `done` lacks: ``make(cell, result)``
+  builds the record, which joins `done` and, when `write`, is appended to `path`."""
+  for cell, result in zip(cells, results):
+    if cell.id not in done:
+      done[cell.id] = make(cell, result)
+      if write:
+        append(path, done[cell.id])

@@ -15,6 +15,7 @@ is the only writer of records: the trainer returns results, the runner turns the
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -66,6 +67,23 @@ def paths(workdir: str) -> dict[str, str]:
   }
 
 
+def read_study(workdir: str) -> dict[str, Any]:
+  """The content of `workdir`/study.json ({"hash", "config"}); a one-line error when it is missing,
+  unreadable or not the JSON a study writes (e.g. cut short by a full disk)."""
+  path = paths(workdir)["study"]
+  if not os.path.exists(path):
+    raise JaxscaleError(f"{workdir!r} holds no study (no study.json); pass the --workdir of a `jaxscale study` run")
+  try:
+    with open(path, encoding="utf-8") as f:
+      content = json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    content = str(e)
+  if not isinstance(content, dict) or not isinstance(content.get("config"), dict):
+    raise JaxscaleError(f"{path} is not a study's config (truncated or edited?); restore it, or pass "
+                        "--force-new to `jaxscale study` to archive this workdir and start again")
+  return content
+
+
 def prepare_workdir(config: ConfigDict, workdir: str, force_new: bool = False) -> None:
   """Creates `workdir` or checks it holds this same study; `force_new` archives a different one."""
   p = paths(workdir)
@@ -78,8 +96,12 @@ def prepare_workdir(config: ConfigDict, workdir: str, force_new: bool = False) -
     raise JaxscaleError(f"cannot write to workdir {workdir!r} ({e.strerror}); pass a writable --workdir") from None
   digest = study_hash(config)
   if os.path.exists(p["study"]):
-    with open(p["study"], encoding="utf-8") as f:
-      old = json.load(f)
+    try:
+      old = read_study(workdir)
+    except JaxscaleError:
+      if not force_new:
+        raise
+      old = {}
     if old.get("hash") != digest:
       if not force_new:
         raise JaxscaleError(
@@ -205,7 +227,7 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
   """Trains every group that has unfinished cells, in order; returns all records of the study."""
   p = paths(workdir)
   cells = grid.expand(config)
-  done = records.by_cell(p["records"])
+  done = records.resume(p["records"]) if jax.process_index() == 0 else records.by_cell(p["records"])
   todo = [g for g in grid.groups(config) if any(c.id not in done for c in g.cells)]
   if done:
     logger.info("resuming: %d of %d cells already done", sum(c.id in done for c in cells), len(cells))
@@ -224,11 +246,7 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
       results = loop.train_group(cfg, group.stage, [run_of(config, c, p["cells"]) for c in group.cells],
                                  os.path.join(p["groups"], group.id), show_progress=show_progress,
                                  progress_delay_s=5.0, desc=f"{group.id} ({len(group.cells)} runs)")
-      for cell, result in zip(group.cells, results):
-        if cell.id not in done:
-          done[cell.id] = record_of(cfg, cell, result)
-          if main:
-            records.append(p["records"], done[cell.id])
+      records.add_results(p["records"], done, group.cells, results, functools.partial(record_of, cfg), write=main)
       errors = [r["eval_error"] for r in results]
       bar.update(len(group.cells), group=group.id, err=round(float(np.mean(errors)), 4),
                  s=round(time.time() - t0, 1))

@@ -47,12 +47,14 @@ def run(args: argparse.Namespace) -> int:
   config = load_config(args)
   import jax
 
-  from jaxscale import models
+  from jaxscale import fileio, models
   from jaxscale.data import sources
   from jaxscale.study import records
   from jaxscale.train import loop, sharding, steps
   sharding.initialize_distributed()
   sharding.enable_compilation_cache()
+  if jax.process_index() == 0:
+    fileio.lock_workdir(args.workdir, "jaxscale train")  # one writer per workdir
   path = os.path.join(args.workdir, "records.jsonl")
   done = [r for r in records.read(path) if r.get("stage") == args.stage and r.get("cell_id") == "run"]
   if done:
