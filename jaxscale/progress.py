@@ -42,6 +42,55 @@ def format_duration(seconds: float) -> str:
   return f"{s}s"
 
 
+def format_flops(flops: float) -> str:
+  """Formats a FLOP count with the unit that shows it: ``950 FLOPs``, ``18.1 GFLOPs``, ``3.66 TFLOPs``."""
+  for unit, scale in (("PFLOPs", 1e15), ("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6)):
+    if abs(flops) >= scale:
+      return f"{flops / scale:.3g} {unit}"
+  return f"{flops:.3g} FLOPs"
+
+
+# The end-of-run summary a console shows: lines of at most this many characters, at most this many lines.
+HEADLINE_WIDTH = 100
+HEADLINE_LINES = 12
+
+
+def _drop_long_asides(text: str, longest: int = 24) -> str:
+  """`text` without its parenthesised asides longer than `longest` characters (nested ones included)."""
+  out, stack = [], []
+  for ch in text:
+    if ch == "(":
+      stack.append(len(out))
+    out.append(ch)
+    if ch == ")" and stack:
+      start = stack.pop()
+      if len(out) - start > longest + 2:
+        del out[start:]
+        while out and out[-1] == " ":
+          out.pop()
+  return "".join(out)
+
+
+def headline(lines: list[str], width: int | None = None, max_lines: int = HEADLINE_LINES,
+             more: str = "the report") -> list[str]:
+  """`lines` fitted to a console: each wrapped to `width` (the terminal's, at most
+  HEADLINE_WIDTH), long parenthesised asides dropped, and, when the whole runs past `max_lines`,
+  only the last lines kept (a summary's last lines say the most) after one saying how many lines
+  of `more` were left out."""
+  import shutil
+  import textwrap
+  width = min(width or shutil.get_terminal_size((HEADLINE_WIDTH, 24)).columns, HEADLINE_WIDTH)
+  blocks = [textwrap.wrap(_drop_long_asides(line) if len(line) > width else line, width,
+                          subsequent_indent="  ", break_on_hyphens=False) or [""] for line in lines]
+  if sum(map(len, blocks)) <= max_lines:
+    return [w for block in blocks for w in block]
+  kept: list[list[str]] = []
+  while blocks and sum(map(len, kept)) + len(blocks[-1]) <= max_lines - 1:
+    kept.insert(0, blocks.pop())
+  note = f"({len(blocks)} more line(s) in {more})"
+  return [note[:width]] + [w for block in kept for w in block]
+
+
 class Progress:
   """Progress over `total` units (steps, cells, ...).
 

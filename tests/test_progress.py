@@ -61,3 +61,87 @@ def test_delay_keeps_short_loops_silent():
     for _ in range(3):
       bar.update(1)
   assert stream.getvalue() == ""
+
+
+# ----------------------------------------------------------------------------- the study's console
+
+def test_format_flops_picks_a_unit_that_shows_the_number():
+  from jaxscale.progress import format_flops
+  assert format_flops(3.66e12) == "3.66 TFLOPs"
+  assert format_flops(1.81e10) == "18.1 GFLOPs"
+  assert format_flops(2.5e15) == "2.5 PFLOPs"
+  assert format_flops(0) == "0 FLOPs"
+
+
+def test_headline_fits_a_console():
+  from jaxscale.progress import headline
+  law = ("The joint law transfer_additive. Its checks (R² (log) of the cell means ≥ 0.9, converged in a basin "
+         "reached by more than one start, exponents in [0.01, 2]): plain arm: fails its checks (R² (log) of "
+         "the cell means -0.63 < 0.9; exponent alpha = 2.86 outside [0.01, 2]); distilled arm: passes. " * 3)
+  cells = [f"vit_tiny_s (M = 27,882), downstream, Df = {df}: cannot tell: fewer than 3 paired seeds."
+           for df in range(20)]
+  out = headline(cells + ["Over all 20 downstream cells: 20 cannot tell.", law, "report: r/report.html"],
+                 width=100)
+  assert len(out) <= 12 and all(len(line) <= 100 for line in out)
+  assert out[-1] == "report: r/report.html" and "more line(s) in the report" in out[0]
+  assert any("plain arm: fails its checks" in line for line in out)   # the words stay, the asides go
+  assert not any("exponent alpha" in line for line in out)
+  short = ["a verdict", "report: x"]
+  assert headline(short, width=100) == short
+  assert max(map(len, headline([law], width=60, max_lines=40))) <= 60
+
+
+def test_tfds_bars_off_a_terminal_and_its_prints_swallowed(capsys):
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.core.utils import tqdm_utils
+
+  from jaxscale.data import builders
+  with builders._quiet_tfds():   # pytest's stderr is not a terminal
+    print("Downloading and preparing dataset ...")
+    bar = tfds.core.utils.tqdm(total=3)
+    assert isinstance(bar, tqdm_utils.EmptyTqdm)
+  assert capsys.readouterr().out == ""
+  assert not isinstance(tfds.core.utils.tqdm(total=1, disable=True), tqdm_utils.EmptyTqdm)  # restored
+
+
+def _smoke():
+  from jaxscale import config as config_lib
+  return config_lib.load("configs/smoke.py")
+
+
+def test_plan_summary_counts_cells_per_stage_and_model(tmp_path):
+  from jaxscale.study import console, grid
+  config = _smoke()
+  p = console.study_plan(config, str(tmp_path))
+  lines = console.summary_lines(p)
+  assert len(lines) <= 12   # one screen, whatever the grid's size
+  cells = grid.expand(config)
+  assert f"plan: {len(cells)} cells" in lines[0] and f"in {len(grid.groups(config))} group(s)" in lines[0]
+  for model in config.study.models:
+    row = next(line for line in lines if line.split()[:2] == ["fine-tune", model])
+    n = sum(c.model == model and c.kind == grid.FINETUNE for c in cells)
+    assert row.split()[2:4] == [str(n), str(n)]
+  assert lines[-1].split()[:3] == ["total", str(len(cells)), str(len(cells))]
+  assert len(console.cell_lines(p)) == len(cells) + 1   # --verbose / --dry-run: one line per cell
+
+
+def test_eta_from_records_and_without_a_measurement(tmp_path):
+  from jaxscale.study import console
+  config = _smoke()
+  p = console.study_plan(config, str(tmp_path))
+  p.update(rate_measured=True, flops_per_s=p["todo_flops"] / 125.0)   # as if records gave the speed
+  line = console.eta_line(p, config)
+  assert line.startswith("ETA: training about 2m05s") and "records" in line
+  p.update(rate_measured=False)
+  assert "not estimated here" in console.eta_line(p, config, measure=False)
+  p.update(todo_flops=0.0)
+  assert "nothing left to train" in console.eta_line(p, config)
+
+
+def test_measured_rate_times_a_train_program_of_the_study():
+  from jaxscale.study import plan
+  config = _smoke()
+  config.study.models = ("vit_tiny_xs",)
+  rate = plan.measure_rate(config)
+  assert rate.flops_per_s > 1e6 and rate.compile_s > 0
+  assert "vit_tiny_xs" in rate.what and "device" in rate.what

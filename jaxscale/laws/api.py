@@ -107,7 +107,7 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
             bounds: Mapping[str, tuple[float, float]] | None = None, level: float = 0.95,
             boundary_range: tuple[float, float] | None = None,
             boundary_at: Sequence[Mapping[str, float]] = (), rows: bool = True,
-            progress: bool = True) -> Analysis:
+            progress: bool = True, group_labels: Mapping[str, str] | None = None) -> Analysis:
   """Fits `law` per group of `split_by`; returns an `Analysis` (fits.json in `.content`).
 
   inputs: law input name -> column (e.g. {"Dp": "dp", "M": "params", "Df": "df"}; names match
@@ -122,6 +122,7 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
   holdout: (column, value): those rows are not fitted but predicted (per-group "holdout").
   floor: clip targets up to this value instead of failing on zeros (reported as a warning).
   rows: write the fitted value and log-residual of every row into fits.json.
+  group_labels: group key -> words for the progress lines (e.g. {"false": "the plain arm"}).
   Every input problem is found before the first fit starts.
   """
   form = forms_lib.get(law).constrain(fix, bounds)
@@ -146,13 +147,15 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
 
   groups: dict[str, GroupFit] = {}
   for gi, (key, fitted, held) in enumerate(plans):
+    name = group_name(key, split_by, group_labels)
     res = fit_lib.fit(form, fitted.x, fitted.y, loss=loss, delta=delta, max_starts=max_starts,
                       iters=iters, tol=tol, seed=seed + gi, columns=columns, target=target,
-                      lines=fitted.lines, progress=progress, desc=f"fit {key}")
+                      lines=fitted.lines, progress=progress, desc=f"fitting {name}")
     boot = None
     if bootstrap > 0:
       boot = uncertainty.bootstrap(res, fitted.x, fitted.y, bootstrap, seed=seed + 1000 + gi,
-                                   progress=progress, desc=f"bootstrap {key}")
+                                   progress=progress,
+                                   desc=f"bootstrapping {name} ({bootstrap} resamples)")
     groups[key] = GroupFit(key, res, boot, fitted, held)
 
   settings = dict(law=law, target=target, columns=columns, split_by=split_by, fix=fix,
@@ -172,6 +175,14 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
   content["boundary"] = head
   return Analysis(content=sanitize(content), groups=groups, boundary=head, boundaries=extra,
                   warnings=warnings)
+
+
+def group_name(key: str, split_by: str | None, labels: Mapping[str, str] | None = None) -> str:
+  """A group in words for progress lines: its label, else ``the law`` (one group) or
+  ``the rows with COLUMN = VALUE``."""
+  if labels and key in labels:
+    return labels[key]
+  return "the law" if split_by is None else f"the rows with {split_by} = {key}"
 
 
 def _content(form: LawForm, s: dict, groups: dict[str, GroupFit], level: float, rows: bool) -> dict:

@@ -15,18 +15,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "limit on GPU/TPU; none on CPU)")
   parser.add_argument("--flops-per-s", type=float, default=0.0, metavar="F",
                       help="sustained training throughput of all devices together for the wall-time "
-                           "estimate (default: the study dry-run's assumed rate)")
+                           "estimate (default: measured here, by timing one of the study's train programs)")
   parser.add_argument("--no-search", action="store_true",
                       help="skip the largest-batch search (one compile per row instead of four)")
 
 
 def run(args: argparse.Namespace) -> int:
   from jaxscale import cli
-  from jaxscale.study import plan, runner
+  from jaxscale.study import console, plan
   config = cli.load_config(args)
   limit = plan.parse_bytes(args.device_memory) if args.device_memory else None
   rows = plan.capacity_table(config, device_memory_bytes=limit, search=not args.no_search)
-  rate = args.flops_per_s or runner.DEFAULT_FLOPS_PER_S
-  plan.print_table(rows, rate, "stated" if args.flops_per_s else "assumed default")
+  plan.print_table(rows, args.flops_per_s, "stated")
   plan.check_fits(rows)
+  if not args.flops_per_s:
+    print(console.eta_line(console.study_plan(config), config))
   return 0

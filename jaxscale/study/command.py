@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--force-new", action="store_true",
                       help="the workdir holds a study with another config: archive it and start anew")
   parser.add_argument("--no-progress", action="store_true", help="no per-cell progress lines")
+  parser.add_argument("--verbose", action="store_true", dest="show_cells",
+                      help="also print the per-cell table (id, stage, GFLOPs, done/todo) before training")
   parser.add_argument("--engine", choices=("local", "ray"), default="local",
                       help="local: train the groups in this process (default); ray: each group a task on a "
                            "Ray cluster, with config.engine.resources (needs jaxscale[ray])")
@@ -30,18 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   from jaxscale import cli, fileio
   from jaxscale.report import command as report_command
-  from jaxscale.study import plan, runner
+  from jaxscale.study import console, plan, runner
   config = cli.load_config(args)
   if args.address and args.engine != "ray":
     raise JaxscaleError("--address names a Ray cluster; pass it with --engine ray")
   workdir = os.path.abspath(args.workdir)
   if args.dry_run:
     runner.check_sizes(config, dry_run=True)
-    runner.print_plan(runner.plan(config, workdir))
+    from jaxscale.train import sharding
+    sharding.enable_compilation_cache()
+    p = console.print_plan(config, workdir, cells=True, eta=False)
     print()
     rows = plan.capacity_table(config, device_memory_bytes=plan.device_memory(), search=False)
-    plan.print_table(rows, runner.DEFAULT_FLOPS_PER_S, "assumed default")
+    plan.print_table(rows)
     plan.check_fits(rows)
+    print(console.eta_line(p, config))
     return 0
   import jax
 
@@ -59,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
     plan.check_fits(plan.capacity_table(config, device_memory_bytes=plan.device_memory(), search=False))
   if main:  # study.json only once the whole config is known to be runnable
     runner.prepare_workdir(config, workdir, force_new=args.force_new)
-    runner.print_plan(runner.plan(config, workdir))
+    console.print_plan(config, workdir, cells=args.show_cells, measure=args.engine == "local")
   if args.engine == "ray":
     from jaxscale.study import ray_engine
     ray_engine.run_cells(config, workdir, address=args.address, show_progress=not args.no_progress)
   else:
     runner.run_cells(config, workdir, show_progress=main and not args.no_progress)
   if main:
-    print(report_command.build(config, workdir))
+    from jaxscale.progress import headline
+    print("\n".join(headline(report_command.build(config, workdir).splitlines(), more="report.md")))
   return 0

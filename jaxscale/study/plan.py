@@ -23,13 +23,17 @@ backend lays out memory and fuses differently from a GPU's or a TPU's).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
+import time
 from typing import Any
 
 from ml_collections import ConfigDict
 
 from jaxscale.errors import JaxscaleError
 from jaxscale.study import grid
+
+logger = logging.getLogger("jaxscale")
 
 _UNITS = {"": 1, "B": 1, "K": 1e3, "KB": 1e3, "M": 1e6, "MB": 1e6, "G": 1e9, "GB": 1e9, "T": 1e12,
           "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -80,14 +84,21 @@ def compiled_step(config: ConfigDict, stage: str, model_name: str, batch_size: i
   step, without a group's images kept on device. Abstract arrays only: nothing is allocated. With
   `teacher_model` the step carries the teacher's forward. Returns the ``jax.stages.Compiled``.
   """
+  chunk, args = _chunk_and_arguments(config, stage, model_name, batch_size, mesh, teacher_model, runs)
+  return chunk.lower(*args).compile()
+
+
+def _chunk_and_arguments(config: ConfigDict, stage: str, model_name: str, batch_size: int, mesh,
+                         teacher_model: str = "", runs: int = 0, k: int = 1) -> tuple[Any, tuple]:
+  """The jitted train chunk of :func:`compiled_step` and its arguments for `k` steps, as shapes."""
   from jaxscale.train import loop
   runs = runs or int(mesh.shape["runs"])
   c = ConfigDict(config.to_dict())
   c.model.name = model_name
   c[stage].optim.batch_size = int(batch_size)
   program = loop.program_spec(c, stage, runs, stage_classes(config, stage), False, mesh, teacher_model)
-  data = loop.host_batch_shapes(1, runs, int(batch_size), int(config.data.image_size), 3)
-  return program["chunk"].lower(*loop.chunk_arguments(program, runs, 1, data)).compile()
+  data = loop.host_batch_shapes(k, runs, int(batch_size), int(config.data.image_size), 3)
+  return program["chunk"], loop.chunk_arguments(program, runs, k, data)
 
 
 def step_cost(compiled, num_devices: int, runs: int = 1) -> StepCost:
@@ -103,6 +114,85 @@ def step_cost(compiled, num_devices: int, runs: int = 1) -> StepCost:
     cost = cost[0] if cost else {}
   flops = float((cost or {}).get("flops", 0.0)) * num_devices / runs
   return StepCost(memory_bytes=int(total), flops=flops, memory=memory)
+
+
+# ----------------------------------------------------------------------------- measured speed
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+  """Training speed measured on this machine by running one of the study's own train programs.
+
+  Attributes:
+    flops_per_s: the analytic training FLOPs (``train.steps.run_flops``, as the plan counts them)
+      that program did per second, all devices together.
+    compile_s: seconds it took to compile (short when the compilation cache held it).
+    what: which program was timed, in words.
+  """
+  flops_per_s: float
+  compile_s: float
+  what: str
+
+
+def _zeros_like(shapes: Any) -> Any:
+  """Device arrays of zeros with the shapes, dtypes and shardings of `shapes` (ShapeDtypeStructs)."""
+  import jax
+  import numpy as np
+
+  def make(s):
+    x = np.zeros(s.shape, s.dtype)
+    return jax.device_put(x, s.sharding) if getattr(s, "sharding", None) is not None else jax.device_put(x)
+  return jax.tree_util.tree_map(make, shapes)
+
+
+def time_program(chunk, args: tuple, min_s: float = 1.0, max_calls: int = 20) -> tuple[float, float]:
+  """(compile seconds, seconds per call) of jitted train `chunk` on zero inputs shaped as `args`.
+
+  Runs it once to warm up, then until `min_s` seconds have passed (at least 2, at most
+  `max_calls` calls); the state it returns is fed back, as the engine does (it is donated)."""
+  import jax
+  t0 = time.perf_counter()
+  compiled = chunk.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  state, *rest = _zeros_like(args)
+  state = jax.block_until_ready(compiled(state, *rest))[0]
+  calls, t0 = 0, time.perf_counter()
+  while calls < 2 or (calls < max_calls and time.perf_counter() - t0 < min_s):
+    state = jax.block_until_ready(compiled(state, *rest))[0]
+    calls += 1
+  return compile_s, (time.perf_counter() - t0) / calls
+
+
+def measure_rate(config: ConfigDict, steps_per_call: int = 4) -> Rate:
+  """Times the study's train program with the most FLOPs over the grid (its largest group, as the
+  engine lays it out, `steps_per_call` steps per call) and returns its speed (:class:`Rate`).
+
+  One program stands for all: smaller models run at a lower FLOP rate, so their time is under-
+  estimated, but they hold a small share of the grid's FLOPs. Takes one compile and about a second.
+  """
+  from jaxscale import models
+  from jaxscale.train import sharding as sharding_lib
+  from jaxscale.train.steps import num_train_steps, run_flops
+  size = int(config.data.image_size)
+
+  def step_flops(model, stage, teacher):
+    classes = stage_classes(config, stage)
+    t = models.flops_per_image(teacher, classes, size) if teacher else 0.0
+    return run_flops(models.flops_per_image(model, classes, size), t, int(config[stage].optim.batch_size))
+
+  def total(item):
+    (model, stage, teacher), spec = item
+    return step_flops(model, stage, teacher) * sum(
+        num_train_steps(config[stage].optim, c.df if c.kind == grid.FINETUNE else c.dp) for c in spec["cells"])
+
+  (model, stage, teacher), spec = max(_rows_of_groups(config).items(), key=total)
+  mesh = sharding_lib.make_mesh(config.mesh, num_runs=spec["runs"])
+  runs = sharding_lib.padded_runs(spec["runs"], mesh)
+  chunk, args = _chunk_and_arguments(config, stage, model, int(config[stage].optim.batch_size), mesh,
+                                     teacher, runs, k=steps_per_call)
+  compile_s, call_s = time_program(chunk, args)
+  rate = step_flops(model, stage, teacher) * spec["runs"] * steps_per_call / call_s  # padding is waste
+  kd = f" distilled from {teacher}" if teacher else ""
+  return Rate(rate, compile_s, f"{model}'s {stage} step{kd}, {runs} runs on {mesh.devices.size} device(s)")
 
 
 # ----------------------------------------------------------------------------- batch search
@@ -182,7 +272,10 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
   from jaxscale.train.steps import num_train_steps
   limit = device_memory(None) if device_memory_bytes is None else int(device_memory_bytes)
   rows = []
-  for (model, stage, teacher), spec in _rows_of_groups(config).items():
+  programs = _rows_of_groups(config)
+  for i, ((model, stage, teacher), spec) in enumerate(programs.items()):
+    logger.info("compiling %s's %s step%s (%d of %d train programs)%s", model, stage, teacher and
+                f" distilled from {teacher}", i + 1, len(programs), "" if i else ": seconds to a minute each on a CPU")
     mesh = sharding_lib.make_mesh(config.mesh, num_runs=spec["runs"])   # as the engine makes it
     replicas = sharding_lib.data_parallel_size(mesh)
     devices = mesh.devices.size
@@ -235,8 +328,10 @@ def check_fits(rows: list[dict[str, Any]]) -> None:
           f"{format_bytes(r['limit_bytes'])} of device memory; {hint}")
 
 
-def print_table(rows: list[dict[str, Any]], flops_per_s: float, rate_source: str = "stated") -> None:
-  """Prints the plan table, the grid total and the estimated wall time at `flops_per_s`."""
+def print_table(rows: list[dict[str, Any]], flops_per_s: float = 0.0, rate_source: str = "stated") -> None:
+  """Prints the plan table, the grid total, what a "-" under "max b/dev" means and, given
+  `flops_per_s`, the wall time at that rate."""
+  from jaxscale.progress import format_duration, format_flops
   print(f"{'model':<18} {'stage':<9} {'teacher':<16} {'batch':>6} {'/dev':>5} {'runs/dev':>8} {'mem/dev':>10} "
         f"{'GFLOP/step':>11} {'max b/dev':>9} {'cells':>6} {'steps':>9} {'FLOPs':>9}")
   for r in rows:
@@ -249,9 +344,14 @@ def print_table(rows: list[dict[str, Any]], flops_per_s: float, rate_source: str
     return
   total = sum(r["grid_flops"] for r in rows)
   limit = rows[0]["limit_bytes"]
-  from jaxscale.progress import format_duration
-  print(f"grid total {total / 1e15:,.2f} PFLOPs; about {format_duration(total / flops_per_s)} at "
-        f"{flops_per_s / 1e12:g} TFLOP/s ({rate_source}, all devices together)")
+  rate = format_flops(flops_per_s).replace("FLOPs", "FLOP/s")
+  print(f"grid total {format_flops(total)} (XLA's count of the compiled steps)"
+        + (f"; about {format_duration(total / flops_per_s)} at {rate} ({rate_source}, all devices together)"
+           if flops_per_s else ""))
   print(f"numbers from XLA's {rows[0]['backend'].upper()} backend on {rows[0]['devices']} device(s)"
         + (f", device memory {format_bytes(limit)}" if limit else ", no device memory limit given")
         + "; another backend (GPU, TPU) fuses and lays out memory differently")
+  if any(r["max_batch"] is None for r in rows):
+    print("max b/dev '-': the largest batch was not searched, "
+          + ("as `jaxscale plan --no-search` and `jaxscale study --dry-run` skip it" if limit else
+             "as this backend reports no device memory (a CPU); pass --device-memory SIZE to search one"))

@@ -243,11 +243,12 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
         ahead = _compile_ahead(config, todo[i + 1], p["cells"])
       t0 = time.time()
       pruning.prepare(config, group, p["cells"])
+      new = sum(c.id not in done for c in group.cells)  # a resumed group's finished cells are counted already
       results = loop.train_group(cfg, group.stage, [run_of(config, c, p["cells"]) for c in group.cells],
                                  os.path.join(p["groups"], group.id), show_progress=show_progress,
                                  progress_delay_s=5.0, desc=f"{group.id} ({len(group.cells)} runs)")
       records.add_results(p["records"], done, group.cells, results, functools.partial(record_of, cfg), write=main)
       errors = [r["eval_error"] for r in results]
-      bar.update(len(group.cells), group=group.id, err=round(float(np.mean(errors)), 4),
+      bar.update(new, group=group.id, err=round(float(np.mean(errors)), 4),
                  s=round(time.time() - t0, 1))
   return records.read(p["records"])

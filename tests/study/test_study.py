@@ -3,6 +3,7 @@ dry runs, and one-line refusals."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,6 +99,8 @@ def test_killed_study_resumes_to_the_same_records(smoke_study, data_dir, tmp_pat
   assert 6 <= len(partial) < 25
   out = run_cmd(study_cmd(workdir, data_dir), timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
+  counts = re.findall(r"study\s+(\d+)/(\d+) cell", out.stderr)   # the resumed run's progress lines
+  assert counts and all(int(done) <= int(total) for done, total in counts) and counts[-1][0] == counts[-1][1]
   resumed = records.read(str(path))
   ref = records.read(str(reference / "records.jsonl"))
   assert len(resumed) == len(ref)
@@ -115,7 +118,8 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
   assert cli.main(["study", "--config", SMOKE, "--workdir", str(workdir), "--dry-run",
                    f"--config.data.data_dir={data_dir}"]) == 0
   out = capsys.readouterr().out
-  assert "25 cells" in out and "TFLOPs" in out
+  assert "25 cells" in out and "GFLOPs" in out and "grid total 0" not in out
+  assert out.count("ETA") == 1 and "measured here" in out
   assert not workdir.exists() and not data_dir.exists()
 
 

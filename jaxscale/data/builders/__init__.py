@@ -11,9 +11,11 @@ beside the dataset keeps two processes from building the same one at once.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
+import sys
 import time
 from typing import Iterator
 
@@ -92,6 +94,20 @@ def _remove_stale_incomplete(dataset_dir: str) -> None:
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+  """tfds's console output while it builds: its tqdm bars only on a terminal (elsewhere they are
+  escape codes in a log), and never its printed 'Downloading and preparing dataset' lines (nothing
+  is downloaded; the log line above says what is built)."""
+  import tensorflow_datasets as tfds
+  tfds.display_progress_bar(sys.stderr.isatty())
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.display_progress_bar(True)   # tfds's own default
+
+
 def ensure_built(name: str, data_dir: str = "") -> None:
   """Builds embedded dataset `name` (e.g. ``jaxscale_glyphs/16px_30k``) unless it is prepared already."""
   b = builder(name, data_dir)
@@ -102,10 +118,11 @@ def ensure_built(name: str, data_dir: str = "") -> None:
     if _prepared(b):
       return
     _remove_stale_incomplete(b.data_dir)
-    logger.info("building %s into %s from files inside installed packages: nothing is downloaded, "
-                "although tfds words every build 'Downloading and preparing dataset'", name, b.data_dir)
+    logger.info("building %s into %s from files inside installed packages (nothing is downloaded)",
+                name, b.data_dir)
     t0 = time.monotonic()
-    b.download_and_prepare()
+    with _quiet_tfds():
+      b.download_and_prepare()
     logger.info("built %s in %.1fs", name, time.monotonic() - t0)
 
 
