@@ -8,8 +8,10 @@ with a bootstrap interval. It is pure (records in, numbers out) and reads nothin
 Pairs: a unit is one (model, seed): it fixes the init, the data order and, for a fine-tune, the Df
 subset in every selection, so ``E_selection - E_random`` is taken per unit and Dp, averaged over
 the unit's Df values first (the fine-tunes of one pretraining are not independent), and the
-interval is Student's t over the units. The verdict at a Dp is "better" or "worse" than random when
-the interval excludes 0, else "cannot tell". The exponent: ``E(Dp) = A * Dp^(-a)`` fitted by least
+interval is Student's t over the units, Bonferroni-adjusted over every (selection, Dp) comparison of
+the summary (level ``1 - 0.05 / m``), so the chance that any verdict of the summary is wrong stays
+below 5%. The verdict at a Dp is "better" or "worse" than random when the interval excludes 0, else
+"cannot tell". The exponent: ``E(Dp) = A * Dp^(-a)`` fitted by least
 squares on log error against log Dp to the per-Dp means over the units (an effective exponent over
 the Dp range studied: no irreducible-error term, which few Dp values cannot identify), its interval
 the 2.5-97.5% percentiles of refits to units resampled with replacement.
@@ -70,14 +72,14 @@ def _exponent(units: dict, dps: list[int], bootstrap: int, seed: int) -> dict[st
   return {"value": value, "ci_low": float(low), "ci_high": float(high)}
 
 
-def _versus_random(units: dict, baseline: dict, dp: int) -> dict[str, Any]:
+def _versus_random(units: dict, baseline: dict, dp: int, level: float) -> dict[str, Any]:
   """The paired difference E_selection - E_random at `dp` over the units both have."""
   diffs = np.array([units[u][dp] - baseline[u][dp] for u in sorted(units)
                     if dp in units[u] and u in baseline and dp in baseline[u]])
-  low, high = _t_interval(diffs)
+  low, high = _t_interval(diffs, level)
   verdict = "better" if high < 0 else "worse" if low > 0 else "cannot tell"
   return {"dp": dp, "diff": float(diffs.mean()) if len(diffs) else float("nan"), "ci_low": low,
-          "ci_high": high, "pairs": int(len(diffs)), "verdict": verdict}
+          "ci_high": high, "level": level, "pairs": int(len(diffs)), "verdict": verdict}
 
 
 def selection_effects(records: Iterable[Mapping[str, Any]], *, stage: str = "finetune", arm: str = "plain",
@@ -86,10 +88,14 @@ def selection_effects(records: Iterable[Mapping[str, Any]], *, stage: str = "fin
 
   Returns ``{selection: {"dp": [Dp...], "mean": [mean error...], "units": [(model, seed) units
   per Dp...], "exponent": {"value", "ci_low", "ci_high"}, "vs_random": [{"dp", "diff", "ci_low",
-  "ci_high", "pairs", "verdict"}...]}}``, ``vs_random`` empty for random itself (or when the records
-  have no random selection). Selections in the order random first, then by name.
+  "ci_high", "level" (of the interval, Bonferroni-adjusted), "pairs", "verdict"}...]}}``,
+  ``vs_random`` empty for random itself (or when the records have no random selection). Selections
+  in the order random first, then by name.
   """
   cells = _cells(list(records), stage, arm)
+  compared = [sel for sel in cells if sel != RANDOM] if RANDOM in cells else []
+  m = sum(len({dp for per in cells[sel].values() for dp in per}) for sel in compared)
+  level = 1 - 0.05 / max(m, 1)
   out = {}
   for sel in sorted(cells, key=lambda s: (s != RANDOM, s)):
     units = cells[sel]
@@ -100,6 +106,6 @@ def selection_effects(records: Iterable[Mapping[str, Any]], *, stage: str = "fin
         "units": [sum(dp in per for per in units.values()) for dp in dps],
         "exponent": _exponent(units, dps, bootstrap, seed),
         "vs_random": ([] if sel == RANDOM or RANDOM not in cells
-                      else [_versus_random(units, cells[RANDOM], dp) for dp in dps]),
+                      else [_versus_random(units, cells[RANDOM], dp, level) for dp in dps]),
     }
   return out

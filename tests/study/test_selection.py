@@ -75,14 +75,14 @@ def test_bad_selection_config(change, needle):
     config_lib.validate(study_config(**change))
 
 
-def test_bad_k_in_config_and_on_the_command_line(capsys):
+def test_bad_k_in_config_and_on_the_command_line(capsys, tmp_path):
   c = study_config()
   c.study.scores.k = 1
   with pytest.raises(JaxscaleError, match="config.study.scores.k must be 0"):
     config_lib.validate(c)
   from jaxscale import cli
-  assert cli.main(["study", "--config", "configs/smoke.py", "--workdir", "/tmp/unused-selection-test",
-                   "--config.study.selection=random,hardest", "--dry-run"]) == 2
+  assert cli.main(["study", "--config", "configs/smoke.py", "--workdir", str(tmp_path / "w"),
+                   "--config.study.selection=('random','hardest')", "--dry-run"]) == 2
   err = capsys.readouterr().err.strip()
   assert "config.study.selection may hold" in err and "\n" not in err
 
@@ -164,6 +164,7 @@ def test_selection_effects_pairs_against_random():
   hard = {v["dp"]: v for v in out["prototypes_hard"]["vs_random"]}
   assert [hard[d]["verdict"] for d in (100, 300, 1000, 3000)] == ["better", "better", "worse", "worse"]
   assert all(v["pairs"] == 12 and v["ci_low"] < v["diff"] < v["ci_high"] for v in hard.values())
+  assert all(v["level"] == pytest.approx(1 - 0.05 / 8) for v in hard.values())  # 2 rules x 4 Dp compared
   assert hard[3000]["diff"] == pytest.approx(0.08, abs=0.02)
   # the per-unit offset (SD 0.05) cancels in the pairs: the interval is far narrower than it
   assert all(v["ci_high"] - v["ci_low"] < 0.05 for v in hard.values())
