@@ -24,6 +24,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
@@ -40,7 +41,7 @@ EMBED_BATCH = 512  # images per forward pass when embedding a split
 
 def _load_backbone(run_dir: str) -> tuple[nnx.GraphDef, dict, dict]:
   """(graphdef, host params, run.json) of a finished run directory."""
-  if not os.path.isdir(run_dir):
+  if not epath.Path(run_dir).exists():
     raise JaxscaleError(f"backbone {run_dir} does not exist; pass a finished run directory or a study workdir")
   meta = ckpt_lib.open_finished(run_dir, "backbone")
   abstract = nnx.eval_shape(lambda: models.create(meta["model"], meta["num_classes"], meta["image_size"],
@@ -88,6 +89,9 @@ def score_split(backbone_dir: str, dataset: str, split: str, data_dir: str, k: i
   if not path:
     folder = os.path.join(sources.prepared_dir(dataset, split, data_dir), "scores")
     path = os.path.join(folder, scores.file_name(dataset, split, "prototypes", bid, k, seed))
+  if "://" in path:
+    raise JaxscaleError(f"difficulty scores are written to a local folder, not {path}; pass a local --out "
+                        "(or a local workdir)")
   have = scores.read_manifest(path)
   if have is not None and all(have.get(key) == value for key, value in want.items()) and have.get("count") == n:
     return path, have, True
