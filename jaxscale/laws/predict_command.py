@@ -12,6 +12,8 @@ import csv
 import io
 import json
 import os
+import sys
+import warnings
 
 import jax.numpy as jnp
 import numpy as np
@@ -70,25 +72,45 @@ def _band(form, samples: dict, x: dict, level: float) -> tuple[np.ndarray, np.nd
   return np.nanpercentile(pred, a, axis=0), np.nanpercentile(pred, 100 - a, axis=0)
 
 
+def _check_positive(table: dict, fits: dict, x: dict[str, np.ndarray]) -> None:
+  """A one-line error for the first row whose input is not a positive number (the forms are power
+  laws of their inputs: zero or less has no prediction)."""
+  for name, v in x.items():
+    bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
+    if len(bad):
+      line = int(table_lib.lines(table)[bad[0]])
+      raise JaxscaleError(
+          f"input {name} (column '{fits['inputs'][name]}') must be a positive number; line {line} has "
+          f"{table[fits['inputs'][name]][bad[0]]!r}" + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1 else "")
+          + "; remove or correct those rows")
+
+
+def _groups_of_rows(fits: dict, table: dict, n: int) -> np.ndarray:
+  """The fitted group (key of fits["groups"]) of every row [n]."""
+  keys = list(fits["groups"])
+  split = fits.get("split_by")
+  if not (split and len(keys) > 1):
+    return np.array([keys[0]] * n, dtype=object)
+  if split not in table:
+    raise JaxscaleError(f"the fit has one law per value of '{split}' but the file has no such "
+                        f"column; add it")
+  group = np.array([table_lib.key(v) for v in table[split]], dtype=object)
+  unknown = sorted(set(group.tolist()) - set(keys))
+  if unknown:
+    line = int(table_lib.lines(table)[np.flatnonzero(group == unknown[0])[0]])
+    raise JaxscaleError(f"{split}={unknown[0]} on line {line} has no fitted law; the fit has "
+                        f"{', '.join(keys)}")
+  return group
+
+
 def predict_table(fits: dict, table: dict) -> dict[str, np.ndarray]:
-  """Columns line, group, the inputs, prediction (+ ci_low, ci_high with bootstrap samples)."""
+  """Columns line, group, every column of `table`, prediction (+ ci_low, ci_high with bootstrap
+  samples). A column of `table` named like one of those gets the suffix ``_input``."""
   form = forms_lib.get(fits["law"])
   n = table_lib.n_rows(table)
   x = {name: table_lib.numeric(table, col) for name, col in fits["inputs"].items()}
-  keys = list(fits["groups"])
-  split = fits.get("split_by")
-  if split and len(keys) > 1:
-    if split not in table:
-      raise JaxscaleError(f"the fit has one law per value of '{split}' but the file has no such "
-                          f"column; add it")
-    group = np.array([table_lib.key(v) for v in table[split]], dtype=object)
-    unknown = sorted(set(group.tolist()) - set(keys))
-    if unknown:
-      line = int(table_lib.lines(table)[np.flatnonzero(group == unknown[0])[0]])
-      raise JaxscaleError(f"{split}={unknown[0]} on line {line} has no fitted law; the fit has "
-                          f"{', '.join(keys)}")
-  else:
-    group = np.array([keys[0]] * n, dtype=object)
+  _check_positive(table, fits, x)
+  group = _groups_of_rows(fits, table, n)
   pred = np.full(n, np.nan)
   lo, hi = np.full(n, np.nan), np.full(n, np.nan)
   with_band = all("bootstrap_samples" in g for g in fits["groups"].values())
@@ -99,28 +121,78 @@ def predict_table(fits: dict, table: dict) -> dict[str, np.ndarray]:
       continue
     xm = {k: v[m] for k, v in x.items()}
     params = {k: p["value"] for k, p in g["params"].items() if p.get("kind") != "derived"}
-    pred[m] = forms_lib.predict(fits["law"], params, xm)
-    if with_band:
-      lo[m], hi[m] = _band(form, g["bootstrap_samples"], xm, level)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)   # a resample that is NaN everywhere: NaN band
+      pred[m] = forms_lib.predict(fits["law"], params, xm)
+      if with_band:
+        lo[m], hi[m] = _band(form, g["bootstrap_samples"], xm, level)
   out = {"line": table_lib.lines(table), "group": group}
-  out.update({fits["inputs"][k]: v for k, v in x.items()})
+  ours = ("line", "group", "prediction", "ci_low", "ci_high")
+  out.update({(c + "_input" if c in ours else c): table[c] for c in table_lib.data_columns(table)})
   out["prediction"] = pred
   if with_band:
     out["ci_low"], out["ci_high"] = lo, hi
   return out
 
 
+def check_warnings(fits: dict, table: dict) -> list[str]:
+  """One line per reason to distrust the predictions: a law that failed its checks or carries
+  fit warnings, and rows outside the range the law was fitted on (per input: how many, how far)."""
+  out = []
+  failed = {arm: c for arm, c in (fits.get("law_check") or {}).items() if not c.get("passed", True)}
+  if failed:
+    out.append("the law failed its checks (" + "; ".join(
+        f"{arm}: {(c.get('reasons') or ['see fits.json'])[0]}" for arm, c in failed.items())
+        + "): its predictions are not findings")
+  for key, g in fits["groups"].items():
+    if g.get("warnings"):
+      out.append(f"the fit of group {key} has {len(g['warnings'])} warning(s), e.g. {g['warnings'][0]}")
+  group = _groups_of_rows(fits, table, table_lib.n_rows(table))
+  lines, parts, rows_out = table_lib.lines(table), [], np.zeros(len(group), bool)
+  for name, col in fits["inputs"].items():
+    v = table_lib.numeric(table, col)
+    lo = np.array([fits["groups"][k].get("range", {}).get(name, [0, np.inf])[0] for k in group], float)
+    hi = np.array([fits["groups"][k].get("range", {}).get(name, [0, np.inf])[1] for k in group], float)
+    factor = np.maximum(v / hi, lo / v)   # > 1 outside [lo, hi]: how many times beyond its end
+    if np.any(factor > 1 + 1e-9):
+      i = int(np.argmax(factor))
+      rows_out |= factor > 1 + 1e-9
+      side = f"above the largest fitted {hi[i]:g}" if v[i] > hi[i] else f"below the smallest fitted {lo[i]:g}"
+      parts.append(f"{name} ({col}) in {int(np.sum(factor > 1 + 1e-9))} row(s), up to {factor[i]:.3g}x "
+                   f"{side} ({col} = {v[i]:g} on line {int(lines[i])})")
+  if parts:
+    out.append(f"{int(rows_out.sum())} of {len(group)} row(s) lie outside the range the law was fitted on, "
+               f"so they are extrapolations: " + "; ".join(parts))
+  return out
+
+
+def _cell(v) -> str:
+  """An input's CSV cell: floats exactly (whole numbers without '.0'), None and NaN (an empty cell
+  read) empty, the rest as text."""
+  if v is None:
+    return ""
+  if isinstance(v, (float, np.floating)):
+    v = float(v)
+    if v != v:
+      return ""
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+  return str(v)
+
+
 def run(args: argparse.Namespace) -> int:
   if os.path.exists(args.out) and not args.force:
     raise JaxscaleError(f"{args.out} exists; pass --force to overwrite it")
-  check_writable(args.out, "--out")
   fits = read_fits(args.fits)
-  cols = predict_table(fits, table_lib.read_table(args.file))
+  table = table_lib.read_table(args.file)
+  cols = predict_table(fits, table)
   buf = io.StringIO()
   w = csv.writer(buf, lineterminator="\n")
   w.writerow(list(cols))
+  exact = {"prediction", "ci_low", "ci_high"}
   for row in zip(*cols.values()):
-    w.writerow([repr(float(v)) if isinstance(v, (float, np.floating)) else v for v in row])
+    w.writerow([repr(float(v)) if name in exact else _cell(v) for name, v in zip(cols, row)])
   atomic_write_text(args.out, buf.getvalue())
+  for line in check_warnings(fits, table):
+    print(f"jaxscale: warning: {line}", file=sys.stderr)
   print(f"wrote {len(cols['line'])} predictions to {args.out}")
   return 0
