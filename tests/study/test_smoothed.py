@@ -169,3 +169,30 @@ def test_a_smoothed_run_does_not_read_its_teacher(trained):
     assert with_a[arms[0]]["losses"] != with_a[arms[1]]["losses"]
   # paired: the same subset in every arm (and the same order and initialisation: one seed)
   assert with_a["smoothed"]["subset_hash"] == with_a["plain"]["subset_hash"] == with_a["distilled"]["subset_hash"]
+
+
+def test_a_control_study_records_the_smoothed_arm_paired_with_the_others(data_dir, tmp_path):
+  config = load(SMOKE + ":control", [f"--config.data.data_dir={data_dir}", "--config.study.models=('vit_tiny_xs',)"])
+  assert tuple(config.study.arms) == ARMS3
+  rows = {r["cell_id"]: r for r in runner.run_cells(config, str(tmp_path / "study"), show_progress=False)}
+  cells = grid.expand(config)
+  assert sorted(rows) == sorted(c.id for c in cells)
+  for c in cells:
+    r = rows[c.id]
+    assert r["arm"] == c.arm and r["distilled"] == (c.arm == "distilled")
+    assert r["alpha"] == grid.kd_alpha(config, c)
+    if c.arm == "smoothed":
+      assert r["teacher"] == "" and r["alpha"] == (config.distill.alpha if c.kind == grid.PRETRAIN else 0.0)
+      twins = [rows[dataclasses.replace(c, arm=arm).id] for arm in ("plain", "distilled")]
+      assert {t["subset_hash"] for t in twins} == {r["subset_hash"]}   # paired by seed
+      assert all(t["eval_loss"] != r["eval_loss"] for t in twins)
+
+
+def test_the_default_control_variant_adds_only_the_smoothed_arm():
+  default = os.path.join(os.path.dirname(SMOKE), "default.py")
+  full, control = load(default), load(default + ":control")
+  ids = {c.id for c in grid.expand(full)}
+  extra = [c for c in grid.expand(control) if c.id not in ids]
+  assert ids <= {c.id for c in grid.expand(control)}
+  assert {c.arm for c in extra} == {"smoothed"} and len(extra) == len(grid.expand(full)) // 2
+  assert grid.teacher_of(control.study) == grid.teacher_of(full.study)
