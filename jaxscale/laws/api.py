@@ -17,6 +17,7 @@ KEY is the split value as a string (`table.key`) or "all". Every NaN is written 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from jaxscale.errors import JaxscaleError
-from jaxscale.fileio import atomic_write_text
+from jaxscale.fileio import atomic_write_bytes, atomic_write_text
 from jaxscale.laws import boundary as boundary_lib
 from jaxscale.laws import fit as fit_lib
 from jaxscale.laws import forms as forms_lib
@@ -36,8 +37,13 @@ from jaxscale.laws.forms import LawForm
 from jaxscale.laws.inputs import input_or_column, resolve_inputs, target_values
 
 SCHEMA_VERSION = 2
-__all__ = ["analyze", "Analysis", "GroupFit", "write_fits", "sanitize", "resolve_inputs",
-           "target_values", "SCHEMA_VERSION"]
+# Per-row fitted values and log-residuals stay in fits.json for groups of up to this many rows (fitted
+# plus held out); a larger group's go to the side file `rows_path(fits.json)` (an .npz), so a fit of
+# millions of rows writes a small fits.json (a 2M-row fit wrote 136 MB of JSON lists). `jaxscale fit
+# --max-json-rows` changes it.
+MAX_JSON_ROWS = 20_000
+__all__ = ["analyze", "Analysis", "GroupFit", "write_fits", "read_rows", "rows_path", "sanitize",
+           "resolve_inputs", "target_values", "SCHEMA_VERSION", "MAX_JSON_ROWS"]
 
 
 @dataclasses.dataclass
@@ -317,11 +323,71 @@ def sanitize(obj: Any) -> Any:
   return obj
 
 
-def write_fits(path: str, content: Mapping[str, Any], force: bool = False) -> None:
+def rows_path(fits_path: str) -> str:
+  """The side file of `fits_path`'s per-row values: ``fits.json`` -> ``fits.rows.npz``."""
+  root, ext = os.path.splitext(fits_path)
+  return (root if ext == ".json" else fits_path) + ".rows.npz"
+
+
+def _row_blocks(content: Mapping[str, Any]) -> list[tuple[str, dict, dict]]:
+  """(npz key prefix, the dict holding "rows", its rows entry) for every group's fitted and held-out rows."""
+  out = []
+  for key, g in content.get("groups", {}).items():
+    for prefix, holder in ((f"{key}/rows", g), (f"{key}/holdout/rows", g.get("holdout") or {})):
+      if isinstance(holder.get("rows"), dict) and "line" in holder["rows"]:
+        out.append((prefix, holder, holder["rows"]))
+  return out
+
+
+def _split_rows(content: Mapping[str, Any], max_rows: int, side_name: str) -> tuple[dict, dict]:
+  """(content with each block of more than `max_rows` rows replaced by {"n", "file", "key"},
+  {npz name: array} of those rows)."""
+  content = json.loads(json.dumps(sanitize(content)))
+  arrays = {}
+  for prefix, holder, rows in _row_blocks(content):
+    n = len(rows["line"])
+    if n > max_rows:
+      for name, values in rows.items():
+        arrays[f"{prefix}/{name}"] = np.array([np.nan if v is None else v for v in values],
+                                              np.int64 if name == "line" else np.float64)
+      holder["rows"] = {"n": n, "file": side_name, "key": prefix}
+  return content, arrays
+
+
+def write_fits(path: str, content: Mapping[str, Any], force: bool = False,
+               max_rows: int = MAX_JSON_ROWS) -> None:
   """Writes `content` as JSON to `path` atomically (temp file + os.replace).
 
-  An existing file is never overwritten unless `force`.
+  A group's per-row values ("rows": line, fitted, log_residual) stay inline for up to `max_rows`
+  rows; larger blocks go to ``rows_path(path)`` (an .npz written atomically before the JSON that
+  points at it; :func:`read_rows` reads either). An existing file is never overwritten unless `force`.
   """
   if os.path.exists(path) and not force:
     raise JaxscaleError(f"{path} exists; pass --force (write_fits(force=True)) to overwrite it")
-  atomic_write_text(path, json.dumps(sanitize(content), indent=1, allow_nan=False) + "\n")
+  side = rows_path(path)
+  content, arrays = _split_rows(content, int(max_rows), os.path.basename(side))
+  if arrays:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(side, buf.getvalue())
+  atomic_write_text(path, json.dumps(content, indent=1, allow_nan=False) + "\n")
+  if not arrays and os.path.exists(side):   # a side file of an earlier, larger fit at this path
+    os.remove(side)
+
+
+def read_rows(fits: Mapping[str, Any], fits_path: str, group: str, holdout: bool = False) -> dict[str, np.ndarray]:
+  """A group's per-row values {"line", "fitted", "log_residual"} as arrays, read from fits.json itself
+  or from its side file (see :func:`write_fits`); {} when the fit was written without rows."""
+  g = fits["groups"][group]
+  rows = ((g.get("holdout") or {}) if holdout else g).get("rows")
+  if not rows:
+    return {}
+  if "file" not in rows:
+    return {k: np.asarray([np.nan if v is None else v for v in vals], np.int64 if k == "line" else np.float64)
+            for k, vals in rows.items()}
+  side = os.path.join(os.path.dirname(os.path.abspath(fits_path)), rows["file"])
+  if not os.path.exists(side):
+    raise JaxscaleError(f"{fits_path} keeps the rows of group {group} in {rows['file']}, which is missing; "
+                        f"copy it beside {os.path.basename(fits_path)} or fit again")
+  with np.load(side) as npz:
+    return {k.rsplit("/", 1)[1]: npz[k] for k in npz.files if k.rsplit("/", 1)[0] == rows["key"]}

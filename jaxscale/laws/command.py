@@ -65,9 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="leave these rows out of the fit and report how well they are predicted")
   parser.add_argument("--floor", type=float, default=None, metavar="F",
                       help="clip target values below F up to F instead of failing on zeros")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", type=int, default=0,
+                      help="seed of the random starts and of the bootstrap resamples (same seed, same fit)")
   parser.add_argument("--out", required=True, metavar="FITS_JSON", help="where to write fits.json")
   parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+  parser.add_argument("--max-json-rows", type=int, default=api.MAX_JSON_ROWS, metavar="N",
+                      help="keep each group's per-row fitted values and residuals in fits.json up to N rows "
+                           f"(default {api.MAX_JSON_ROWS:,}); a larger group's go to FITS.rows.npz beside it")
 
 
 def parse_pairs(text: str, what: str) -> dict[str, str]:
@@ -166,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                        at=at, holdout=holdout, seed=args.seed, floor=args.floor, loss=args.loss,
                        delta=args.delta, max_starts=args.starts, iters=args.steps, tol=args.tol,
                        fix=fix, bounds=bounds, boundary_range=boundary_range, progress=True)
-  api.write_fits(args.out, result.content, force=args.force)
+  api.write_fits(args.out, result.content, force=args.force, max_rows=args.max_json_rows)
   print_summary(result.content, sys.stdout)
   print(f"wrote {args.out}")
   return 0
