@@ -7,13 +7,15 @@ import time
 
 from jaxscale.data import score_command
 
-HELP = "build the embedded datasets (jaxscale_glyphs, jaxscale_digits), list datasets, score a split for pruning"
+HELP = ("build the embedded datasets (jaxscale_glyphs, jaxscale_symbols, jaxscale_digits), list datasets, "
+        "score a split for pruning")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
   build = sub.add_parser("build", help="build an embedded dataset to ArrayRecord (no download)")
-  build.add_argument("name", help="e.g. jaxscale_glyphs/16px_30k or jaxscale_digits/16px")
+  build.add_argument("name", help="an embedded dataset/config, e.g. jaxscale_glyphs/16px_30k, jaxscale_symbols/16px "
+                                     "or jaxscale_digits/16px (`jaxscale data list` names them all)")
   build.add_argument("--data-dir", default="", help="tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
   ls = sub.add_parser("list", help="list the embedded datasets and whether each is prepared")
   ls.add_argument("--data-dir", default="", help="tfds data dir (default: tfds's default)")

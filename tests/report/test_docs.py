@@ -142,3 +142,91 @@ def test_the_synthetic_study_mirrors_the_default_config():
   size = int(default.data.image_size)
   for name, m, m_pretrain in synthetic.MODELS:  # 20 jaxscale_symbols classes, 52 glyph classes
     assert (models.param_count(name, 20, size), models.param_count(name, 52, size)) == (m, m_pretrain)
+
+
+# ----------------------------------------------------------------------------- docs match the program
+
+def _options(parser, path):
+  """(subcommand path, --flag) for every long option of `parser` and its nested subcommands."""
+  import argparse
+  for action in parser._actions:
+    if isinstance(action, argparse._SubParsersAction):
+      for name, sub in action.choices.items():
+        yield from _options(sub, path + [name])
+    else:
+      for flag in action.option_strings:
+        if flag.startswith("--") and flag != "--help":
+          yield path, flag
+
+
+def _cli_summary() -> dict[str, str]:
+  """The README's CLI summary: top-level command -> the text of its lines (a command's lines run
+  from one starting with `jaxscale NAME` to the next starting with `jaxscale `)."""
+  text = (REPO / "README.md").read_text(encoding="utf-8")
+  block = text[text.index("## The CLI at a glance"):]
+  block = block[block.index("```") + 3:]
+  block = block[:block.index("```")]
+  out, current = {}, None
+  for line in block.splitlines():
+    if line.startswith("jaxscale "):
+      current = line.split()[1]
+      out[current] = out.get(current, "") + "\n"
+    if current:
+      out[current] += line + "\n"
+  return out
+
+
+def test_every_flag_of_every_subcommand_is_in_the_readme_summary():
+  import argparse
+  from jaxscale import cli
+  summary = _cli_summary()
+  missing = []
+  for command in cli.available_commands():
+    parser = cli.build_parser(load=command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    if command not in summary:
+      missing.append(command)
+      continue
+    for path, flag in _options(sub, [command]):
+      if not re.search(re.escape(flag) + r"(?![\w-])", summary[command]):
+        missing.append(f"{' '.join(path)} {flag}")
+  assert not missing, f"the README's CLI summary lacks: {', '.join(missing)}"
+
+
+def test_every_option_has_help_text():
+  import argparse
+  from jaxscale import cli
+  silent = []
+  for command in cli.available_commands():
+    parser = cli.build_parser(load=command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    stack = [(sub, [command])]
+    while stack:
+      p, path = stack.pop()
+      for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+          stack += [(s, path + [n]) for n, s in a.choices.items()]
+        elif a.option_strings and not a.help:
+          silent.append(f"{' '.join(path)} {a.option_strings[-1]}")
+  assert not silent, f"options without help text: {', '.join(silent)}"
+
+
+def test_every_registered_dataset_and_rung_is_documented():
+  from jaxscale import cli, models
+  from jaxscale.data import builders, sources
+  data_md = (REPO / "docs" / "data.md").read_text(encoding="utf-8")
+  models_md = (REPO / "docs" / "models.md").read_text(encoding="utf-8")
+  names = builders.embedded_names() + list(sources.VIEWS)
+  assert [n for n in names if f"`{n}`" not in data_md] == []
+  bases = sorted({n.split("/")[0] for n in builders.embedded_names()})
+  assert [b for b in bases if f"### `{b}`" not in data_md] == []   # a section describes each
+  summary = cli._summary("jaxscale.data.command")   # what `jaxscale --help` and `data --help` say
+  assert [b for b in bases if b not in summary] == []
+  assert [n for n in models.names() if f"`{n}`" not in models_md] == []
+  from jaxscale import config as config_lib
+  default = config_lib.load(str(REPO / "configs" / "default.py"), [])
+  prose = models_md[:models_md.index("<!-- BEGIN rung table")]   # not only the generated table
+  assert [m for m in default.study.models if f"`{m}`" not in prose] == []
+  readme = (REPO / "README.md").read_text(encoding="utf-8")
+  for dataset in (default.pretrain.dataset, default.finetune.dataset):
+    assert dataset in readme and f"`{dataset.split('/')[0]}`" in data_md
