@@ -12,7 +12,9 @@ Every random choice comes from a run's seed and a purpose name (:func:`purpose_k
 :func:`jaxscale.data.seeding.derive_seed`): the subset (``<stage>/subset``, independent of the size,
 so subsets are nested), the example order (``<stage>/data``), the augmentation (``<stage>/augment``),
 the initialisation (``init``); a fine-tune's new head starts at zero. None depends on the group a
-run is trained in, so a run gives the same result alone or in a group of any size.
+run is trained in; on a CPU, where each device loops over its runs (:func:`jaxscale.train.steps.runs_one_by_one`)
+and the mesh depends on the device count alone, neither does any float: a run's record is bit for bit
+the same alone or in a group of any size.
 
 The trainer returns results; it writes only checkpoints, each finished run's parameters (when the
 run names an ``out_dir``) and the group's ``result.json``. Records are the caller's business.

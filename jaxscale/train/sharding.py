@@ -50,19 +50,23 @@ def initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
   return True
 
 
-def mesh_shape(runs: int, data: int, fsdp: int, num_devices: int, num_runs: int = 1) -> tuple[int, int, int]:
+def mesh_shape(runs: int, data: int, fsdp: int, num_devices: int, num_runs: int = 1,
+               whole_runs: bool = False) -> tuple[int, int, int]:
   """Resolves ``runs = 0`` (auto) and one ``-1`` (all remaining devices), then checks the product.
 
   Auto gives a group of `num_runs` runs the largest divisor of the devices left by ``data`` and
   ``fsdp`` (``data = -1`` counting as 1) that does not exceed `num_runs`; ``data = -1`` then takes
   what remains. So a group of several runs is spread over the devices and a single run is data
-  parallel. Raises JaxscaleError.
+  parallel. With `whole_runs` (a CPU, where each device loops over whole runs) auto gives ``runs``
+  every device left, whatever `num_runs` (the group is padded to it): the mesh, and so a run's
+  floats, then depend on the device count alone, not on the group. Raises JaxscaleError.
   """
   sizes = [runs, data, fsdp]
   if runs == 0:
     per_run = fsdp * (1 if data == -1 else data)
     left = num_devices // per_run if num_devices % per_run == 0 else 1   # else the check below says why
-    sizes[0] = max(d for d in range(1, left + 1) if left % d == 0 and d <= max(1, num_runs))
+    most = left if whole_runs else max(1, num_runs)
+    sizes[0] = max(d for d in range(1, left + 1) if left % d == 0 and d <= most)
   if sizes.count(-1) > 1:
     raise JaxscaleError("only one of config.mesh.runs, config.mesh.data and config.mesh.fsdp may be -1")
   if -1 in sizes:
@@ -81,10 +85,11 @@ def mesh_shape(runs: int, data: int, fsdp: int, num_devices: int, num_runs: int 
 
 def make_mesh(mesh_config: Any, devices: list | None = None, num_runs: int = 1) -> Mesh:
   """A ``("runs", "data", "fsdp")`` mesh over all (global) devices from ``config.mesh``, for a group
-  of `num_runs` runs (which sizes the ``runs`` axis when ``config.mesh.runs`` is 0, auto)."""
+  of `num_runs` runs (which sizes the ``runs`` axis when ``config.mesh.runs`` is 0, auto; on CPU
+  devices auto gives it every device, :func:`mesh_shape`)."""
   devices = jax.devices() if devices is None else devices
   shape = mesh_shape(int(mesh_config.runs), int(mesh_config.data), int(mesh_config.fsdp), len(devices),
-                     num_runs)
+                     num_runs, whole_runs=devices[0].platform == "cpu")
   # Order devices process by process so each process holds a contiguous block.
   ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
   return Mesh(np.asarray(ordered, dtype=object).reshape(shape), AXES)

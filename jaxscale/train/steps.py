@@ -1,9 +1,9 @@
 """The group train state, the optimizer, and the compiled train and eval programs.
 
 A group is R runs of one model shape trained together. Every array of the train state carries a
-leading runs axis ``[R, ...]``; one train step is a function of one run (:func:`_run_step`) that is
-``jax.vmap``-ed over the runs and ``jax.lax.scan``-ned over the K steps of one dispatch
-(:func:`make_train_chunk`). Per-run scalars ride along: the KD weight ``alpha`` (a plain run is
+leading runs axis ``[R, ...]``; one train step is a function of one run (:func:`_run_step`),
+``jax.lax.scan``-ned over the K steps of one dispatch and looped over the runs (on a CPU, so a run's
+floats do not depend on its group) or ``jax.vmap``-ed over them (:func:`make_train_chunk`). Per-run scalars ride along: the KD weight ``alpha`` (a plain run is
 ``alpha = 0``), whether the run's teacher is uniform (``uniform``: the smoothed control, whose KD
 term is label smoothing), the augmentation key and, per step, the learning rate (read from a table computed
 on the host, :func:`learning_rate`, so every run gets exactly the same rates in or out of a group).
@@ -202,9 +202,11 @@ class StepSpec:
 
 
 def _run_step(spec: StepSpec, teacher_params: Any, carry: tuple, run_in: tuple):
-  """One update of one run. ``carry = (step, params, opt_state, diverged_at)``; returns (carry, loss)."""
+  """One update of one run. ``carry = (step, params, opt_state, diverged_at)``, ``run_in = (images,
+  labels, lr, valid, consts)`` with the run's own ``consts`` (see :func:`make_train_chunk`); returns (carry, loss)."""
   step, params, opt_state, diverged_at = carry
-  images, labels, lr, valid, alpha, key, uniform = run_in
+  images, labels, lr, valid, consts = run_in
+  alpha, key, uniform = consts["alpha"], consts["key"], consts["uniform"]
   positions = step * spec.batch_size + jnp.arange(spec.batch_size, dtype=jnp.int32)
   x = augment.train_augment(images, key, positions, crop_padding=spec.crop_padding, flip_ok=spec.flip,
                             resized_crop=spec.resized_crop)
@@ -260,13 +262,62 @@ def chunk_input_shardings(spec: StepSpec, mesh) -> dict[str, Any]:
           "lr": NamedSharding(mesh, P(None, "runs")), "valid": repl}
 
 
-def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_sharding: Any) -> Callable:
+def _run_chunk(spec: StepSpec, teacher_params: Any, data: dict, valid, carry: tuple, run_xs: tuple):
+  """The K steps of one dispatch of one run (a ``lax.scan``); returns (carry, losses [K]).
+
+  ``run_xs = (consts, lr [K], per_step)``: the run's own constants and learning rates, and its
+  gather indices [K, B] (on device) or its (images, labels) [K, B, ...]."""
+  consts, lr, per_step = run_xs
+
+  def body(c, xs):
+    if spec.on_device:
+      index, lr_k, valid_k = xs
+      images, labels = data["images"][index], data["labels"][index]   # [B, ...]
+    else:
+      (images, labels), lr_k, valid_k = xs
+    return _run_step(spec, teacher_params, c, (images, labels, lr_k, valid_k, consts))
+
+  return jax.lax.scan(body, carry, (per_step, lr, valid))
+
+
+def _looped_chunk(spec: StepSpec, state: TrainState, consts: dict, teacher_params: Any, data: dict, lr, valid):
+  """A device's runs one after the other (``lax.map``; inside ``shard_map`` the arrays are its own runs)."""
+  per_step = data["index"] if spec.on_device else (data["images"], data["labels"])
+  per_step = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), per_step)   # [R, K, ...]
+  carry = (state.step, state.params, state.opt_state, state.diverged_at)
+  (step, params, opt_state, diverged_at), loss = jax.lax.map(
+      lambda a: _run_chunk(spec, teacher_params, data, valid, *a), (carry, (consts, lr.T, per_step)))
+  return TrainState(step=step, params=params, opt_state=opt_state, diverged_at=diverged_at), loss.T
+
+
+def _vmapped_chunk(spec: StepSpec, mesh, state: TrainState, consts: dict, teacher_params: Any, data: dict,
+                   lr, valid):
+  """The runs vmapped, the K steps scanned (an accelerator, or a run split over devices)."""
+  vstep = jax.vmap(functools.partial(_run_step, spec), in_axes=(None, 0, (0, 0, 0, None, 0)))
+
+  def body(carry, xs):
+    if spec.on_device:
+      index, lr_k, valid_k = xs
+      images, labels = data["images"][index], data["labels"][index]   # [R, B, ...]
+    else:
+      images, labels, lr_k, valid_k = xs
+    images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, P("runs", sharding_lib.BATCH_AXES)))
+    return vstep(teacher_params, carry, (images, labels, lr_k, valid_k, consts))
+
+  xs = ((data["index"], lr, valid) if spec.on_device else (data["images"], data["labels"], lr, valid))
+  carry = (state.step, state.params, state.opt_state, state.diverged_at)
+  (step, params, opt_state, diverged_at), loss = jax.lax.scan(body, carry, xs)
+  return TrainState(step=step, params=params, opt_state=opt_state, diverged_at=diverged_at), loss
+
+
+def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_sharding: Any,
+                     one_by_one: bool | None = None) -> Callable:
   """``chunk(state, consts, teacher_params, data, lr, valid) -> (state, losses)``, jitted.
 
   Args of the returned function:
     state: :class:`TrainState` of R runs (donated).
-    consts: ``{"alpha": float32 [R], "key": uint32 [R, 2], "uniform": bool [R]}`` per-run KD weight,
-      augmentation key and whether the run's teacher outputs are replaced by uniform ones.
+    consts: per-run constants, each [R, ...]: ``{"alpha": float32 [R], "key": uint32 [R, 2], "uniform":
+      bool [R]}``, the KD weight, augmentation key and uniform-teacher flag (a step reads its run's own).
     teacher_params: the teacher's parameters (None without a teacher; shared by the runs, frozen).
     data: on device ``{"images": uint8 [N, S, S, C], "labels": int32 [N], "index": int32 [K, R, B]}``;
       else ``{"images": uint8 [K, R, B, S, S, C], "labels": int32 [K, R, B]}``.
@@ -274,29 +325,27 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
     valid: bool [K], False for the padding steps after a run's last one.
 
   Returns the new state and ``losses`` float32 [K, R] (each step's objective before its update).
+
+  Where :func:`runs_one_by_one` says so, each device loops over its own runs (``lax.map``), each
+  run scanning its K steps: every array a run's step computes has the shape it has alone, so its
+  floats do not depend on the group (a vmapped matmul's do: the batch of runs changes how XLA
+  blocks it, and training amplifies the last bits). Elsewhere the runs are vmapped. `one_by_one`
+  forces either way (benchmarks; the looped way needs whole runs per device).
   """
   sh = chunk_input_shardings(spec, mesh)
-  step_fn = functools.partial(_run_step, spec)
+  one_by_one = runs_one_by_one(mesh) if one_by_one is None else one_by_one
+  if one_by_one:
+    specs = lambda tree: jax.tree_util.tree_map(lambda s: s.spec, tree)
+    in_specs = (specs(state_sharding), specs(sh["consts"]), specs(teacher_sharding), specs(sh["data"]),
+                sh["lr"].spec, sh["valid"].spec)
+    impl = jax.shard_map(functools.partial(_looped_chunk, spec), mesh=mesh, in_specs=in_specs,
+                         out_specs=(specs(state_sharding), sh["lr"].spec), check_vma=False)
+  else:
+    impl = functools.partial(_vmapped_chunk, spec, mesh)
 
   def chunk(state: TrainState, consts: dict, teacher_params: Any, data: dict, lr, valid):
-    vstep = jax.vmap(step_fn, in_axes=(None, 0, (0, 0, 0, None, 0, 0, 0)))
-
-    def body(carry, xs):
-      if spec.on_device:
-        index, lr_k, valid_k = xs
-        images, labels = data["images"][index], data["labels"][index]   # [R, B, ...]
-      else:
-        images, labels, lr_k, valid_k = xs
-      images = jax.lax.with_sharding_constraint(images, NamedSharding(mesh, P("runs", sharding_lib.BATCH_AXES)))
-      return vstep(teacher_params, carry, (images, labels, lr_k, valid_k, consts["alpha"], consts["key"],
-                                           consts["uniform"]))
-
-    xs = ((data["index"], lr, valid) if spec.on_device else (data["images"], data["labels"], lr, valid))
-    carry = (state.step, state.params, state.opt_state, state.diverged_at)
-    (step, params, opt_state, diverged_at), loss = jax.lax.scan(body, carry, xs)
-    return TrainState(step=step, params=params, opt_state=opt_state, diverged_at=diverged_at), loss
-
-  key = _cache_key("train", spec, mesh, state_sharding, teacher_sharding)
+    return impl(state, consts, teacher_params, data, lr, valid)
+  key = _cache_key("train", spec, mesh, state_sharding, teacher_sharding, one_by_one)
   if key not in _CACHE:
     _CACHE[key] = jax.jit(chunk, in_shardings=(state_sharding, sh["consts"], teacher_sharding, sh["data"],
                                                sh["lr"], sh["valid"]),
@@ -324,14 +373,17 @@ def make_init(settings: tuple, state_sharding: TrainState) -> Callable:
 
 
 def runs_one_by_one(mesh) -> bool:
-  """Whether an eval program loops over its runs (``lax.map``, on each device over its own runs)
-  instead of vmapping them.
+  """Whether the train and eval programs loop over their runs (``lax.map``, on each device over its
+  own runs) instead of vmapping them.
 
-  On CPU the vmapped forward of R runs over one shared chunk of C images is slow: vit_tiny_m,
-  R = 48, C = 250 evaluates 8.6k run-images/s vmapped and 34.6k looping (peak memory 1.6 GB vmapped
-  at C = 250, 5.5 GB at C = 1,000). The train step, whose batch is per run, shows no such gap, so it
-  stays vmapped. On an accelerator the vmap is what fills the device; a run split over devices
-  (``data`` or ``fsdp`` > 1) keeps it too.
+  Looping gives each run's computation the shapes it has alone, so a run's floats do not depend on
+  its group's size, companions or padding (vmapped, the batch of runs changes how XLA blocks a
+  matmul, and the last bits differ). On CPU it is also faster: the eval's vmapped forward of R runs
+  over one shared chunk of C images ran vit_tiny_m, R = 48, C = 250 at 8.6k run-images/s against
+  34.6k looping (peak memory 1.6 GB vmapped at C = 250, 5.5 GB at C = 1,000), and the train step of
+  16 runs on 2 devices 1.2-1.4x faster looping (``benchmarks/bench_train.py --compare-ways``). On an
+  accelerator the vmap is what fills the device; a run split over devices (``data`` or ``fsdp`` > 1)
+  keeps it too.
   """
   return jax.default_backend() == "cpu" and sharding_lib.data_parallel_size(mesh) == 1
 

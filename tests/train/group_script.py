@@ -1,7 +1,8 @@
 """Runs one group in a fresh process (for the kill, preemption and device-count tests).
 
 ``python group_script.py CONFIG.json SPEC.json OUT.json [KILL_DISPATCH SIGNAL]``: SPEC holds the
-stage, the group directory and the runs; the results go to OUT.json. With KILL_DISPATCH the process
+stage, the group directory and the runs (or ``groups``: a list of [group directory, runs], trained in
+turn); the results go to OUT.json. With KILL_DISPATCH the process
 sends itself SIGNAL (``KILL`` or ``TERM``) right after dispatch KILL_DISPATCH (0-based) is queued.
 Exit status: 0 done, 143 preempted (SIGTERM), -9 killed.
 """
@@ -37,9 +38,13 @@ def killing_make_train_chunk(*args, **kwargs):
 
 
 steps_lib.make_train_chunk = killing_make_train_chunk
-runs = [loop.Run(**r) for r in spec["runs"]]
 try:
-  results = loop.train_group(config, spec["stage"], runs, spec["group_dir"], show_progress=False)
+  if "groups" in spec:   # several groups, one after the other: [[group_dir, runs], ...] -> their results
+    results = [loop.train_group(config, spec["stage"], [loop.Run(**r) for r in runs], group_dir, show_progress=False)
+               for group_dir, runs in spec["groups"]]
+  else:
+    results = loop.train_group(config, spec["stage"], [loop.Run(**r) for r in spec["runs"]], spec["group_dir"],
+                               show_progress=False)
 except loop.Preempted as e:
   print(e)
   sys.exit(143)

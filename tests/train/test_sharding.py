@@ -60,6 +60,16 @@ def test_auto_runs_axis(axes, devices, runs, want):
   assert sharding.mesh_shape(*axes, devices, num_runs=runs) == want
 
 
+@pytest.mark.parametrize("axes, devices, runs, want", [
+    ((0, -1, 1), 2, 1, (2, 1, 1)),      # a single run on a CPU: padded, so its mesh is the group's
+    ((0, -1, 1), 8, 3, (8, 1, 1)),
+    ((0, -1, 2), 8, 3, (4, 1, 2)),
+    ((0, 2, 1), 8, 1, (4, 2, 1)),
+])
+def test_auto_runs_axis_of_whole_runs_takes_every_device(axes, devices, runs, want):
+  assert sharding.mesh_shape(*axes, devices, num_runs=runs, whole_runs=True) == want
+
+
 def test_auto_runs_axis_that_cannot_fit_says_so():
   with pytest.raises(JaxscaleError, match="does not match the 2 devices"):
     sharding.mesh_shape(0, 3, 1, 2, num_runs=4)
