@@ -145,3 +145,17 @@ def test_measured_rate_times_a_train_program_of_the_study():
   rate = plan.measure_rate(config)
   assert rate.flops_per_s > 1e6 and rate.compile_s > 0
   assert "vit_tiny_xs" in rate.what and "device" in rate.what
+
+
+def test_eval_flops_count_every_run_on_its_whole_eval_split(monkeypatch):
+  import numpy as np
+
+  from jaxscale import models
+  from jaxscale.data import sources
+  from jaxscale.study import console, grid
+  config = _smoke()
+  monkeypatch.setattr(sources, "load_labels", lambda name, split, data_dir="": np.zeros(100, np.int64))
+  cells = grid.expand(config)
+  want = sum(100 * models.flops_per_image(c.model, sources.num_classes(config[c.stage].dataset), 16)
+             for c in cells)
+  assert console.eval_flops(config, cells) == want > 0

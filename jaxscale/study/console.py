@@ -5,8 +5,9 @@ The ETA comes from a speed measured on this machine: the training FLOPs and wall
 workdir's own records when a study resumes, else one of the study's train programs timed here
 (:func:`jaxscale.study.plan.measure_rate`), plus one compile per group still to train (a compile
 costs what timing that program's compile cost: a second or two once the compilation cache holds
-it, ten or more on a small CPU without). It covers training; fitting the laws and writing the
-report come after it.
+it, ten or more on a small CPU without). It covers training and evaluating every run (the
+evaluations' forward FLOPs counted at the training rate); fitting the laws and writing the report
+come after it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,27 @@ def study_plan(config: ConfigDict, workdir: str | None = None) -> dict[str, Any]
     p = runner.plan(config, workdir)
   done = {r["cell"].id for r in p["rows"] if r["done"]}
   p["todo_groups"] = sum(any(c.id not in done for c in g.cells) for g in grid.groups(config))
+  p["eval_flops"] = eval_flops(config, [r["cell"] for r in p["rows"] if not r["done"]])
   return p
+
+
+def eval_flops(config: ConfigDict, cells: list[grid.Cell]) -> float:
+  """Forward FLOPs of evaluating `cells` on their stage's whole eval split (every run is evaluated
+  once, on every image of it); a split not prepared yet (a dry run) counts 0."""
+  from jaxscale import models
+  from jaxscale.data import sources
+  from jaxscale.errors import JaxscaleError
+  size, total, images = int(config.data.image_size), 0.0, {}
+  for c in cells:
+    stage = config[c.stage]
+    if c.stage not in images:
+      try:
+        images[c.stage] = len(sources.load_labels(stage.dataset, stage.eval_split, config.data.data_dir))
+      except JaxscaleError:
+        images[c.stage] = 0
+    classes = sources.num_classes(stage.dataset, config.data.data_dir)
+    total += images[c.stage] * models.flops_per_image(c.model, classes, size)
+  return total
 
 
 def summary_lines(p: dict[str, Any]) -> list[str]:
@@ -83,8 +104,9 @@ def estimate(p: dict[str, Any], config: ConfigDict) -> tuple[float, str]:
   from jaxscale.study import plan
   logger.info("timing one of the study's train programs to estimate its duration...")
   r = plan.measure_rate(config)
-  seconds = p["todo_flops"] / r.flops_per_s + p["todo_groups"] * r.compile_s
-  return seconds, (f"at {format_rate(r.flops_per_s)} measured here on {r.what}, plus "
+  seconds = (p["todo_flops"] + p["eval_flops"]) / r.flops_per_s + p["todo_groups"] * r.compile_s
+  return seconds, (f"{format_flops(p['todo_flops'] + p['eval_flops'])} with the evaluations, at "
+                   f"{format_rate(r.flops_per_s)} measured here on {r.what}, plus "
                    f"{p['todo_groups']} compile(s) of ~{r.compile_s:.0f}s")
 
 
