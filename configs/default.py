@@ -105,6 +105,13 @@ def get_config(arg=None):
   # 0.01-0.06 (fine-tune errors vary more than pretraining ones); 4 seeds give SE 0.005-0.03 per
   # cell, against differences of 0.03-0.12; pooling over Df and widths narrows it further.
   c.study.seeds = (0, 1, 2, 3)
+  # Margin δ (top-1 error): a difference inside ±0.03 is "no practical difference". Three points of
+  # error are the smallest change a practitioner would switch pretraining recipes for at these error
+  # levels (0.2-0.9); smaller margins cost seeds fast: at the study-wide level (64 points, each at
+  # 1 - 0.05/64) a point with no true difference needs about 11 / 26 / 52 pairs for its interval to
+  # fit inside ±0.03 at a pair SD of 0.02 / 0.04 / 0.06 (the pilot's 0.01-0.06), against 18 / 52 / 108
+  # inside ±0.02. So 4 seeds decide only large effects; `jaxscale suggest` says where more pay.
+  c.study.margin = 0.03
   # Teacher rule: the smallest rung (width 16), trained with the same fixed budget as every student,
   # on the whole pretraining split (30,000 images, each seen about once), with its own fixed seed
   # (`teacher_seed`, so `--config.study.seeds=...` keeps the teacher). "A small teacher that has seen

@@ -32,6 +32,7 @@ COMMANDS = {
     "fit": "jaxscale.laws.command",
     "predict": "jaxscale.laws.predict_command",
     "report": "jaxscale.report.command",
+    "suggest": "jaxscale.study.suggest_command",
     "data": "jaxscale.data.command",
     "plan": "jaxscale.plan.command",
 }

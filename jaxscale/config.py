@@ -135,6 +135,12 @@ def base_config() -> ConfigDict:
                                 # transfer_multiplicative, report the one with the lower mean backtest
                                 # log-RMSE (both arms, every held-out input)
       bootstrap=200,            # bootstrap resamples for CIs
+      # δ, in error units (top-1 error as a fraction): a paired difference whose interval lies
+      # inside [−margin, +margin] is "no practical difference". Choose the smallest difference you
+      # would act on; configs/default.py states the default's reason.
+      margin=0.03,
+      adaptive=False,           # `jaxscale study --adaptive`: add seed pairs round after round
+      max_rounds=4,             # looks the error rate is spent over when adaptive (Bonferroni)
       selection=("random",),    # how the Dp images are chosen, an axis of the grid (SELECTIONS)
       # Difficulty scores for the prototype selections: k-means on a backbone's pre-head features.
       scores=ConfigDict(dict(
@@ -291,6 +297,11 @@ def validate(config: ConfigDict) -> ConfigDict:
   for v in s.models:
     _check(isinstance(v, str) and v != "", f"config.study.models must hold model names, got {v!r}")
   _check(s.bootstrap >= 0, "config.study.bootstrap must be >= 0")
+  _check(isinstance(s.margin, (int, float)) and not isinstance(s.margin, bool) and s.margin > 0,
+         f"config.study.margin must be a positive number (the smallest difference in error that "
+         f"matters, e.g. 0.03), got {s.margin!r}")
+  _check(isinstance(s.max_rounds, int) and s.max_rounds >= 1,
+         f"config.study.max_rounds must be an integer >= 1, got {s.max_rounds!r}")
   _validate_selection(s)
   return config
 

@@ -96,16 +96,22 @@ def _law_words(a: StudyAnalysis) -> str:
 
 # ----------------------------------------------------------------------------- ΔE per model size
 
+def _plain_pairs(a: StudyAnalysis) -> list:
+  """The distilled-vs-plain cells (the figure's; the other comparisons are in the tables)."""
+  return [c for c in a.paired if c.comparison == "distilled_vs_plain"]
+
+
 def delta_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
-  if not a.paired:
+  paired = _plain_pairs(a)
+  if not paired:
     return None
-  models = sorted({(c.params, c.model) for c in a.paired})
-  keys = (["pretrain"] if any(c.stage == "pretrain" for c in a.paired) else []) + \
-      sorted({c.df for c in a.paired if c.stage == "finetune"})
+  models = sorted({(c.params, c.model) for c in paired})
+  keys = (["pretrain"] if any(c.stage == "pretrain" for c in paired) else []) + \
+      sorted({c.df for c in paired if c.stage == "finetune"})
   panels = []
   for params, model in models:
     series = []
-    for c in (c for c in a.paired if c.model == model):
+    for c in (c for c in paired if c.model == model):
       stated = c.crossing is not None and c.verdict.endswith("below_dp_star")
       series.append({"key": "pretrain" if c.stage == "pretrain" else c.df,
                      "points": [{"dp": p.dp, "mean": p.mean_delta, "lo": p.ci[0] if p.ci else None,
@@ -115,14 +121,17 @@ def delta_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
     series.sort(key=lambda s: keys.index(s["key"]))
     panels.append({"title": f"{model} (M = {params:,})", "series": series})
   labels = [(k, "pretraining task" if k == "pretrain" else f"downstream, Df = {k:,}") for k in keys]
-  return {"panels": panels, "keys": labels, "dp": sorted({p.dp for c in a.paired for p in c.points})}
+  return {"panels": panels, "keys": labels, "dp": sorted({p.dp for c in paired for p in c.points}),
+          "margin": a.rule["margin"]}
 
 
 def delta_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
-  seeds = max(p.n_pairs for c in a.paired for p in c.points)
+  seeds = max(p.n_pairs for c in _plain_pairs(a) for p in c.points)
   return (f"Does distillation help, and up to which Dp? Paired differences ΔE = E_plain − E_distilled "
           f"of the same (model, Dp, Df, seed), one panel per model size. Diamonds: mean over up to "
-          f"{seeds} seed pairs with its 95% bootstrap CI over seeds; faint dots: single pairs; "
+          f"{seeds} seed pairs with its t-interval at the study-wide level "
+          f"{a.rule['point_level']:.5f} (see 'How sure'); the band ±{a.rule['margin']:g} is the "
+          f"margin; faint dots: single pairs; "
           f"series are shifted slightly along Dp to keep them apart. A dashed vertical line marks "
           f"the crossing Dp* only where the verdict states one.")
 

@@ -157,7 +157,8 @@ def paired_differences(numbers: Mapping[str, Any], path: str) -> str:
   """ΔE = E_plain − E_distilled against Dp: a panel per model size, a series per task.
 
   numbers: {"panels": [{"title", "series": [{"key", "points": [{"dp", "mean", "lo", "hi"}],
-  "seeds": [(dp, delta)], "dp_star": float | None}]}], "keys": [(key, label)], "dp": [values]}.
+  "seeds": [(dp, delta)], "dp_star": float | None}]}], "keys": [(key, label)], "dp": [values],
+  "margin"?: δ (a grey band ±δ: no practical difference inside)}.
   Series are shifted slightly along Dp so their error bars do not hide each other; the pretraining
   task (key "pretrain") is drawn in near-black.
   """
@@ -168,11 +169,13 @@ def paired_differences(numbers: Mapping[str, Any], path: str) -> str:
   color = dict(zip(keys, (["0.15"] + colors(len(keys) - 1)) if pre else colors(len(keys))))
   for ax, panel in zip(axes, panels):
     ax.axhline(0.0, color="k", lw=0.8)
+    if numbers.get("margin"):
+      ax.axhspan(-numbers["margin"], numbers["margin"], color="0.9", zorder=0)
     for s in panel["series"]:
       _pairs(ax, s, color[s["key"]], 1.0 + 0.06 * (keys.index(s["key"]) - (len(keys) - 1) / 2))
     _style_axes(ax, panel["title"], "pretraining images Dp", numbers["dp"])
   axes[0].set_ylabel("ΔE = E_plain − E_distilled\n(> 0: distillation helps)", fontsize=FONT)
-  handles = [Line2D([], [], color=color[k], marker="D", ms=5, label=f"{label}: mean, 95% CI")
+  handles = [Line2D([], [], color=color[k], marker="D", ms=5, label=f"{label}: mean, interval")
              for k, label in numbers["keys"]]
   handles += [Line2D([], [], color="0.5", marker="o", ls="none", ms=4, alpha=0.5, label="one seed's pair"),
               Line2D([], [], color="0.5", ls="--", label="crossing Dp* (stated verdicts only)")]

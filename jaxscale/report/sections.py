@@ -13,18 +13,23 @@ from typing import Any, Sequence
 from jaxscale.study.analysis import StudyAnalysis
 from jaxscale.study.law_selection import (BACKTEST_MAX, CHECKED_HOLDOUTS, EXPONENT_RANGE, R2_MIN,
                                           Backtest)
-from jaxscale.study.verdicts import MIN_PAIRS, Measured, PairedCell, is_teacher
+from jaxscale.study.verdicts import (MAX_PAIRS_NEEDED, MIN_PAIRS, POINT_WORDS, Measured, PairedCell,
+                                     is_teacher)
 
 logger = logging.getLogger("jaxscale")
 
 Block = tuple
 VERDICT_WORDS = {
-    "helps_below_dp_star": "helps below Dp*, hurts above",
-    "hurts_below_dp_star": "hurts below Dp*, helps above",
-    "helps_throughout": "helps at every Dp",
-    "hurts_throughout": "hurts at every Dp",
+    "helps_below_dp_star": "helps below Dp*, hurts or no practical difference above",
+    "hurts_below_dp_star": "hurts below Dp*, helps or no practical difference above",
+    "helps": "helps where decided",
+    "hurts": "hurts where decided",
+    "no_practical_difference": "no practical difference where decided",
     "cannot_tell": "cannot tell",
+    "cannot_be_judged": "cannot be judged (runs diverged)",
 }
+COMPARISON_WORDS = {"distilled_vs_plain": "distilled vs plain (what distillation does)",
+                    "distilled_vs_smoothed": "distilled vs smoothed (what the teacher's knowledge adds)"}
 # The fitted laws' verdict along Dp (`jaxscale.laws.boundary`, a = plain, b = distilled).
 LAW_VERDICT_WORDS = {
     "crossing": "the laws cross",
@@ -65,7 +70,10 @@ def _mean_ci(m: Measured | None) -> str:
 
 def _delta(p) -> str:
   ci = f" [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]" if p.ci else ""
-  return f"{p.mean_delta:+.3f}{ci} (n={p.n_pairs})"
+  need = ""
+  if p.verdict == "undecided":
+    need = f", +{p.pairs_needed} pairs" if p.pairs_needed is not None else f", over +{MAX_PAIRS_NEEDED} pairs"
+  return f"{p.mean_delta:+.3f}{ci} (n={p.n_pairs}) {POINT_WORDS[p.verdict]}{need}"
 
 
 def _list(values: Sequence[int]) -> str:
@@ -151,22 +159,53 @@ def setup_blocks(a: StudyAnalysis) -> list[Block]:
 # ----------------------------------------------------------------------------- first screen
 
 def _headline_cells(a: StudyAnalysis) -> list[PairedCell]:
-  """The downstream cell of the largest model at the smallest Df, and its pretraining-task cell."""
+  """Per comparison: the downstream cell of the largest model at the smallest Df, and its
+  pretraining-task cell."""
   out = []
-  for stage in ("finetune", "pretrain"):
-    cells = [c for c in a.paired if c.stage == stage]
-    if cells:
-      out.append(max(cells, key=lambda c: (c.params, -c.df)))
+  for comp in dict.fromkeys(c.comparison for c in a.paired):
+    for stage in ("finetune", "pretrain"):
+      cells = [c for c in a.paired if c.stage == stage and c.comparison == comp]
+      if cells:
+        out.append(max(cells, key=lambda c: (c.params, -c.df)))
   return out
 
 
-def _verdict_counts(a: StudyAnalysis) -> str:
-  cells = [c for c in a.paired if c.stage == "finetune"]
+def _verdict_counts(a: StudyAnalysis, comparison: str) -> str:
+  cells = [c for c in a.paired if c.stage == "finetune" and c.comparison == comparison]
   counts: dict[str, int] = {}
   for c in cells:
     counts[c.verdict] = counts.get(c.verdict, 0) + 1
   parts = [f"{n} {VERDICT_WORDS[v]}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1])]
-  return f"Over all {len(cells)} downstream cells (model × Df): {', '.join(parts)}."
+  return (f"{COMPARISON_WORDS.get(comparison, comparison)}: over all {len(cells)} downstream cells "
+          f"(model × Df): {', '.join(parts)}.")
+
+
+def _need_sentence(a: StudyAnalysis) -> str:
+  need = a.rule.get("pairs_needed") or {}
+  if not need.get("points"):
+    return "Every point is decided."
+  unknown = (f"; {need['unknown']} more need over {MAX_PAIRS_NEEDED} pairs or cannot be estimated"
+             if need.get("unknown") else "")
+  return (f"To decide the {need['points']} undecided points, their observed spread asks for "
+          f"{need['pairs']:,} more seed pairs at the level used: {need['runs']:,} runs, about "
+          f"{need['minutes']:.0f} min at this study's measured minutes per run{unknown}.")
+
+
+def _diverged_sentence(a: StudyAnalysis) -> str:
+  if not a.diverged:
+    return f"Diverged runs: none (of {len(a.rows):,})."
+  shown = ", ".join(str(d) for d in a.diverged[:10]) + (", ..." if len(a.diverged) > 10 else "")
+  return (f"Diverged runs: {len(a.diverged)} of {len(a.rows) + len(a.diverged):,}, left out of the "
+          f"analysis and the laws ({shown}); a cell with more than {a.rule['max_diverged_share']:.0%} "
+          f"of its runs diverged cannot be judged.")
+
+
+def _marginal(a: StudyAnalysis) -> list[str]:
+  """The reported law's backtests within one SE of the limit, in words."""
+  form = next((f for f in a.selection.forms if f.name == a.law), None)
+  return [f"{b.arm} arm, largest {b.input} held out: log-RMSE {b.log_rmse:.3f} ± {b.log_rmse_se:.3f} "
+          f"(SE) against the limit {BACKTEST_MAX:g}, so its {'pass' if b.passed else 'failure'} is marginal"
+          for b in (form.backtests if form else ()) if b.marginal]
 
 
 def _law_sentence(a: StudyAnalysis) -> str:
@@ -182,7 +221,11 @@ def _law_sentence(a: StudyAnalysis) -> str:
   checks = (f"R² (log) of the cell means ≥ {R2_MIN}, converged in a basin reached by more than one "
             f"start, exponents in [{EXPONENT_RANGE[0]:g}, {EXPONENT_RANGE[1]:g}], backtest log-RMSE of the "
             f"held-out cell means ≤ {BACKTEST_MAX:g} with the largest {' and with the largest '.join(CHECKED_HOLDOUTS)} held out")
-  return f"The joint law {a.law}, {a.selection.origin()}. Its checks ({checks}): {'; '.join(parts)}.{tail}"
+  marginal = _marginal(a)
+  within = (" Within one SE of the limit (a pass or fail that rounding or another seed can flip): "
+            + "; ".join(marginal) + "." if marginal else "")
+  return (f"The joint law {a.law}, {a.selection.origin()}. Its checks ({checks}): {'; '.join(parts)}."
+          f"{tail}{within}")
 
 
 def first_screen(a: StudyAnalysis) -> list[Block]:
@@ -197,20 +240,52 @@ def first_screen(a: StudyAnalysis) -> list[Block]:
   measured = (f"What was measured: top-1 error on the test split of {c.finetune.dataset} "
               f"({test_size(a, 'finetune')} images) after fine-tuning, and on that of "
               f"{c.pretrain.dataset} ({test_size(a, 'pretrain')} images) after pretraining.")
-  sure = (f"How sure: a verdict is stated only where the 95% bootstrap CI of the paired difference "
-          f"ΔE = E_plain − E_distilled excludes 0 (on both sides of Dp* for a crossing, at every Dp "
-          f"otherwise) with at least {MIN_PAIRS} seed pairs per Dp; otherwise the report says it cannot tell.")
-  return ([("h", 1, "jaxscale study report"), ("p", ran), ("p", measured), ("p", sure),
-           ("h", 2, "Verdict")] + [("p", text) for text in verdict_lines(a)])
+  return ([("h", 1, "jaxscale study report"), ("p", ran), ("p", measured), ("p", how_sure(a)),
+           ("p", _diverged_sentence(a)), ("h", 2, "Verdict")] + [("p", text) for text in verdict_lines(a)])
+
+
+def how_sure(a: StudyAnalysis) -> str:
+  r = a.rule
+  looks = (f" and {r['rounds']} rounds of looks" if r["rounds"] > 1 else "")
+  return (f"How sure: each point (comparison, model, Df, Dp) is judged by a t-interval of the mean "
+          f"paired difference ΔE = E_baseline − E_treatment over seed pairs at level "
+          f"1 − {r['family_alpha']:g}/{r['family_points'] * r['rounds']} = {r['point_level']:.5f} "
+          f"(Bonferroni over the study's {r['family_points']} points{looks}: the chance that any verdict "
+          f"of the whole study is wrong is at most {r['family_alpha']:.0%}, family-wise). A point helps "
+          f"(interval above 0), hurts (below 0), shows no practical difference (interval inside "
+          f"±{r['margin']:g}, the margin config.study.margin: the CI-inclusion rule, equal to two "
+          f"one-sided tests) or is undecided (also with fewer than {MIN_PAIRS} pairs); a cell states a "
+          f"verdict over the Dp range where its points are decided, and Dp* only for a crossing "
+          f"(decided points on both sides).")
 
 
 def verdict_lines(a: StudyAnalysis) -> list[str]:
   """The headline verdicts (largest model: downstream at the smallest Df, pretraining task), the
   count of verdicts over all downstream cells, and the law's status."""
   lines = [c.verdict_text for c in _headline_cells(a)]
+  lines += [_verdict_counts(a, comp) for comp in dict.fromkeys(c.comparison for c in a.paired)]
   if a.paired:
-    lines.append(_verdict_counts(a))
+    lines.append(_need_sentence(a))
   return lines + [_law_sentence(a)]
+
+
+def _dp_star(c: PairedCell) -> str:
+  if not c.verdict.endswith("below_dp_star"):
+    return "–"
+  if c.crossing is None:
+    return "between decided points (the means do not change sign)"
+  if c.crossing.ci:
+    return with_ci(round(c.crossing.dp_star), *(round(v) for v in c.crossing.ci))
+  return fmt(round(c.crossing.dp_star))
+
+
+def _cell_need(c: PairedCell) -> str:
+  need = [p.pairs_needed for p in c.points if p.verdict == "undecided"]
+  if not need or c.verdict == "cannot_be_judged":
+    return "–"
+  known = sum(n for n in need if n is not None)
+  return f"{known:,}" + (f" (+{sum(n is None for n in need)} points over {MAX_PAIRS_NEEDED})"
+                         if any(n is None for n in need) else "")
 
 
 def verdict_table(a: StudyAnalysis) -> list[Block]:
@@ -218,19 +293,21 @@ def verdict_table(a: StudyAnalysis) -> list[Block]:
     return [("p", "The study has one arm only: there are no paired differences to compare.")]
   rows = []
   for c in a.paired:
-    cross = c.crossing
-    rows.append([c.model, fmt(c.params), "pretraining" if c.stage == "pretrain" else fmt(c.df),
-                 VERDICT_WORDS[c.verdict],
-                 (with_ci(round(cross.dp_star), *(round(v) for v in cross.ci)) if cross and cross.ci
-                  else fmt(round(cross.dp_star)) if cross else "no crossing of the means"),
-                 f"{c.fraction_crossing:.0%}" if c.fraction_crossing is not None else "–"])
+    decided = f"{fmt(min(c.decided))}–{fmt(max(c.decided))} ({len(c.decided)} of {len(c.points)})" if c.decided else "none"
+    rows.append([c.comparison.replace("_", " "), c.model, fmt(c.params),
+                 "pretraining" if c.stage == "pretrain" else fmt(c.df), VERDICT_WORDS[c.verdict], decided,
+                 _dp_star(c), f"{max(p.n_pairs for p in c.points)}", _cell_need(c),
+                 f"{c.n_diverged}/{c.n_runs}"])
   dps = sorted({p.dp for c in a.paired for p in c.points})
-  deltas = [[c.model, "pretraining" if c.stage == "pretrain" else fmt(c.df)]
+  deltas = [[c.comparison.replace("_", " "), c.model, "pretraining" if c.stage == "pretrain" else fmt(c.df)]
             + [next((_delta(p) for p in c.points if p.dp == dp), "–") for dp in dps] for c in a.paired]
+  level = a.rule["point_level"]
   return [
-      ("table", ["model", "M", "Df", "verdict", "Dp* of the means [95% CI]", "resamples crossing"], rows),
-      ("h", 3, "Paired differences ΔE = E_plain − E_distilled (mean [95% CI] (pairs))"),
-      ("table", ["model", "Df"] + [f"Dp = {d:,}" for d in dps], deltas)]
+      ("table", ["comparison", "model", "M", "Df", "verdict", "decided Dp", "Dp* [95% CI]", "pairs",
+                 "more pairs needed", "diverged runs"], rows),
+      ("h", 3, f"Paired differences ΔE = E_baseline − E_treatment (mean [interval at level {level:.5f}] "
+               f"(pairs) verdict, more pairs needed)"),
+      ("table", ["comparison", "model", "Df"] + [f"Dp = {d:,}" for d in dps], deltas)]
 
 
 # ----------------------------------------------------------------------------- measured means
@@ -265,8 +342,11 @@ def _backtest_cell(r: Backtest | None) -> str:
   if r.error is not None:
     return "could not be fitted"
   verdict = "passes" if r.passed else f"FAILS: > {BACKTEST_MAX:g}"
+  if r.marginal:
+    verdict += ", marginal: within one SE of the limit"
   runs = f"; single runs {fmt(r.log_rmse_rows)}" if r.log_rmse_rows is not None else ""
-  return f"{fmt(r.log_rmse)} ({verdict}{runs})"
+  se = f" ± {fmt(r.log_rmse_se, 2)} SE" if r.log_rmse_se is not None else ""
+  return f"{fmt(r.log_rmse)}{se} ({verdict}{runs})"
 
 
 def selection_blocks(a: StudyAnalysis) -> list[Block]:

@@ -39,6 +39,8 @@ class StudyAnalysis:
   arms: dict[str, ArmFit]
   measured: tuple[Measured, ...]
   paired: tuple[PairedCell, ...]
+  rule: dict[str, Any]            # fits.json "decision_rule": margin, levels, family, pairs needed
+  diverged: tuple[str, ...]       # cell ids of the diverged runs left out
   selection: LawSelection
   crossings: tuple[LawCrossing, ...]
   exponents: tuple[Exponent, ...]
@@ -52,12 +54,42 @@ def _law_check_json(arms: Mapping[str, ArmFit]) -> dict[str, Any]:
           for a in arms.values()}
 
 
+def decision_rule(config: ConfigDict) -> dict[str, Any]:
+  """The "decision_rule" block: the margin, the family, the rounds and each point's level."""
+  s = config.study
+  rounds = int(s.max_rounds) if s.adaptive else 1
+  m = verdicts.family_size(s.arms, s.models, s.dp, s.df)
+  alpha = verdicts.point_alpha(m, rounds)
+  return {"margin": float(s.margin), "family_alpha": verdicts.FAMILY_ALPHA, "family_points": m,
+          "rounds": rounds, "point_alpha": alpha, "point_level": 1 - alpha,
+          "interval": "t-interval of the mean paired difference over seeds",
+          "error_control": "family-wise, Bonferroni over the study's points and rounds",
+          "max_diverged_share": verdicts.MAX_DIVERGED_SHARE}
+
+
+def grid_need(rows: Sequence[Mapping[str, Any]], cells: Sequence[PairedCell]) -> dict[str, Any]:
+  """The more pairs the undecided points need, as runs and minutes: a pair at a point is one run
+  per arm (a fine-tune, or at a pretraining point a pretraining run); minutes from the mean wall
+  time of the study's records of the same stage and model."""
+  wall: dict[tuple, list[float]] = {}
+  for r in rows:
+    wall.setdefault((r.get("stage"), r.get("model")), []).append(float(r.get("wall_s") or 0.0))
+  runs, seconds = 0, 0.0
+  for c in cells:
+    for p in c.points:
+      if p.verdict == "undecided" and p.pairs_needed and c.verdict != "cannot_be_judged":
+        w = wall.get((c.stage, c.model), [0.0])
+        runs += 2 * p.pairs_needed
+        seconds += 2 * p.pairs_needed * sum(w) / len(w)
+  return {**verdicts.grid_need(cells), "runs": runs, "minutes": seconds / 60}
+
+
 def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                     progress: bool = True) -> StudyAnalysis:
-  """Everything the records of a study support (see the module docstring)."""
-  # The smoothed control (arm "smoothed", distilled False) is not analysed here yet: its rows must
-  # not join the plain arm's means, pairs and law.
-  rows = [r for r in rows if r.get("arm") != "smoothed"]
+  """Everything the records of a study support (see the module docstring). Records of diverged
+  runs (a non-null `diverged_at`) are left out of the means, the pairs and the laws."""
+  diverged = tuple(r for r in rows if r.get("diverged_at") is not None)
+  rows = [r for r in rows if r.get("diverged_at") is None]
   # Dp images chosen by a pruning rule are another axis (jaxscale.study.selection_effects): the
   # arms' means, pairs and laws are those of the random subsets.
   rows = [r for r in rows if r.get("selection", "random") == "random"]
@@ -71,14 +103,19 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
   law, selection, bts = selection_lib.select_law(config, table, progress)
   content, arms = selection_lib.fit_arms(config, table, law, selection, progress)
   measured = verdicts.measured_means(rows, int(config.seed))
-  paired = verdicts.paired_cells(rows, int(config.seed))
-  content.update(schema_version=SCHEMA_VERSION, paired=verdicts.paired_json(paired),
+  rule = decision_rule(config)
+  paired = verdicts.paired_cells(rows, int(config.seed), rule["margin"], rule["point_alpha"],
+                                 tuple(config.study.arms), diverged)
+  rule["pairs_needed"] = grid_need(rows, paired)
+  content.update(schema_version=SCHEMA_VERSION, paired=verdicts.paired_json(paired), decision_rule=rule,
+                 diverged=[r.get("cell_id") for r in diverged],
                  law_selection=selection, law_check=_law_check_json(arms), backtests=bts[law],
                  exponents=selection_lib.exponents(config, table))
   fits = laws.api.sanitize(content)
   form = laws.get(law)
   return StudyAnalysis(config=config, rows=tuple(rows), law=form.name, formula=form.formula,
-                       arms=arms, measured=tuple(measured), paired=tuple(paired),
+                       arms=arms, measured=tuple(measured), paired=tuple(paired), rule=fits["decision_rule"],
+                       diverged=tuple(r.get("cell_id") for r in diverged),
                        selection=selection_lib.selection_of(fits["law_selection"]),
                        crossings=selection_lib.crossings_of(fits["boundaries"]),
                        exponents=selection_lib.exponents_of(fits["exponents"]), fits=fits)

@@ -33,7 +33,7 @@ from ml_collections import ConfigDict
 from jaxscale import laws
 from jaxscale.errors import JaxscaleError
 from jaxscale.laws import fit as fit_lib
-from jaxscale.study.verdicts import TARGET, student_rows
+from jaxscale.study.verdicts import TARGET, arm_of, student_rows
 
 logger = logging.getLogger("jaxscale")
 
@@ -90,6 +90,12 @@ class Backtest:
   log_rmse_se: float | None
   passed: bool | None
   error: str | None
+
+  @property
+  def marginal(self) -> bool:
+    """Within one SE of BACKTEST_MAX: rounding or another seed can move it across the limit."""
+    return (self.log_rmse is not None and self.log_rmse_se is not None
+            and abs(self.log_rmse - BACKTEST_MAX) <= self.log_rmse_se)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +187,9 @@ def exponents_of(rows: Sequence[Mapping[str, Any]]) -> tuple[Exponent, ...]:
 # ----------------------------------------------------------------------------- records
 
 def finetune_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-  """Named columns of the fine-tune records: dp, params, df, distilled, eval_error, model, seed."""
-  ft = student_rows(rows, "finetune")
+  """Named columns of the plain and distilled arms' fine-tune records (the laws are fitted per those
+  two arms): dp, params, df, distilled, eval_error, model, seed."""
+  ft = [r for r in student_rows(rows, "finetune") if arm_of(r) in ("plain", "distilled")]
   cols = ("dp", "params", "df", "distilled", "eval_error", "model", "seed")
   return {c: np.asarray([r[c] for r in ft]) for c in cols}
 
@@ -376,8 +383,8 @@ def _form_summary(law: str, result: laws.Analysis, table: Mapping[str, np.ndarra
     arms[arm] = {"r2_log_rows": st.get("r2_log"), "r2_log_cells": r2c, "n_rows": st.get("n"),
                  "n_cells": n_cells, "converged": st.get("converged"),
                  "n_best_basin": st.get("n_best_basin"), "params": params}
-  rows = [{k: r.get(k) for k in ("arm", "input", "value", "n_test", "n_points", "log_rmse", "log_rmse_rows",
-                                 "passed", "error")
+  rows = [{k: r.get(k) for k in ("arm", "input", "value", "n_test", "n_points", "log_rmse", "log_rmse_se",
+                                 "log_rmse_rows", "passed", "error")
            if k in r} for r in bt["rows"]]
   return {"formula": laws.get(law).formula, "arms": arms, "backtests": rows}
 

@@ -1,26 +1,30 @@
-"""Paired differences of the two arms and the verdicts they support (numpy and scipy only).
+"""Paired differences of the study's arms and the verdicts they support (numpy and scipy only).
 
 * Measured means (`Measured`): for every cell (stage, model, Dp, Df, arm) the mean error over its
-  seeds with a 95% bootstrap CI over seeds. Pretraining cells are evaluated on the pretraining
-  task's test split, fine-tune cells on the downstream test split.
-* Paired differences (`PairedCell`): ΔE = E_plain − E_distilled of the two arms of the same
-  (model, Dp, Df, seed) — positive means distillation lowers the error. Per Dp: the mean over
-  seeds and its 95% CI from `N_BOOT` resamples of the seeds (one resample of seed indices is used
-  at every Dp, so a seed's pairs move together). Fine-tune cells give one `PairedCell` per
-  (model, Df); pretraining records (stage "pretrain", the teacher left out) give one per model with
-  df = 0: the verdict on the pretraining task.
-* The crossing Dp*: where the mean ΔE changes sign between two neighbouring measured Dp, linear in
-  log Dp; its CI is the percentile interval of the same crossing in the bootstrap resamples that
-  have one, and `fraction_crossing` is the share of resamples whose mean ΔE changes sign at all.
-* The verdict of a `PairedCell` (the rule, `verdict`):
-    - every Dp needs at least `MIN_PAIRS` pairs and a CI, else "cannot_tell";
-    - "helps_throughout" / "hurts_throughout": the CI lies above / below 0 at every measured Dp;
-    - "helps_below_dp_star" ("hurts_below_dp_star"): the mean ΔE crosses 0 from + to − (− to +)
-      between two Dp, at least one Dp below Dp* has a CI on the one side of 0 and at least one Dp
-      above Dp* a CI on the other side, and no Dp has a CI on the wrong side for where it lies;
-    - anything else is "cannot_tell" (the text says at which Dp the CI excludes 0, if any).
-  The CIs of means and of ΔE are percentile intervals of the seed resamples widened for small
-  samples (`small_sample_ci`: a plain percentile interval from 4 seeds covers about 80%, not 95%).
+  seeds with a 95% bootstrap CI over seeds (widened for small samples, `small_sample_ci`).
+  Pretraining cells are evaluated on the pretraining task's test split, fine-tune cells on the
+  downstream test split.
+* Comparisons (`COMPARISONS`, those whose arms the study has): distilled vs plain (what
+  distillation does) and distilled vs smoothed (what the teacher's knowledge adds beyond soft
+  targets against a uniform teacher). ΔE = E_baseline − E_treatment of the same (model, Dp, Df,
+  seed): positive means the treatment lowers the error. Fine-tune cells give one `PairedCell` per
+  (comparison, model, Df); pretraining records (the teacher left out) one per (comparison, model)
+  with df = 0.
+* The decision at a point (`judge_point`, the one function the report and the simulator in
+  benchmarks/sim_decisions.py call): a t-interval of the mean ΔE over the seed pairs at level
+  1 − alpha, alpha = FAMILY_ALPHA / (points of the study x rounds of looks) (`point_alpha`:
+  Bonferroni, so all intervals of the study hold at once with probability 0.95, also when rounds
+  of seeds are added after looking); then "helps" (CI above 0), "hurts" (CI below 0), "no
+  practical difference" (CI inside [−margin, +margin]: the CI-inclusion rule, the same as two
+  one-sided tests at alpha / 2) or "undecided" (also below MIN_PAIRS pairs), and for an undecided
+  point the more pairs its observed spread says it needs (`pairs_needed`).
+* The cell (`judge_cell`): its decided points in Dp order read one verdict (helps / hurts / no
+  practical difference, over the decided Dp range), or helps then hurts-or-no-difference
+  ("helps_below_dp_star"), or hurts then helps-or-no-difference ("hurts_below_dp_star"); anything
+  else "cannot_tell"; a cell with more than MAX_DIVERGED_SHARE of its runs diverged "cannot be
+  judged". Only a crossing verdict gets a Dp*: where the mean ΔE changes sign (log-linear in Dp)
+  between its last point of the first verdict and its first of the second, with the percentile
+  CI of the same crossing over seed resamples.
 
 M is the parameter count as fitted: the `params` field of the fine-tune record (backbone and the
 downstream head).
@@ -29,6 +33,7 @@ downstream head).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -39,9 +44,17 @@ from jaxscale.laws.uncertainty import percentile_ci
 TARGET = "eval_error"
 LEVEL = 0.95
 N_BOOT = 2000            # seed resamples for measured means and paired differences
-MIN_PAIRS = 3            # pairs needed at every Dp before a verdict is stated
-VERDICTS = ("helps_below_dp_star", "hurts_below_dp_star", "helps_throughout", "hurts_throughout",
-            "cannot_tell")
+MIN_PAIRS = 3            # pairs a point needs before it can be decided
+FAMILY_ALPHA = 0.05      # the chance that any verdict of the whole study is wrong (family-wise)
+DEFAULT_MARGIN = 0.03    # config.study.margin's default (the reason is in configs/default.py)
+MAX_DIVERGED_SHARE = 0.25  # a cell with more of its runs diverged "cannot be judged"
+MAX_PAIRS_NEEDED = 1000  # pairs-needed estimates stop here ("over 1000")
+T_TABLE = 4096           # t quantiles up to this many degrees of freedom are tabulated per level
+# (treatment, baseline): ΔE = E_baseline − E_treatment, > 0 when the treatment lowers the error.
+COMPARISONS = (("distilled", "plain"), ("distilled", "smoothed"))
+POINT_VERDICTS = ("helps", "hurts", "no_practical_difference", "undecided")
+VERDICTS = ("helps", "hurts", "no_practical_difference", "helps_below_dp_star", "hurts_below_dp_star",
+            "cannot_tell", "cannot_be_judged")
 
 
 # ----------------------------------------------------------------------------- typed results
@@ -63,12 +76,15 @@ class Measured:
 
 @dataclasses.dataclass(frozen=True)
 class PairedPoint:
-  """ΔE at one Dp: mean over n_pairs seeds, its CI (None below 2 pairs), the per-seed values."""
+  """ΔE at one Dp: mean over n_pairs seeds, its CI (None below 2 pairs), the per-seed values, the
+  point's verdict (POINT_VERDICTS) and, when undecided, the more pairs it needs (None: unknown)."""
   dp: int
   n_pairs: int
   mean_delta: float
   ci: tuple[float, float] | None
   deltas: tuple[float, ...]
+  verdict: str = "undecided"
+  pairs_needed: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +108,10 @@ class PairedCell:
   fraction_crossing: float | None
   verdict: str
   verdict_text: str
+  comparison: str = "distilled_vs_plain"   # "<treatment>_vs_<baseline>"
+  decided: tuple[int, ...] = ()            # the Dp of the decided points
+  n_runs: int = 0                          # records of the cell's two arms, diverged ones included
+  n_diverged: int = 0
 
 
 # ----------------------------------------------------------------------------- records
@@ -102,7 +122,8 @@ def is_teacher(row: Mapping[str, Any]) -> bool:
 
 
 def arm_of(row: Mapping[str, Any]) -> str:
-  return "distilled" if row.get("distilled") else "plain"
+  """The study arm of a record: its "arm" field (older records: from "distilled")."""
+  return row.get("arm") or ("distilled" if row.get("distilled") else "plain")
 
 
 def student_rows(rows: Sequence[Mapping[str, Any]], stage: str) -> list[Mapping[str, Any]]:
@@ -168,8 +189,15 @@ def measured_means(rows: Sequence[Mapping[str, Any]], seed: int = 0) -> list[Mea
 
 # ----------------------------------------------------------------------------- paired differences
 
-def paired_deltas(rows: Sequence[Mapping[str, Any]], stage: str) -> dict[tuple, dict[int, dict]]:
-  """{(model, params, df): {dp: {seed: E_plain − E_distilled}}} over the pairs present in both arms."""
+def comparisons(arms: Sequence[str]) -> tuple[tuple[str, str], ...]:
+  """The (treatment, baseline) arm pairs a study with `arms` compares (see COMPARISONS)."""
+  return tuple((t, b) for t, b in COMPARISONS if t in arms and b in arms)
+
+
+def paired_deltas(rows: Sequence[Mapping[str, Any]], stage: str, treatment: str = "distilled",
+                  baseline: str = "plain") -> dict[tuple, dict[int, dict]]:
+  """{(model, params, df): {dp: {seed: E_baseline − E_treatment}}} over the seeds present in both
+  arms (the default: E_plain − E_distilled)."""
   by_arm: dict[tuple, float] = {}
   params = fitted_params(rows)
   for r in student_rows(rows, stage):
@@ -177,8 +205,8 @@ def paired_deltas(rows: Sequence[Mapping[str, Any]], stage: str) -> dict[tuple, 
     by_arm[key] = float(r[TARGET])
   out: dict[tuple, dict[int, dict]] = {}
   for (model, df, dp, seed, arm), e in by_arm.items():
-    other = by_arm.get((model, df, dp, seed, "distilled"))
-    if arm == "plain" and other is not None:
+    other = by_arm.get((model, df, dp, seed, treatment))
+    if arm == baseline and other is not None:
       out.setdefault((model, params[model], df), {}).setdefault(dp, {})[seed] = e - other
   return out
 
@@ -195,15 +223,163 @@ def _boot_means(by_dp: Mapping[int, Mapping[int, float]], seed: int) -> tuple[li
   return dps, means
 
 
-def paired_points(by_dp: Mapping[int, Mapping[int, float]], boot: np.ndarray) -> list[PairedPoint]:
+# ----------------------------------------------------------------------------- the decision rule
+
+def point_alpha(n_points: int, rounds: int = 1) -> float:
+  """The error rate each point's interval is built at: FAMILY_ALPHA over the study's points and
+  its rounds of looks (Bonferroni), so every interval of every look holds at once with 95%."""
+  return FAMILY_ALPHA / (max(int(n_points), 1) * max(int(rounds), 1))
+
+
+@functools.lru_cache(maxsize=32)
+def _t_table(alpha: float) -> np.ndarray:
+  """t_{1−alpha/2, df} at index df = 1 .. T_TABLE (index 0: inf), computed once per alpha."""
+  return np.concatenate([[np.inf], scipy.stats.t.ppf(1 - alpha / 2, np.arange(1, T_TABLE + 1))])
+
+
+def t_quantile(alpha: float, df: np.ndarray | int) -> np.ndarray:
+  """t_{1−alpha/2, df} (two-sided critical value), df >= 1."""
+  df = np.asarray(df)
+  if df.size and df.max() <= T_TABLE:
+    return _t_table(float(alpha))[df]
+  return scipy.stats.t.ppf(1 - alpha / 2, df)
+
+
+def family_size(arms: Sequence[str], models: Sequence[str], dps: Sequence[int], dfs: Sequence[int]) -> int:
+  """The points a study judges, fixed by its design: comparisons x models x Dp x (Df + the
+  pretraining task)."""
+  return len(comparisons(tuple(arms))) * len(models) * len(dps) * (len(dfs) + 1)
+
+
+def t_interval(deltas: Sequence[float], alpha: float) -> tuple[float, float] | None:
+  """mean ± t_{1−alpha/2, n−1}·s/√n of the per-seed differences [n]; None below 2 pairs."""
+  d = np.asarray(deltas, np.float64)
+  if len(d) < 2:
+    return None
+  h = float(t_quantile(alpha, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+  return float(d.mean() - h), float(d.mean() + h)
+
+
+def point_verdict(ci: tuple[float, float] | None, n_pairs: int, margin: float) -> str:
+  """The rule at one point, in this order: "helps" (CI above 0), "hurts" (CI below 0), "no
+  practical difference" (CI inside [−margin, +margin], ends included: the CI-inclusion rule, which
+  at level 1 − 2α is the two one-sided tests at α), else "undecided" (also below MIN_PAIRS)."""
+  if ci is None or n_pairs < MIN_PAIRS:
+    return "undecided"
+  if ci[0] > 0:
+    return "helps"
+  if ci[1] < 0:
+    return "hurts"
+  if -margin <= ci[0] and ci[1] <= margin:
+    return "no_practical_difference"
+  return "undecided"
+
+
+def pairs_needed(mean: float, sd: float, n: int, margin: float, alpha: float) -> int | None:
+  """More pairs the observed mean and spread say a point needs before its interval (at `alpha`)
+  decides it: the smallest N > n with |mean| > h(N) or |mean| + h(N) <= margin,
+  h(N) = t_{1−alpha/2, N−1}·sd/√N; None when no N up to n + MAX_PAIRS_NEEDED does (or n < 2)."""
+  if n < 2 or not np.isfinite(sd):
+    return None
+  ns = np.arange(max(n + 1, MIN_PAIRS), n + MAX_PAIRS_NEEDED + 1)
+  h = t_quantile(alpha, ns - 1) * sd / np.sqrt(ns)
+  ok = (abs(mean) > h) | (abs(mean) + h <= margin)
+  return int(ns[np.argmax(ok)] - n) if ok.any() else None
+
+
+def judge_point(deltas: Sequence[float], margin: float, alpha: float
+                ) -> tuple[float, tuple[float, float] | None, str, int | None]:
+  """THE decision at one point from its per-seed differences (the report and the simulator in
+  benchmarks/sim_decisions.py both call this): (mean, CI, verdict, more pairs needed or None)."""
+  d = np.asarray(deltas, np.float64)
+  ci = t_interval(d, alpha)
+  v = point_verdict(ci, len(d), margin)
+  need = None
+  if v == "undecided":
+    need = pairs_needed(float(d.mean()), float(d.std(ddof=1)), len(d), margin, alpha) if len(d) >= 2 else None
+    if len(d) < MIN_PAIRS:
+      need = max(need or 0, MIN_PAIRS - len(d))
+  return float(d.mean()) if len(d) else float("nan"), ci, v, need
+
+
+def judge_cell(verdicts_by_dp: Sequence[str]) -> tuple[str, tuple[int, ...]]:
+  """THE cell rule over its points' verdicts in Dp order: (cell verdict, indices of the decided
+  points). The decided points, in Dp order, read one verdict throughout ("helps", "hurts",
+  "no_practical_difference"), or helps and then only hurts or no practical difference
+  ("helps_below_dp_star"), or hurts and then only helps or no practical difference
+  ("hurts_below_dp_star"): a crossing thus has decided points on both sides. No decided point, or
+  any other order, is "cannot_tell"."""
+  decided = tuple(i for i, v in enumerate(verdicts_by_dp) if v != "undecided")
+  seq = [verdicts_by_dp[i] for i in decided]
+  if not seq:
+    return "cannot_tell", decided
+  first = seq[0]
+  if all(v == first for v in seq):
+    return first, decided
+  later = seq[next(j for j, v in enumerate(seq) if v != first):]
+  other = {"helps": "hurts", "hurts": "helps"}.get(first)
+  if other and all(v in (other, "no_practical_difference") for v in later):
+    return f"{first}_below_dp_star", decided
+  return "cannot_tell", decided
+
+
+# ----------------------------------------------------------------------------- the cells
+
+def _cell_crossing(dps: Sequence[int], points: Sequence[PairedPoint], boot: np.ndarray
+                   ) -> tuple[Crossing | None, float | None]:
+  """The crossing of a crossing verdict: the means' sign change between the last point of the
+  first verdict and the first of the second (None when the means do not change sign there)."""
+  first = points[0].verdict if points[0].verdict != "undecided" else next(
+      p.verdict for p in points if p.verdict != "undecided")
+  i = max(j for j, p in enumerate(points) if p.verdict == first)
+  k = min(j for j, p in enumerate(points) if p.verdict not in ("undecided", first))
+  cross, fraction = crossing(dps[i:k + 1], points[i:k + 1], boot[:, i:k + 1])
+  return cross, fraction
+
+
+def _count(rows: Sequence[Mapping[str, Any]], stage: str, model: str, df: int, arms: tuple[str, str]) -> int:
+  """Records of one cell's two arms."""
+  return sum(1 for r in rows if r.get("stage") == stage and r["model"] == model and not is_teacher(r)
+             and int(r.get("df") or 0) == df and arm_of(r) in arms)
+
+
+def paired_cells(rows: Sequence[Mapping[str, Any]], seed: int = 0, margin: float = DEFAULT_MARGIN,
+                 alpha: float | None = None, arms: Sequence[str] = ("plain", "distilled", "smoothed"),
+                 diverged: Sequence[Mapping[str, Any]] = ()) -> list[PairedCell]:
+  """Paired differences and verdicts per comparison of `comparisons(arms)`: fine-tune cells per
+  (model, Df), then the pretraining task per model. alpha: each point's error rate (default
+  `point_alpha` over the points found). `diverged`: the left-out records of diverged runs."""
+  found = [(t, b, stage, key, by_dp) for t, b in comparisons(arms) for stage in ("finetune", "pretrain")
+           for key, by_dp in sorted(paired_deltas(rows, stage, t, b).items(),
+                                    key=lambda kv: (kv[0][1], kv[0][2]))]
+  if alpha is None:
+    alpha = point_alpha(sum(len(f[4]) for f in found))
   out = []
-  for j, dp in enumerate(sorted(by_dp)):
-    deltas = tuple(by_dp[dp][s] for s in sorted(by_dp[dp]))
-    col = boot[:, j][np.isfinite(boot[:, j])]
-    mean = float(np.mean(deltas))
-    ci = small_sample_ci(col, mean, len(deltas)) if len(deltas) >= 2 and len(col) else None
-    out.append(PairedPoint(dp, len(deltas), mean, ci, deltas))
+  for treatment, baseline, stage, (model, params, df), by_dp in found:
+    pair = (treatment, baseline)
+    n_div = _count(diverged, stage, model, df, pair)
+    n_runs = _count(rows, stage, model, df, pair) + n_div
+    out.append(_cell(stage, model, params, df, by_dp, pair, margin, alpha, seed, n_runs, n_div,
+                     n_div > MAX_DIVERGED_SHARE * n_runs))
   return out
+
+
+def _cell(stage, model, params, df, by_dp, pair, margin, alpha, seed, n_runs, n_div, unjudged) -> PairedCell:
+  dps, boot = _boot_means(by_dp, seed)
+  points = []
+  for dp in dps:
+    deltas = tuple(by_dp[dp][s] for s in sorted(by_dp[dp]))
+    mean, ci, v, need = judge_point(deltas, margin, alpha)
+    points.append(PairedPoint(dp, len(deltas), mean, ci, deltas, v, need))
+  v, decided = judge_cell([p.verdict for p in points])
+  if unjudged:
+    v = "cannot_be_judged"
+  cross, fraction = _cell_crossing(dps, points, boot) if v.endswith("below_dp_star") else (None, None)
+  name = cell_name(stage, model, params, df)
+  text = verdict_text(name, v, points, cross, pair, margin, n_div, n_runs)
+  return PairedCell(stage, model, params, df, tuple(points), cross, fraction, v, text,
+                    comparison=f"{pair[0]}_vs_{pair[1]}", decided=tuple(dps[i] for i in decided),
+                    n_runs=n_runs, n_diverged=n_div)
 
 
 def first_crossing(dps: Sequence[int], means: np.ndarray) -> tuple[float, bool] | None:
@@ -218,8 +394,9 @@ def first_crossing(dps: Sequence[int], means: np.ndarray) -> tuple[float, bool] 
 
 def crossing(dps: Sequence[int], points: Sequence[PairedPoint], boot: np.ndarray
              ) -> tuple[Crossing | None, float | None]:
-  """The crossing of the measured mean ΔE with its bootstrap CI, and the share of resamples that
-  cross (both None when no Dp has two pairs: resampling one seed says nothing)."""
+  """The crossing of the measured mean ΔE with its bootstrap CI (percentile, over the resamples
+  that cross the same way), and the share of resamples that cross (both None when no Dp has two
+  pairs: resampling one seed says nothing)."""
   mid = first_crossing(dps, np.array([p.mean_delta for p in points]))
   if max(p.n_pairs for p in points) < 2:
     return (None if mid is None else Crossing(mid[0], None, None, mid[1])), None
@@ -232,53 +409,61 @@ def crossing(dps: Sequence[int], points: Sequence[PairedPoint], boot: np.ndarray
   return Crossing(mid[0], ci, fraction, mid[1]), fraction
 
 
-def verdict(points: Sequence[PairedPoint], cross: Crossing | None) -> str:
-  """The verdict the paired CIs support (the rule is in the module docstring)."""
-  if any(p.ci is None or p.n_pairs < MIN_PAIRS for p in points):
-    return "cannot_tell"
-  above = [p.ci[0] > 0 for p in points]   # distillation lowers the error, CI excludes 0
-  below = [p.ci[1] < 0 for p in points]   # distillation raises the error, CI excludes 0
-  if all(above):
-    return "helps_throughout"
-  if all(below):
-    return "hurts_throughout"
-  if cross is None:
-    return "cannot_tell"
-  low = [i for i, p in enumerate(points) if p.dp < cross.dp_star]
-  high = [i for i, p in enumerate(points) if p.dp > cross.dp_star]
-  first, then = (above, below) if cross.helps_below else (below, above)
-  consistent = not any(then[i] for i in low) and not any(first[i] for i in high)
-  if consistent and any(first[i] for i in low) and any(then[i] for i in high):
-    return "helps_below_dp_star" if cross.helps_below else "hurts_below_dp_star"
-  return "cannot_tell"
+# ----------------------------------------------------------------------------- words
+
+EFFECT = {"distilled_vs_plain": "distillation (distilled vs plain)",
+          "distilled_vs_smoothed": "the teacher's knowledge (distilled vs smoothed)"}
+POINT_WORDS = {"helps": "helps", "hurts": "hurts", "no_practical_difference": "no practical difference",
+               "undecided": "undecided"}
 
 
-def _signed(v: float) -> str:
-  return f"{v:+.3f}"
+def _dps(values: Sequence[int]) -> str:
+  return ", ".join(f"{d:,}" for d in values)
 
 
-def verdict_text(cell_name: str, verdict_: str, points: Sequence[PairedPoint],
-                 cross: Crossing | None, fraction: float | None) -> str:
+def _where(points: Sequence[PairedPoint]) -> str:
+  decided = [p.dp for p in points if p.verdict != "undecided"]
+  if len(decided) == len(points):
+    return "decided at every measured Dp"
+  open_ = [p.dp for p in points if p.verdict == "undecided"]
+  return (f"decided at Dp = {_dps(decided)}, undecided at Dp = {_dps(open_)}" if decided
+          else f"undecided at every Dp ({_dps(open_)})")
+
+
+def _need(points: Sequence[PairedPoint]) -> str:
+  need = [(p.dp, p.pairs_needed) for p in points if p.verdict == "undecided"]
+  if not need:
+    return ""
+  parts = [f"{n} at Dp = {dp:,}" if n is not None else f"over {MAX_PAIRS_NEEDED} at Dp = {dp:,}"
+           for dp, n in need]
+  return f"; more seed pairs needed to decide: {', '.join(parts)}"
+
+
+def verdict_text(cell_name: str, verdict_: str, points: Sequence[PairedPoint], cross: Crossing | None,
+                 pair: tuple[str, str] = ("distilled", "plain"), margin: float = DEFAULT_MARGIN,
+                 n_diverged: int = 0, n_runs: int = 0) -> str:
   """One sentence a reader can check against the table of paired differences."""
-  ci = (f" (95% CI {cross.ci[0]:,.0f} to {cross.ci[1]:,.0f})" if cross and cross.ci else "")
-  frac = f"; {fraction:.0%} of seed resamples cross" if fraction is not None else ""
-  if verdict_ == "helps_throughout":
-    return f"{cell_name}: distillation lowers the error at every measured Dp (CI excludes 0 at each)."
-  if verdict_ == "hurts_throughout":
-    return f"{cell_name}: distillation raises the error at every measured Dp (CI excludes 0 at each)."
-  if verdict_ in ("helps_below_dp_star", "hurts_below_dp_star"):
-    first, then = (("lowers", "raises") if verdict_ == "helps_below_dp_star" else ("raises", "lowers"))
-    return (f"{cell_name}: distillation {first} the error below Dp* ≈ {cross.dp_star:,.0f}{ci} and "
-            f"{then} it above (CI excludes 0 on both sides{frac}).")
+  effect = EFFECT.get(f"{pair[0]}_vs_{pair[1]}", f"{pair[0]} vs {pair[1]}")
+  head = f"{cell_name}, {effect}"
+  if verdict_ == "cannot_be_judged":
+    return (f"{head}: cannot be judged: {n_diverged} of its {n_runs} runs diverged (more than "
+            f"{MAX_DIVERGED_SHARE:.0%}).")
+  where, need = _where(points), _need(points)
+  if verdict_ in ("helps", "hurts"):
+    return f"{head}: {'lowers' if verdict_ == 'helps' else 'raises'} the error ({where}){need}."
+  if verdict_ == "no_practical_difference":
+    return f"{head}: no practical difference (within ±{margin:g}; {where}){need}."
+  if verdict_.endswith("below_dp_star"):
+    first = "lowers" if verdict_.startswith("helps") else "raises"
+    later = sorted({POINT_WORDS[p.verdict] for p in points if p.verdict not in ("undecided", verdict_[:5])})
+    at = (f" below Dp* ≈ {cross.dp_star:,.0f}" + (f" (95% CI {cross.ci[0]:,.0f} to {cross.ci[1]:,.0f})"
+                                                   if cross.ci else "")) if cross else ""
+    return f"{head}: {first} the error{at}, then {' / '.join(later)} at larger Dp ({where}){need}."
   few = [p.dp for p in points if p.n_pairs < MIN_PAIRS]
-  if few:
-    return (f"{cell_name}: cannot tell: fewer than {MIN_PAIRS} paired seeds at Dp = "
-            f"{', '.join(f'{d:,}' for d in few)}.")
-  sig = [f"{p.dp:,} ({_signed(p.mean_delta)})" for p in points if p.ci and (p.ci[0] > 0 or p.ci[1] < 0)]
-  where = (f"the CI excludes 0 only at Dp = {', '.join(sig)}" if sig
-           else "the CI includes 0 at every measured Dp")
-  at = f"; the means cross at Dp ≈ {cross.dp_star:,.0f}{ci}" if cross else ""
-  return f"{cell_name}: cannot tell: {where}{at}{frac}."
+  if few and all(p.verdict == "undecided" for p in points):
+    return f"{head}: cannot tell: fewer than {MIN_PAIRS} paired seeds at Dp = {_dps(few)}{need}."
+  seq = ", ".join(f"{p.dp:,}: {POINT_WORDS[p.verdict]}" for p in points)
+  return f"{head}: cannot tell ({seq}){need}."
 
 
 def cell_name(stage: str, model: str, params: int, df: int) -> str:
@@ -286,31 +471,29 @@ def cell_name(stage: str, model: str, params: int, df: int) -> str:
   return f"{model} (M = {params:,}), {task}"
 
 
-def paired_cells(rows: Sequence[Mapping[str, Any]], seed: int = 0) -> list[PairedCell]:
-  """Paired differences and verdicts: fine-tune per (model, Df), then pretraining per model."""
-  out = []
-  for stage in ("finetune", "pretrain"):
-    for (model, params, df), by_dp in sorted(paired_deltas(rows, stage).items(), key=lambda kv: (kv[0][1], kv[0][2])):
-      dps, boot = _boot_means(by_dp, seed)
-      points = paired_points(by_dp, boot)
-      cross, fraction = crossing(dps, points, boot) if len(dps) > 1 else (None, None)
-      v = verdict(points, cross)
-      text = verdict_text(cell_name(stage, model, params, df), v, points, cross, fraction)
-      out.append(PairedCell(stage, model, params, df, tuple(points), cross, fraction, v, text))
-  return out
+def grid_need(cells: Sequence[PairedCell]) -> dict[str, Any]:
+  """The more pairs every undecided point needs, summed: {"points", "pairs", "unknown"} (points
+  whose need is over MAX_PAIRS_NEEDED or cannot be estimated are counted in "unknown")."""
+  need = [p.pairs_needed for c in cells if c.verdict != "cannot_be_judged" for p in c.points
+          if p.verdict == "undecided"]
+  return {"points": len(need), "pairs": int(sum(n for n in need if n is not None)),
+          "unknown": sum(1 for n in need if n is None)}
 
 
 def paired_json(cells: Sequence[PairedCell]) -> list[dict[str, Any]]:
-  """The "paired" section of fits.json (schema version 2)."""
+  """The "paired" section of fits.json."""
   out = []
   for c in cells:
     cross = None
     if c.crossing is not None:
       cross = {"dp_star": c.crossing.dp_star, "ci": list(c.crossing.ci) if c.crossing.ci else None,
                "fraction_crossing": c.crossing.fraction_crossing}
-    out.append({"model": c.model, "params": c.params, "df": c.df, "stage": c.stage,
+    out.append({"comparison": c.comparison, "model": c.model, "params": c.params, "df": c.df,
+                "stage": c.stage,
                 "points": [{"dp": p.dp, "n_pairs": p.n_pairs, "mean_delta": p.mean_delta,
-                            "ci": list(p.ci) if p.ci else None} for p in c.points],
+                            "ci": list(p.ci) if p.ci else None, "verdict": p.verdict,
+                            "pairs_needed": p.pairs_needed} for p in c.points],
                 "crossing": cross, "fraction_crossing": c.fraction_crossing,
-                "verdict": c.verdict, "verdict_text": c.verdict_text})
+                "verdict": c.verdict, "decided_dp": list(c.decided), "n_runs": c.n_runs,
+                "n_diverged": c.n_diverged, "verdict_text": c.verdict_text})
   return out

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.stats
 from scipy.optimize import brentq
 
 from jaxscale.config import base_config
@@ -12,7 +13,6 @@ from jaxscale.errors import JaxscaleError
 from jaxscale.laws import fit as fit_lib
 from jaxscale.laws.uncertainty import percentile_ci
 from jaxscale.study import analysis, law_selection, verdicts
-from jaxscale.study.verdicts import Crossing, PairedPoint
 
 MODELS = (("vit_tiny_xs", 50_000), ("vit_tiny_s", 200_000), ("vit_tiny_m", 800_000))
 DPS, DFS, SEEDS = (250, 800, 2500, 8000), (100, 300, 1000), (0, 1, 2)
@@ -90,23 +90,31 @@ def test_paired_verdicts_follow_the_true_difference(analyzed):
     for p, t in zip(c.points, truth):
       assert p.n_pairs == len(SEEDS) and p.ci[0] <= p.mean_delta <= p.ci[1]
       assert p.mean_delta == pytest.approx(t, abs=0.01)
+      # a decided point says what the truth is (margin 0.03)
+      assert {"helps": t > 0, "hurts": t < 0, "no_practical_difference": abs(t) <= 0.03,
+              "undecided": True}[p.verdict], (p, t)
     # where the truth changes sign between two measured Dp, the verdict says so
-    expect = "helps_below_dp_star" if truth[-1] < 0 else "helps_throughout"
-    if c.verdict != "cannot_tell":
-      assert c.verdict == expect, c.verdict_text
+    assert c.verdict in ("helps_below_dp_star", "helps", "cannot_tell"), c.verdict_text
     if c.crossing is not None:
+      assert c.verdict == "helps_below_dp_star"
       root = brentq(lambda dp: plain(dp, m, c.df) - distilled(dp, m, c.df), DPS[0], DPS[-1])
       lo, hi = max(d for d in DPS if d < root), min(d for d in DPS if d > root)
       assert lo < c.crossing.dp_star < hi
   assert any(c.verdict == "helps_below_dp_star" for c in cells)
+  rule = analyzed.fits["decision_rule"]
+  assert rule["family_points"] == len(MODELS) * len(DPS) * (len(DFS) + 1) and rule["rounds"] == 1
+  assert rule["point_alpha"] == pytest.approx(0.05 / rule["family_points"])
 
 
 def test_fits_json_sections(analyzed, tmp_path):
   fits = analyzed.fits
   assert fits["schema_version"] == 2
   entry = fits["paired"][0]
-  assert set(entry) >= {"model", "params", "df", "stage", "points", "crossing", "verdict", "verdict_text"}
-  assert set(entry["points"][0]) == {"dp", "n_pairs", "mean_delta", "ci"}
+  assert set(entry) >= {"comparison", "model", "params", "df", "stage", "points", "crossing", "verdict",
+                        "decided_dp", "n_runs", "n_diverged", "verdict_text"}
+  assert set(entry["points"][0]) == {"dp", "n_pairs", "mean_delta", "ci", "verdict", "pairs_needed"}
+  assert {e["comparison"] for e in fits["paired"]} == {"distilled_vs_plain"}
+  assert fits["diverged"] == [] and set(fits["decision_rule"]["pairs_needed"]) >= {"pairs", "runs", "minutes"}
   assert entry["verdict"] in verdicts.VERDICTS
   assert {e["stage"] for e in fits["paired"]} == {"finetune"}  # these records have no pretraining
   assert fits["law_check"]["plain"]["passed"] is True
@@ -115,33 +123,136 @@ def test_fits_json_sections(analyzed, tmp_path):
   assert json.loads((tmp_path / "fits.json").read_text())["paired"][0]["verdict"] == entry["verdict"]
 
 
-def _points(*cis, n=4):
-  return [PairedPoint(dp, n, (lo + hi) / 2, (lo, hi), ()) for dp, (lo, hi) in zip((100, 300, 1000, 3000), cis)]
-
-
-@pytest.mark.parametrize("cis, cross, expect", [
-    (((0.01, 0.05),) * 4, None, "helps_throughout"),
-    (((-0.05, -0.01),) * 4, None, "hurts_throughout"),
-    (((0.01, 0.05), (-0.01, 0.03), (-0.01, 0.01), (-0.05, -0.01)), Crossing(500, None, 0.9, True), "helps_below_dp_star"),
-    (((-0.05, -0.01), (-0.01, 0.01), (-0.01, 0.01), (0.01, 0.05)), Crossing(500, None, 0.9, False), "hurts_below_dp_star"),
-    # only one side of the crossing excludes 0
-    (((0.01, 0.05), (-0.01, 0.03), (-0.02, 0.01), (-0.05, 0.001)), Crossing(500, None, 0.6, True), "cannot_tell"),
-    # a point on the wrong side of Dp* excludes 0
-    (((0.01, 0.05), (-0.03, -0.01), (0.01, 0.02), (-0.05, -0.01)), Crossing(200, None, 0.9, True), "cannot_tell"),
-    # CIs include 0 everywhere
-    (((-0.01, 0.05),) * 4, None, "cannot_tell"),
-    # one Dp excluding 0 is not "throughout"
-    (((0.01, 0.05), (-0.01, 0.05), (-0.01, 0.05), (-0.01, 0.05)), None, "cannot_tell"),
+@pytest.mark.parametrize("ci, n, expect", [
+    ((0.001, 0.2), 4, "helps"), ((-0.2, -0.001), 4, "hurts"),
+    ((-0.02, 0.02), 4, "no_practical_difference"),
+    ((-0.03, 0.03), 4, "no_practical_difference"),   # exactly at ±δ: inside (ends included)
+    ((-0.03, 0.0300001), 4, "undecided"),           # just past +δ
+    ((-0.0300001, 0.01), 4, "undecided"),           # just past −δ
+    ((0.0, 0.02), 4, "no_practical_difference"),    # touching 0 is not above it
+    ((0.001, 0.02), 4, "helps"),                    # above 0 comes first, even inside ±δ
+    ((0.01, 0.05), 2, "undecided"),                 # fewer than MIN_PAIRS pairs
+    (None, 1, "undecided"),
 ])
-def test_verdict_rule(cis, cross, expect):
-  assert verdicts.verdict(_points(*cis), cross) == expect
+def test_point_verdict_rule(ci, n, expect):
+  assert verdicts.point_verdict(ci, n, 0.03) == expect
+
+
+def test_judge_point_on_synthetic_pairs():
+  rng = np.random.default_rng(0)
+  alpha = 0.05 / 64
+  assert verdicts.judge_point(0.2 + 0.01 * rng.normal(size=6), 0.03, alpha)[2] == "helps"
+  assert verdicts.judge_point(-0.2 + 0.01 * rng.normal(size=6), 0.03, alpha)[2] == "hurts"
+  assert verdicts.judge_point(0.002 * rng.normal(size=8), 0.03, alpha)[2] == "no_practical_difference"
+  mean, ci, v, need = verdicts.judge_point([0.05, -0.02, 0.09, 0.01], 0.03, alpha)
+  assert v == "undecided" and need is not None and need > 0
+  # the estimate is the first N whose interval decides: one pair fewer would not
+  sd = np.std([0.05, -0.02, 0.09, 0.01], ddof=1)
+  h = lambda n: scipy.stats.t.ppf(1 - alpha / 2, n - 1) * sd / np.sqrt(n)
+  n = 4 + need
+  assert abs(mean) > h(n) or abs(mean) + h(n) <= 0.03
+  assert not (abs(mean) > h(n - 1) or abs(mean) + h(n - 1) <= 0.03)
+  # the t-interval: mean ± t·s/√n
+  lo, hi = verdicts.t_interval([1.0, 2.0, 3.0], 0.05)
+  assert (lo + hi) / 2 == pytest.approx(2.0) and hi - 2.0 == pytest.approx(scipy.stats.t.ppf(0.975, 2) / np.sqrt(3))
+
+
+def test_a_point_exactly_at_the_margin_is_no_practical_difference():
+  # deltas whose t-interval ends exactly at ±δ
+  alpha, d = 0.05, np.array([-1.0, 0.0, 1.0])
+  h = scipy.stats.t.ppf(1 - alpha / 2, 2) * 1.0 / np.sqrt(3)
+  lo, hi = verdicts.t_interval(d, alpha)
+  assert verdicts.point_verdict((lo, hi), 3, h) == "no_practical_difference"
+  assert verdicts.point_verdict((lo, hi), 3, h * (1 - 1e-9)) == "undecided"
+
+
+@pytest.mark.parametrize("points, expect, decided", [
+    (["helps"] * 4, "helps", (0, 1, 2, 3)),
+    (["hurts", "undecided", "hurts", "undecided"], "hurts", (0, 2)),
+    (["no_practical_difference"] * 4, "no_practical_difference", (0, 1, 2, 3)),
+    (["helps", "undecided", "hurts", "hurts"], "helps_below_dp_star", (0, 2, 3)),
+    (["helps", "helps", "no_practical_difference", "undecided"], "helps_below_dp_star", (0, 1, 2)),
+    (["hurts", "helps"], "hurts_below_dp_star", (0, 1)),
+    (["helps", "no_practical_difference", "hurts", "hurts"], "helps_below_dp_star", (0, 1, 2, 3)),
+    (["hurts", "no_practical_difference", "undecided", "helps"], "hurts_below_dp_star", (0, 1, 3)),
+    (["helps", "hurts", "helps", "undecided"], "cannot_tell", (0, 1, 2)),   # three phases
+    (["no_practical_difference", "helps"], "cannot_tell", (0, 1)),          # not a boundary's shape
+    (["undecided"] * 4, "cannot_tell", ()),
+    # a crossing needs decided points on both sides: one side only is that side's verdict
+    (["helps", "undecided", "undecided", "undecided"], "helps", (0,)),
+])
+def test_cell_rule(points, expect, decided):
+  assert verdicts.judge_cell(points) == (expect, decided)
+
+
+def _pair_rows(deltas_by_dp, arms=("plain", "distilled"), df=50, stage="finetune"):
+  rows = []
+  for dp, deltas in deltas_by_dp.items():
+    for s, d in enumerate(deltas):
+      for arm in arms:
+        e = 0.5 + (0.0 if arm == "distilled" else d if arm == "plain" else d / 2)
+        rows.append(dict(stage=stage, model="vit_tiny_xs", params=60_000, dp=dp, df=df, arm=arm,
+                         distilled=arm == "distilled", seed=s, eval_error=e, wall_s=2.0,
+                         diverged_at=None, cell_id=f"{stage}-{dp}-{arm}-{s}"))
+  return rows
+
+
+def test_dp_star_is_given_only_for_a_crossing():
+  rng = np.random.default_rng(1)
+  cross = _pair_rows({100: 0.1 + 0.002 * rng.normal(size=6), 1000: -0.1 + 0.002 * rng.normal(size=6)})
+  c, = verdicts.paired_cells(cross, margin=0.03)
+  assert c.verdict == "hurts_below_dp_star" or c.verdict == "helps_below_dp_star"
+  assert c.crossing is not None and 100 < c.crossing.dp_star < 1000 and "Dp*" in c.verdict_text
+  # no effect: the means may well change sign, but no Dp* is stated
+  null = _pair_rows({100: 0.05 * rng.normal(size=3), 1000: 0.05 * rng.normal(size=3)})
+  c, = verdicts.paired_cells(null, margin=0.03)
+  assert c.verdict == "cannot_tell" and c.crossing is None and c.fraction_crossing is None
+  assert "Dp*" not in c.verdict_text and "more seed pairs needed" in c.verdict_text
+
+
+def test_the_smoothed_arm_gives_the_teacher_knowledge_comparison():
+  rng = np.random.default_rng(2)
+  rows = _pair_rows({100: 0.1 + 0.002 * rng.normal(size=5), 1000: 0.1 + 0.002 * rng.normal(size=5)},
+                    arms=("plain", "distilled", "smoothed"))
+  cells = {c.comparison: c for c in verdicts.paired_cells(rows, margin=0.03)}
+  assert set(cells) == {"distilled_vs_plain", "distilled_vs_smoothed"}
+  # plain − distilled = d, smoothed − distilled = d / 2
+  p, s = cells["distilled_vs_plain"], cells["distilled_vs_smoothed"]
+  assert p.points[0].mean_delta == pytest.approx(2 * s.points[0].mean_delta)
+  assert "teacher's knowledge" in s.verdict_text and "distillation" in p.verdict_text
+  # the laws are fitted on plain and distilled only
+  assert set(law_selection.finetune_table(rows)["distilled"].tolist()) == {True, False}
+  assert len(law_selection.finetune_table(rows)["dp"]) == 2 * 2 * 5
+
+
+def test_diverged_runs_are_left_out_and_a_cell_with_many_cannot_be_judged():
+  rows = _pair_rows({100: [0.1, 0.11, 0.09, 0.1], 1000: [-0.1, -0.11, -0.09, -0.1]})
+  for r in rows[:5]:
+    r["diverged_at"] = 7
+  cells = verdicts.paired_cells([r for r in rows if r["diverged_at"] is None], margin=0.03,
+                                diverged=rows[:5])
+  assert cells[0].verdict == "cannot_be_judged" and cells[0].n_diverged == 5 and cells[0].n_runs == 16
+  assert "5 of its 16 runs diverged" in cells[0].verdict_text
+  ok = verdicts.paired_cells([r for r in rows if r["diverged_at"] is None], margin=0.03, diverged=rows[:1])
+  assert ok[0].verdict != "cannot_be_judged"   # 1 of 16 is under the 25% share
 
 
 def test_too_few_pairs_cannot_tell():
-  points = _points(*((0.01, 0.05),) * 4, n=verdicts.MIN_PAIRS - 1)
-  assert verdicts.verdict(points, None) == "cannot_tell"
-  text = verdicts.verdict_text("m", "cannot_tell", points, None, None)
-  assert "fewer than" in text
+  rows = _pair_rows({100: [0.1, 0.1], 1000: [0.1, 0.1]})
+  c, = verdicts.paired_cells(rows, margin=0.03)
+  assert c.verdict == "cannot_tell" and "fewer than" in c.verdict_text
+  assert all(p.pairs_needed >= verdicts.MIN_PAIRS - 2 for p in c.points)
+
+
+def test_the_margin_is_validated():
+  import pathlib
+  from jaxscale import config as config_lib
+  smoke = str(pathlib.Path(__file__).resolve().parents[2] / "configs" / "smoke.py")
+  for bad in ("0", "-0.1", "abc", "nan"):
+    with pytest.raises(JaxscaleError, match="margin") as e:
+      config_lib.load(smoke, [f"--config.study.margin={bad}"])
+    assert "\n" not in str(e.value)
+  assert config_lib.load(smoke, ["--config.study.margin=0.05"]).study.margin == 0.05
 
 
 def test_crossing_interpolates_in_log_dp():
@@ -294,3 +405,35 @@ def test_an_unknown_law_is_a_one_line_error():
   c.study.law = "transfer_typo"
   with pytest.raises(JaxscaleError, match="use 'auto'"):
     analysis.analyze_records(c, synthetic_rows(), progress=False)
+
+
+def test_the_report_and_the_simulator_use_the_same_decision_code(analyzed, monkeypatch):
+  import pathlib
+  import sys
+  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
+  import sim_decisions
+  from jaxscale.study import adaptive
+  assert sim_decisions.judge_point is verdicts.judge_point
+  assert sim_decisions.judge_cell is verdicts.judge_cell
+  assert sim_decisions.point_alpha is verdicts.point_alpha
+  assert sim_decisions.adaptive_lib.next_pairs is adaptive.next_pairs
+  # the analysis' verdicts are paired_cells' at the study's rule ...
+  config, rows = study_config(bootstrap=30), synthetic_rows()
+  rule = analysis.decision_rule(config)
+  again = verdicts.paired_cells(rows, int(config.seed), rule["margin"], rule["point_alpha"],
+                                tuple(config.study.arms))
+  from jaxscale.laws import api
+  assert api.sanitize(verdicts.paired_json(again)) == analyzed.fits["paired"]
+  # ... and paired_cells decides every point by judge_point and every cell by judge_cell
+  calls = {"point": 0, "cell": 0}
+  point, cell = verdicts.judge_point, verdicts.judge_cell
+
+  def count(name, fn):
+    def wrapped(*a, **k):
+      calls[name] += 1
+      return fn(*a, **k)
+    return wrapped
+  monkeypatch.setattr(verdicts, "judge_point", count("point", point))
+  monkeypatch.setattr(verdicts, "judge_cell", count("cell", cell))
+  cells = verdicts.paired_cells(rows, 0, rule["margin"], rule["point_alpha"])
+  assert calls == {"point": sum(len(c.points) for c in cells), "cell": len(cells)} and calls["cell"] > 0

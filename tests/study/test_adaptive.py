@@ -1,0 +1,76 @@
+"""Adaptive rounds: the next-round rule, and `jaxscale suggest` on a synthetic study (no training)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+from jaxscale import cli
+from jaxscale.study import adaptive, runner
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "report"))
+import synthetic  # noqa: E402
+
+
+def test_next_pairs_rule():
+  assert adaptive.next_pairs(4, "undecided", 6, cap=64) == 6
+  assert adaptive.next_pairs(60, "undecided", 10, cap=64) == 4     # up to the cap
+  assert adaptive.next_pairs(64, "undecided", 1, cap=64) == 0      # at the cap
+  assert adaptive.next_pairs(4, "helps", 3) == 0                   # decided
+  assert adaptive.next_pairs(4, "undecided", None) == 0            # need unknown
+
+
+@pytest.fixture()
+def workdir(tmp_path):
+  w = tmp_path / "study"
+  c = synthetic.write_study(str(w), bootstrap=0)
+  with open(w / "study.json", "w") as f:    # the hash the runner gives this config
+    json.dump({"hash": runner.study_hash(c), "config": c.to_dict()}, f, default=str)
+  return w, c
+
+
+def test_next_round_continues_the_seeds_and_says_why(workdir):
+  w, c = workdir
+  rows = synthetic.rows()
+  additions, cells, alpha = adaptive.next_round(c, rows)
+  assert additions and alpha == pytest.approx(0.05 / (64 * c.study.max_rounds))
+  for a in additions:
+    assert a.seeds[0] == max(c.study.seeds) + 1 and list(a.seeds) == list(range(a.seeds[0], a.seeds[0] + len(a.seeds)))
+    assert len(a.seeds) == max(a.finetunes.values()) and a.why
+  # every undecided point whose need is known gets pairs at its (model, Dp)
+  wanted = {(c_.model, p.dp) for c_ in cells for p in c_.points if p.verdict == "undecided" and p.pairs_needed}
+  assert wanted == {(a.model, a.dp) for a in additions}
+  text = adaptive.describe(additions, cells, alpha, tuple(c.study.arms))
+  assert "Next round (not run)" in text and f"{adaptive.round_runs(additions, c.study.arms):,} runs" in text
+
+
+def test_suggest_prints_the_next_round_and_writes_nothing(workdir, capsys):
+  w, _ = workdir
+  before = sorted(os.listdir(w))
+  assert cli.main(["suggest", "--workdir", str(w)]) == 0
+  out = capsys.readouterr().out
+  assert "Next round (not run)" in out and "undecided" in out
+  assert sorted(os.listdir(w)) == before
+
+
+def test_suggest_bad_inputs_are_one_line_errors(workdir, tmp_path, capsys):
+  w, _ = workdir
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert cli.main(["suggest", "--workdir", str(empty)]) == 2           # no study
+  os.remove(w / "records.jsonl")
+  assert cli.main(["suggest", "--workdir", str(w)]) == 2               # no records
+  smoke = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.py")
+  synthetic.write_study(str(w), bootstrap=0)
+  assert cli.main(["suggest", "--workdir", str(w), "--config", smoke]) == 2   # another config
+  err = capsys.readouterr().err
+  lines = [l for l in err.splitlines() if l.strip()]
+  assert len(lines) == 3 and "no study" in lines[0] and "no records" in lines[1] and "not the config" in lines[2]
+
+
+def test_one_arm_cannot_be_adaptive():
+  c = synthetic.config()
+  c.study.arms = ("plain",)
+  with pytest.raises(Exception, match="needs 'plain' and 'distilled'"):
+    adaptive.next_round(c, synthetic.rows())
