@@ -18,9 +18,9 @@ Printed, one table:
 
 The adaptive policy is `jaxscale.study.adaptive.next_pairs` (what `jaxscale suggest` prints): round
 1 the design's pairs at every point; then each undecided point whose estimated need
-(`pairs_needed` at the adaptive level) fits under the per-point cap gets OVERSHOOT times that many
-more pairs; at most `--rounds` looks, each judged at FAMILY_ALPHA / (points x rounds) (Bonferroni
-over the rounds).
+(`pairs_needed` at the adaptive level, times OVERSHOOT) moves to the next allowed pair count at or
+above it (n0 · 2^k, k < rounds); every interval is judged at FAMILY_ALPHA / (points x rounds)
+(Bonferroni over the points and the allowed counts).
 
   python benchmarks/sim_decisions.py [--sims 1000] [--spread 0.04] [--seed 0]
 """
@@ -56,16 +56,17 @@ def judge_study(deltas: list[list[np.ndarray]], margin: float, alpha: float):
   return points, cells
 
 
-def run_study(rng, truth, spread, margin, n0, rounds, cap, adaptive):
+def run_study(rng, truth, spread, margin, n0, rounds, adaptive):
   """One simulated study: returns (point verdicts [cells][dps], cell verdicts, pairs used)."""
   alpha = point_alpha(CELLS * DPS, rounds if adaptive else 1)
+  sizes = adaptive_lib.sample_sizes(n0, rounds)
   deltas = [[truth[j] + draw(rng, n0, spread) for j in range(DPS)] for _ in range(CELLS)]
   points, cells = judge_study(deltas, margin, alpha)
   for _ in range(1, rounds if adaptive else 1):
     grew = False
     for i in range(CELLS):
       for j in range(DPS):
-        add = adaptive_lib.next_pairs(len(deltas[i][j]), points[i][j][2], points[i][j][3], cap)
+        add = adaptive_lib.next_pairs(len(deltas[i][j]), points[i][j][2], points[i][j][3], sizes)
         if add:
           deltas[i][j] = np.concatenate([deltas[i][j], truth[j] + draw(rng, add, spread)])
           grew = True
@@ -80,8 +81,8 @@ def false_claims(args, rng) -> list[tuple[str, str, str]]:
   for name, adaptive in (("fixed design", False), ("adaptive rounds", True)):
     claims, studies = 0, 0
     for _ in range(args.sims):
-      points, cells, _ = run_study(rng, (0.0,) * DPS, args.spread, args.margin, args.n0, args.rounds,
-                                   max(args.caps), adaptive)
+      points, cells, _ = run_study(rng, (0.0,) * DPS, args.spread, args.margin, args.n0,
+                                   max(args.rounds), adaptive)
       wrong = sum(p[2] in ("helps", "hurts") for cell in points for p in cell)
       claims += wrong
       studies += wrong > 0 or any(c not in ("no_practical_difference", "cannot_tell") for c in cells)
@@ -110,15 +111,16 @@ def coverage(args, rng) -> list[tuple[str, str, str]]:
 
 
 def adaptive_vs_fixed(args, rng) -> list[tuple[str, str, str]]:
-  return [row for cap in args.caps for row in _adaptive_vs_fixed(args, rng, cap)]
+  return [row for rounds in args.rounds for row in _adaptive_vs_fixed(args, rng, rounds)]
 
 
-def _adaptive_vs_fixed(args, rng, cap: int) -> list[tuple[str, str, str]]:
+def _adaptive_vs_fixed(args, rng, rounds: int) -> list[tuple[str, str, str]]:
+  cap = adaptive_lib.sample_sizes(args.n0, rounds)[-1]
   truth = DEFAULT_TRUTH
   fixed_runs = adaptive_runs = reached = fixed_decided = wrong_fixed = wrong_adaptive = 0
   for _ in range(args.sims):
-    fp, _, fn = run_study(rng, truth, args.spread, args.margin, cap, 1, cap, False)
-    ap, _, an = run_study(rng, truth, args.spread, args.margin, args.n0, args.rounds, cap, True)
+    fp, _, fn = run_study(rng, truth, args.spread, args.margin, cap, 1, False)
+    ap, _, an = run_study(rng, truth, args.spread, args.margin, args.n0, rounds, True)
     fixed_runs += 2 * fn
     adaptive_runs += 2 * an
     for i in range(CELLS):
@@ -131,13 +133,13 @@ def _adaptive_vs_fixed(args, rng, cap: int) -> list[tuple[str, str, str]]:
           reached += av == fv
   points = args.sims * CELLS * DPS
   return [
-      (f"default-like truth {truth}, cap {cap}: runs, adaptive (start {args.n0} pairs, <= {args.rounds} rounds) "
+      (f"default-like truth {truth}, cap {cap}: runs, adaptive (start {args.n0} pairs, <= {rounds} rounds) "
        f"vs fixed grid ({cap} pairs everywhere)",
        f"{adaptive_runs / args.sims:,.0f} vs {fixed_runs / args.sims:,.0f} per study "
        f"({adaptive_runs / fixed_runs:.0%})", "<= 50%"),
       (f"default-like truth, cap {cap}: the fixed grid's decided points the adaptive study decides the same way",
        f"{reached / max(fixed_decided, 1):.1%} ({fixed_decided / points:.1%} of points decided by the fixed grid, "
-       f"each at level 1 - {point_alpha(CELLS * DPS):.2g}; adaptive at 1 - {point_alpha(CELLS * DPS, args.rounds):.2g})",
+       f"each at level 1 - {point_alpha(CELLS * DPS):.2g}; adaptive at 1 - {point_alpha(CELLS * DPS, rounds):.2g})",
        "report"),
       (f"default-like truth, cap {cap}: points with a wrong verdict, fixed / adaptive",
        f"{wrong_fixed / points:.2%} / {wrong_adaptive / points:.2%}", "<= 5%"),
@@ -152,9 +154,9 @@ def main(argv=None) -> None:
                   help="SD of one pair's ΔE (the default's 4-pair CI half-widths 0.03-0.11 mean 0.02-0.07)")
   ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
   ap.add_argument("--n0", type=int, default=4, help="pairs per point in round 1 (the default's seeds)")
-  ap.add_argument("--rounds", type=int, default=4, help="the adaptive study's maximum number of looks")
-  ap.add_argument("--caps", type=int, nargs="+", default=[32, 64],
-                  help="most pairs at one point; the fixed grid compared with has this many everywhere")
+  ap.add_argument("--rounds", type=int, nargs="+", default=[4, 5],
+                  help="the adaptive study's most looks (its pair counts: n0 · 2^k, k < rounds); the fixed "
+                       "grid compared with has the largest count everywhere")
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
   rng = np.random.default_rng(args.seed)

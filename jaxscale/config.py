@@ -140,7 +140,8 @@ def base_config() -> ConfigDict:
       # would act on; configs/default.py states the default's reason.
       margin=0.03,
       adaptive=False,           # `jaxscale study --adaptive`: add seed pairs round after round
-      max_rounds=4,             # looks the error rate is spent over when adaptive (Bonferroni)
+      max_rounds=5,             # adaptive: a point may be judged at len(seeds)·2^k pairs, k < max_rounds;
+                                # the error rate is spent over these (Bonferroni; study/adaptive.py)
       selection=("random",),    # how the Dp images are chosen, an axis of the grid (SELECTIONS)
       # Difficulty scores for the prototype selections: k-means on a backbone's pre-head features.
       scores=ConfigDict(dict(

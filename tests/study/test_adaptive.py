@@ -14,11 +14,14 @@ import synthetic  # noqa: E402
 
 
 def test_next_pairs_rule():
-  assert adaptive.next_pairs(4, "undecided", 6, cap=64) == 6
-  assert adaptive.next_pairs(60, "undecided", 10, cap=64) == 4     # up to the cap
-  assert adaptive.next_pairs(64, "undecided", 1, cap=64) == 0      # at the cap
-  assert adaptive.next_pairs(4, "helps", 3) == 0                   # decided
-  assert adaptive.next_pairs(4, "undecided", None) == 0            # need unknown
+  sizes = adaptive.sample_sizes(4, 5)
+  assert sizes == (4, 8, 16, 32, 64)
+  assert adaptive.next_pairs(4, "undecided", 3, sizes) == 4        # to the next allowed count, 8
+  assert adaptive.next_pairs(4, "undecided", 6, sizes) == 12       # 10 wanted: 16
+  assert adaptive.next_pairs(16, "undecided", 500, sizes) == 48    # past the largest: 64
+  assert adaptive.next_pairs(64, "undecided", 1, sizes) == 0       # at the largest
+  assert adaptive.next_pairs(4, "helps", 3, sizes) == 0            # decided
+  assert adaptive.next_pairs(4, "undecided", None, sizes) == 4     # need unknown: the next count
 
 
 @pytest.fixture()
@@ -38,6 +41,7 @@ def test_next_round_continues_the_seeds_and_says_why(workdir):
   for a in additions:
     assert a.seeds[0] == max(c.study.seeds) + 1 and list(a.seeds) == list(range(a.seeds[0], a.seeds[0] + len(a.seeds)))
     assert len(a.seeds) == max(a.finetunes.values()) and a.why
+    assert all(4 + n in adaptive.sample_sizes(4, c.study.max_rounds) for n in a.finetunes.values())
   # every undecided point whose need is known gets pairs at its (model, Dp)
   wanted = {(c_.model, p.dp) for c_ in cells for p in c_.points if p.verdict == "undecided" and p.pairs_needed}
   assert wanted == {(a.model, a.dp) for a in additions}
