@@ -159,3 +159,27 @@ def test_eval_flops_count_every_run_on_its_whole_eval_split(monkeypatch):
   want = sum(100 * models.flops_per_image(c.model, sources.num_classes(config[c.stage].dataset), 16)
              for c in cells)
   assert console.eval_flops(config, cells) == want > 0
+
+
+def test_fit_progress_labels_are_words(monkeypatch):
+  import numpy as np
+  import pytest
+
+  from jaxscale.laws import api
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def fake_fit(*args, desc="", **kw):
+    seen.append(desc)
+    raise Stop
+  monkeypatch.setattr(api.fit_lib, "fit", fake_fit)
+  x = np.exp(np.linspace(0, 5, 12))
+  table = {"size": x, "err": 1 / x, "distilled": np.array([False, True] * 6)}
+  with pytest.raises(Stop):
+    api.analyze(table, law="power", inputs={"x": "size"}, target="err", split_by="distilled",
+                group_labels={"false": "the plain arm"}, progress=False)
+  assert seen == ["fitting the plain arm"]
+  assert api.group_name("true", "distilled") == "the rows with distilled = true"
+  assert api.group_name("all", None) == "the law"

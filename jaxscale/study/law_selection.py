@@ -368,7 +368,8 @@ def fit_law(config: ConfigDict, table: Mapping[str, np.ndarray], law: str, boots
                       split_by="distilled" if two_arms else None, bootstrap=bootstrap,
                       boundary="Dp" if cross else None, at=points[0] if cross else None,
                       boundary_at=points[1:] if cross else (), floor=ERROR_FLOOR,
-                      seed=int(config.seed), progress=progress)
+                      seed=int(config.seed), progress=progress,
+                      group_labels={k: f"the {arm} arm" for k, arm in ARMS.items()})
 
 
 def _form_summary(law: str, result: laws.Analysis, table: Mapping[str, np.ndarray],
