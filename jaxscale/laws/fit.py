@@ -251,7 +251,7 @@ def solve(form: LawForm, u0: np.ndarray, x: Mapping[str, np.ndarray], y: np.ndar
         stopped = bool(np.all(np.asarray(state[5])[:m]))
         if bar is not None:
           bar.update(m * k + (m * (iters - done) if stopped else 0),
-                     objective=float(np.min(np.asarray(state[1])[:m])))
+                     **{"lowest loss": float(np.min(np.asarray(state[1])[:m]))})
         if stopped:
           break
       u, f, _, dec, conv, _, kk = (np.asarray(a) for a in state)
