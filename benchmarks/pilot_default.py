@@ -317,9 +317,43 @@ def _paired(rows, key):
   return out
 
 
+def data_gain(rows, level=0.95):
+  """{model: (dp_lo, dp_hi, mean drop, (ci lo, ci hi), seeds, mean final loss at dp_lo, at dp_hi)}: the
+  plain arm's error drop E(dp_lo) - E(dp_hi) between its two largest Dp, paired by seed (a seed's
+  subsets are nested), with a t interval over the seeds; None where fewer than 2 seeds pair."""
+  from scipy import stats
+  out = {}
+  for m in dict.fromkeys(r["model"] for r in rows):
+    plain = [r for r in rows if r["model"] == m and r["arm"] == "plain"]
+    dps = sorted({r["dp"] for r in plain})
+    if len(dps) < 2:
+      continue
+    lo, hi = dps[-2], dps[-1]
+    at = {dp: {r["seed"]: r for r in plain if r["dp"] == dp} for dp in (lo, hi)}
+    seeds = sorted(set(at[lo]) & set(at[hi]))
+    d = np.array([at[lo][s]["error"] - at[hi][s]["error"] for s in seeds])
+    if len(d) < 2:
+      out[m] = None
+      continue
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    loss = [np.mean([at[dp][s].get("final_loss", float("nan")) for s in seeds]) for dp in (lo, hi)]
+    out[m] = (lo, hi, d.mean(), (d.mean() - half, d.mean() + half), len(d), *loss)
+  return out
+
+
 def summarize(out):
   if out["teacher"]:
     print(f"teacher error {out['teacher']['error']:.4f}")
+  gains = data_gain(out["pretrain"])
+  if gains:
+    print("data still matters at the top (plain): model  Dp2 -> Dp1  E(Dp2) - E(Dp1) [95% t-CI over seeds]  "
+          "final train loss at Dp2, Dp1")
+  for m, g in gains.items():
+    if g is not None:
+      lo, hi, d, (a, b), n, l_lo, l_hi = g
+      verdict = "falls" if a > 0 else ("rises" if b < 0 else "not resolved")
+      print(f"  {m:<14} {lo:>6} -> {hi:<6} {d:+.4f} [{a:+.4f}, {b:+.4f}] n={n}  {verdict}  "
+            f"loss {l_lo:.3f}, {l_hi:.3f}")
   print("pretrain error (mean over seeds): model dp plain distilled  diff(pl-di)+-SE  sd(plain)")
   for (m, dp), (pl, di, d, se, sd) in _paired(out["pretrain"], lambda r: (r["model"], r["dp"])).items():
     print(f"  {m:<14} {dp:>6} {pl:.4f} {di:.4f}  {d:+.4f}+-{se:.4f}  {sd:.4f}")
