@@ -7,8 +7,9 @@ Each capability registers itself by providing a module ``jaxscale.<package>.comm
 * ``run(args) -> int``: does the work; ``args.config_overrides`` holds ``--config.x=v`` items.
 
 A subcommand whose module does not exist is not listed. A :class:`JaxscaleError`, and an
-``OSError`` (a path the file system refused: read-only, full, missing), is printed as one line and
-exits with status 2; any other exception keeps its traceback. Workdir locks a command took
+``OSError`` (a path the file system refused: read-only, full, missing; also one that a library
+reports as text, :func:`jaxscale.fileio.os_error_of`), is printed as one line and exits with
+status 2; any other exception keeps its traceback. Workdir locks a command took
 (:func:`jaxscale.fileio.lock_workdir`) are released when it ends.
 """
 
@@ -18,7 +19,6 @@ import argparse
 import errno
 import importlib
 import importlib.util
-import os
 import sys
 from typing import Sequence
 
@@ -130,27 +130,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   except JaxscaleError as e:
     print(f"jaxscale: error: {e}", file=sys.stderr)
     return EXIT_USER_ERROR
-  except OSError as e:  # the file system refused: a path the user can change (read-only, full, a file)
-    if e.filename is None and e.errno not in FILE_SYSTEM_ERRNOS:
-      raise
-    print(f"jaxscale: error: {os_error_line(e)}", file=sys.stderr)
-    return EXIT_USER_ERROR
   except KeyboardInterrupt:
     print("jaxscale: interrupted", file=sys.stderr)
     return 130
+  except Exception as e:  # the file system refused (read-only, full, a file in the way): a path to change
+    refused = fileio.os_error_of(e)
+    if refused is None or (refused.filename is None and refused.errno not in FILE_SYSTEM_ERRNOS):
+      raise
+    print(f"jaxscale: error: {os_error_line(refused)}", file=sys.stderr)
+    return EXIT_USER_ERROR
   finally:
     fileio.release_locks()
 
 
 def os_error_line(e: OSError) -> str:
   """One line for a refused file operation: the path, the errno's words and name, what to change."""
-  where = " -> ".join(repr(os.fspath(p)) for p in (e.filename, e.filename2) if p is not None)
-  name = errno.errorcode.get(e.errno, "") if e.errno else ""
-  words = e.strerror or str(e) or type(e).__name__
   todo = {"ENOSPC": "free space on that disk", "EDQUOT": "free space in your quota",
           "EROFS": "use a path on a writable file system", "EACCES": "use a path you may write",
-          "EPERM": "use a path you may write"}.get(name, "fix the path")
-  return f"{where or 'a file'}: {words}" + (f" ({name})" if name else "") + f"; {todo}, then run the command again"
+          "EPERM": "use a path you may write"}.get(fileio.errno_name(e), "fix the path")
+  return f"{fileio.describe_os_error(e)}; {todo}, then run the command again"
 
 
 if __name__ == "__main__":

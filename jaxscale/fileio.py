@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
 
@@ -137,3 +138,33 @@ def errno_name(e: OSError) -> str:
   """The symbolic name of an OSError's errno (``ENOSPC``), or its number."""
   import errno
   return errno.errorcode.get(e.errno, str(e.errno))
+
+
+# tensorstore (orbax's writer) reports a refused write as text: ... "PATH": ... [os_error_code='28']
+_TENSORSTORE_ERRNO = re.compile(r"\[os_error_code='?(\d+)'?\]")
+_QUOTED_PATH = re.compile(r'"(/[^"]+)"')
+
+
+def os_error_of(exc: BaseException | None) -> OSError | None:
+  """The file-system refusal behind `exc`: an OSError with an errno in its cause/context chain, or
+  one rebuilt from a tensorstore message's ``os_error_code`` and last quoted path; else None."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    if isinstance(exc, OSError) and exc.errno:
+      return exc
+    text = str(exc)
+    m = _TENSORSTORE_ERRNO.search(text)
+    if m:
+      code, paths = int(m.group(1)), _QUOTED_PATH.findall(text[: m.start()])
+      return OSError(code, os.strerror(code), paths[-1] if paths else None)
+    exc = exc.__cause__ or exc.__context__
+  return None
+
+
+def describe_os_error(e: OSError) -> str:
+  """``'PATH': words (ENAME)`` of a refused file operation (both paths of a rename)."""
+  where = " -> ".join(repr(os.fspath(p)) for p in (e.filename, e.filename2) if p is not None)
+  name = errno_name(e) if e.errno else ""
+  words = e.strerror or str(e) or type(e).__name__
+  return (f"{where}: " if where else "") + words + (f" ({name})" if name else "")

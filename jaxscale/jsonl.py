@@ -202,6 +202,7 @@ def _write_whole(fd: int, path: str, data: bytes, size: int) -> None:
     except OSError:
       pass
     n = len(parse(path)[0])
-    raise JaxscaleError(f"cannot append a record to {path}: {e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)}); its "
+    name = errno.errorcode.get(e.errno, e.errno)
+    raise JaxscaleError(f"cannot append a record to {path}: {e.strerror or e} ({name}); its "
                         f"{n} earlier records are intact: free space (or fix the path) and run the same "
                         "command again to resume") from None

@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
   if args.data_command == "build":
     t0 = time.monotonic()
     already = builders.is_built(args.name, args.data_dir)
+    if args.data_dir and not already:  # a prepared dataset is only read: a read-only folder is fine
+      from jaxscale import fileio
+      fileio.check_folder(args.data_dir, "--data-dir")
     path = builders.build(args.name, args.data_dir)
     took = "already prepared" if already else f"built in {time.monotonic() - t0:.1f}s"
     print(f"{args.name}: {took}: {path}")

@@ -182,6 +182,7 @@ def _cell(v) -> str:
 def run(args: argparse.Namespace) -> int:
   if os.path.exists(args.out) and not args.force:
     raise JaxscaleError(f"{args.out} exists; pass --force to overwrite it")
+  check_writable(args.out, "--out")
   fits = read_fits(args.fits)
   table = table_lib.read_table(args.file)
   cols = predict_table(fits, table)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from jaxscale.errors import JaxscaleError
+
 HELP = "capacity plan: per-device memory, FLOPs per step, largest batch that fits, grid total and time"
 
 
@@ -23,8 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   from jaxscale import cli
   from jaxscale.study import console, plan
-  config = cli.load_config(args)
+  if not 0 <= args.flops_per_s < float("inf"):
+    raise JaxscaleError(f"--flops-per-s must be a finite rate > 0 (FLOP/s of all devices together, e.g. 2e10), "
+                        f"or 0 for the default; got {args.flops_per_s:g}")
   limit = plan.parse_bytes(args.device_memory) if args.device_memory else None
+  if limit is not None and limit <= 0:
+    raise JaxscaleError(f"--device-memory must be more than 0 bytes, e.g. 80GB or 16GiB; got {args.device_memory!r}")
+  config = cli.load_config(args)
   rows = plan.capacity_table(config, device_memory_bytes=limit, search=not args.no_search)
   plan.print_table(rows, args.flops_per_s, "stated")
   plan.check_fits(rows)

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
   config = cli.load_config(args)
   if args.address and args.engine != "ray":
     raise JaxscaleError("--address names a Ray cluster; pass it with --engine ray")
+  runner.check_law(config)  # before any cell trains: the fit at the end needs it
   workdir = os.path.abspath(args.workdir)
   if args.dry_run:
     runner.check_sizes(config, dry_run=True)

@@ -29,6 +29,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from jaxscale import config as config_lib
+from jaxscale import fileio
 from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress, format_duration
@@ -117,6 +118,40 @@ def prepare_workdir(config: ConfigDict, workdir: str, force_new: bool = False) -
     raise JaxscaleError(f"workdir {workdir!r} has records.jsonl but no study.json; use an empty --workdir")
   atomic_write_text(p["study"], json.dumps(
       {"hash": digest, "config": config.to_dict()}, indent=2, sort_keys=True, default=str))
+
+
+# The grid axis (config.study field) each law input of the study's fits reads its values from.
+LAW_AXES = {"Dp": "dp", "M": "models", "Df": "df"}
+
+
+def check_law(config: ConfigDict) -> None:
+  """Refuses, before any cell trains, a study law its grid cannot fit: an unknown name, a law reading
+  an input the study does not vary (`law_selection.INPUTS`), an input whose grid axis has one value
+  (the fit refuses an input that is constant over the rows: its exponent is not identified), or
+  fewer fine-tune runs per arm than the law's free parameters + 1."""
+  from jaxscale import laws
+  from jaxscale.study import law_selection
+  s = config.study
+  runs = len(s.models) * len(s.dp) * len(s.df) * len(s.seeds)
+  usable = [n for n in laws.names() if set(laws.get(n).inputs) == set(LAW_AXES)]
+  for name in law_selection.law_candidates(str(s.law)):
+    form = laws.get(name)
+    other = [i for i in form.inputs if i not in law_selection.INPUTS]
+    if other:
+      raise JaxscaleError(f"config.study.law '{name}' reads input {other[0]}, which a study does not have "
+                          f"(it fits E(Dp, M, Df)); use 'auto' or one of: {', '.join(usable)}")
+    for given in form.inputs:
+      field = LAW_AXES[given]
+      if len(s[field]) < 2:
+        raise JaxscaleError(
+            f"config.study.law '{name}' fits a {given} term, but config.study.{field} has one value "
+            f"({s[field][0]!r}), so {given} is constant over the runs and its exponent cannot be fitted; "
+            f"give config.study.{field} at least 2 values")
+    if runs < len(form.params) + 1:
+      raise JaxscaleError(
+          f"config.study.law '{name}' has {len(form.params)} free parameters but the grid gives each arm "
+          f"{runs} fine-tune runs (models x dp x df x seeds); add values to config.study.seeds, .dp, .df or "
+          f".models for at least {len(form.params) + 1}")
 
 
 def check_sizes(config: ConfigDict, dry_run: bool) -> None:
@@ -223,6 +258,56 @@ def _compile_ahead(config: ConfigDict, group: grid.Group, cells_dir: str) -> thr
   return thread
 
 
+def _check_space(config: ConfigDict, group: grid.Group, p: dict[str, str], n_done: int) -> None:
+  """Refuses a pretraining group the workdir's disk certainly cannot hold, before it starts and fails
+  half-way: less free space than 80% of its runs' float32 parameters, which it saves when it ends
+  (checkpoints come on top, but their size on disk varies too much to count)."""
+  if group.stage == grid.FINETUNE:
+    return  # fine-tunes keep only checkpoints: nothing certain to count
+  from jaxscale import models
+  from jaxscale.data import sources
+  classes = sources.num_classes(config[group.stage].dataset, config.data.data_dir)
+  least = 0.8 * len(group.cells) * models.param_count(group.model, classes, int(config.data.image_size)) * 4
+  free = shutil.disk_usage(p["groups"] if os.path.isdir(p["groups"]) else os.path.dirname(p["records"])).free
+  if free < least:
+    raise JaxscaleError(
+        f"the disk of {os.path.dirname(p['records'])} has {free / 1e6:.2f} MB free but group {group.id} writes at "
+        f"least {least / 1e6:.2f} MB; the {n_done} finished records in {p['records']} are intact: free space "
+        "(or pass another --workdir) and run the same command again to resume")
+
+
+class _OsErrorEchoes(logging.Filter):
+  """Drops the log lines in which a checkpoint writer's threads repeat a refused write (tensorstore
+  text with an ``os_error_code``): the same error reaches the study, which says it once."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return "os_error_code=" not in record.getMessage() and fileio.os_error_of(error) is None
+
+
+def _train_group(config: ConfigDict, cfg: ConfigDict, group: grid.Group, p: dict[str, str], show_progress: bool,
+                 n_done: int) -> list[dict[str, Any]]:
+  """Trains one group (:func:`loop.train_group`); a write the disk refuses (full, read-only) is one
+  line that names the path and says the finished records are intact."""
+  _check_space(config, group, p, n_done)
+  echoes, absl = _OsErrorEchoes(), logging.getLogger("absl")
+  absl.addFilter(echoes)
+  try:
+    return loop.train_group(cfg, group.stage, [run_of(config, c, p["cells"]) for c in group.cells],
+                            os.path.join(p["groups"], group.id), show_progress=show_progress,
+                            progress_delay_s=5.0, desc=f"{group.id} ({len(group.cells)} runs)")
+  except Exception as e:  # noqa: BLE001 -- anything else is re-raised as it came
+    refused = fileio.os_error_of(e)
+    if refused is None:
+      raise
+    raise JaxscaleError(
+        f"{fileio.describe_os_error(refused)} while training group {group.id}; the {n_done} finished "
+        f"records in {p['records']} are intact: free space (or pass another --workdir) and run the same "
+        "command again to resume") from None
+  finally:
+    absl.removeFilter(echoes)
+
+
 def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> list[dict[str, Any]]:
   """Trains every group that has unfinished cells, in order; returns all records of the study."""
   p = paths(workdir)
@@ -233,22 +318,25 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
     logger.info("resuming: %d of %d cells already done", sum(c.id in done for c in cells), len(cells))
   main = jax.process_index() == 0
   ahead = None
-  with Progress(total=len(cells), desc="study", unit="cell", initial=sum(c.id in done for c in cells),
-                enabled=show_progress and main, interval_s=0) as bar:
-    for i, group in enumerate(todo):
-      if ahead is not None:
-        ahead.join()  # this group's programs: compiled while the previous group trained
-      cfg = grid.group_config(config, group, p["cells"])
-      if i + 1 < len(todo) and jax.process_count() == 1:
-        ahead = _compile_ahead(config, todo[i + 1], p["cells"])
-      t0 = time.time()
-      pruning.prepare(config, group, p["cells"])
-      new = sum(c.id not in done for c in group.cells)  # a resumed group's finished cells are counted already
-      results = loop.train_group(cfg, group.stage, [run_of(config, c, p["cells"]) for c in group.cells],
-                                 os.path.join(p["groups"], group.id), show_progress=show_progress,
-                                 progress_delay_s=5.0, desc=f"{group.id} ({len(group.cells)} runs)")
-      records.add_results(p["records"], done, group.cells, results, functools.partial(record_of, cfg), write=main)
-      errors = [r["eval_error"] for r in results]
-      bar.update(new, group=group.id, err=round(float(np.mean(errors)), 4),
-                 s=round(time.time() - t0, 1))
+  try:
+    with Progress(total=len(cells), desc="study", unit="cell", initial=sum(c.id in done for c in cells),
+                  enabled=show_progress and main, interval_s=0) as bar:
+      for i, group in enumerate(todo):
+        if ahead is not None:
+          ahead.join()  # this group's programs: compiled while the previous group trained
+        cfg = grid.group_config(config, group, p["cells"])
+        if i + 1 < len(todo) and jax.process_count() == 1:
+          ahead = _compile_ahead(config, todo[i + 1], p["cells"])
+        t0 = time.time()
+        pruning.prepare(config, group, p["cells"])
+        new = sum(c.id not in done for c in group.cells)  # a resumed group's finished cells are counted already
+        results = _train_group(config, cfg, group, p, show_progress, len(done))
+        records.add_results(p["records"], done, group.cells, results, functools.partial(record_of, cfg),
+                            write=main)
+        errors = [r["eval_error"] for r in results]
+        bar.update(new, group=group.id, err=round(float(np.mean(errors)), 4),
+                   s=round(time.time() - t0, 1))
+  finally:
+    if ahead is not None:  # a thread still compiling when the process exits aborts it (C++ "exception not rethrown")
+      ahead.join()
   return records.read(p["records"])
