@@ -278,7 +278,13 @@ def validate(config: ConfigDict) -> ConfigDict:
   _check(d.temperature > 0, f"config.distill.temperature must be > 0, got {d.temperature}")
   _check(c.checkpoint.keep >= 1, "config.checkpoint.keep must be >= 1")
   _check(c.checkpoint.every_steps >= 1, "config.checkpoint.every_steps must be >= 1")
-  s = c.study
+  _validate_study(c.study)
+  _validate_selection(c.study)
+  return config
+
+
+def _validate_study(s: ConfigDict) -> None:
+  """The study grid's axes and the analysis settings (``config.study``)."""
   for name in ("models", "dp", "df", "arms", "seeds"):  # the grid's axes
     values = list(s[name])
     _check(len(values) > 0, f"config.study.{name} is empty; give at least one value")
@@ -303,8 +309,6 @@ def validate(config: ConfigDict) -> ConfigDict:
          f"matters, e.g. 0.03), got {s.margin!r}")
   _check(isinstance(s.max_rounds, int) and s.max_rounds >= 1,
          f"config.study.max_rounds must be an integer >= 1, got {s.max_rounds!r}")
-  _validate_selection(s)
-  return config
 
 
 def _validate_selection(s: ConfigDict) -> None:

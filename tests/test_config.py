@@ -75,6 +75,7 @@ def test_bad_override_value_is_one_line(tmp_path):
     ("c.distill.temperature = float('inf')", "distill.temperature must be a finite number"),
     ("c.pretrain.optim.epochs = float('inf')", "pretrain.optim.epochs must be a finite number"),
     ("c.distill.alpha = float('nan')", "distill.alpha must be a finite number"),
+    ("c.study.margin = float('inf')", "study.margin must be a finite number"),
     ("c.pretrain.optim.update(min_steps=100, max_steps=5)", "is below min_steps"),
 ])
 def test_invalid_values_are_rejected(tmp_path, body, field):
