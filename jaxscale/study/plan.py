@@ -101,8 +101,12 @@ def _chunk_and_arguments(config: ConfigDict, stage: str, model_name: str, batch_
   return program["chunk"], loop.chunk_arguments(program, runs, k, data)
 
 
-def step_cost(compiled, num_devices: int, runs: int = 1) -> StepCost:
-  """Per-device memory and one run's FLOPs of a compiled step of `runs` runs (see :class:`StepCost`)."""
+def step_cost(compiled, num_devices: int, runs: int = 1, looped_over: int = 0) -> StepCost:
+  """Per-device memory and one run's FLOPs of a compiled step of `runs` runs (see :class:`StepCost`).
+
+  `looped_over`: the size of the mesh's ``runs`` axis when each device loops over its runs
+  (``train.steps.runs_one_by_one``): XLA's cost analysis counts a loop's body once, so the
+  per-device count is then one run's share on that device, not its runs' sum."""
   m = compiled.memory_analysis()
   fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
             "alias_size_in_bytes", "generated_code_size_in_bytes")
@@ -112,7 +116,7 @@ def step_cost(compiled, num_devices: int, runs: int = 1) -> StepCost:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per program
     cost = cost[0] if cost else {}
-  flops = float((cost or {}).get("flops", 0.0)) * num_devices / runs
+  flops = float((cost or {}).get("flops", 0.0)) * num_devices / (looped_over or runs)
   return StepCost(memory_bytes=int(total), flops=flops, memory=memory)
 
 
@@ -269,7 +273,7 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
   import jax
 
   from jaxscale.train import sharding as sharding_lib
-  from jaxscale.train.steps import num_train_steps
+  from jaxscale.train.steps import num_train_steps, runs_one_by_one
   limit = device_memory(None) if device_memory_bytes is None else int(device_memory_bytes)
   rows = []
   programs = _rows_of_groups(config)
@@ -282,12 +286,13 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
     batch = int(config[stage].optim.batch_size)
     sharding_lib.check_batch_size(batch, mesh, f"config.{stage}.optim.batch_size")
     runs = sharding_lib.padded_runs(spec["runs"], mesh)   # as the engine pads the group
+    looped = int(mesh.shape["runs"]) if runs_one_by_one(mesh) else 0
 
     def cost_at(device_batch, model=model, stage=stage, teacher=teacher, runs=runs, mesh=mesh,
-                replicas=replicas, devices=devices, cache={}):
+                replicas=replicas, devices=devices, looped=looped, cache={}):
       if device_batch not in cache:
         compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher, runs=runs)
-        cache[device_batch] = step_cost(compiled, devices, runs)
+        cache[device_batch] = step_cost(compiled, devices, runs, looped)
       return cache[device_batch]
 
     cost = cost_at(batch // replicas)
