@@ -61,6 +61,16 @@ def optim_config(**overrides) -> ConfigDict:
   return c
 
 
+# Evaluations along each run's budget (:mod:`jaxscale.train.evals`); they change no record.
+EVAL_ALONG = dict(
+    eval_at=(0.1, 0.3, 1.0),  # fractions of the budget, sorted, in (0, 1]; points before 1.0 are measured at
+                              # the nearest dispatch boundary on `eval_subset` images, 1.0 is the final one
+    eval_subset=256,          # images of eval_split (a fixed, seeded subset) the points before the end use
+)
+# Fields that say what is observed along a run, not what it computes (left out of the hashes).
+OBSERVATION_FIELDS = tuple((stage, f) for stage in ("pretrain", "finetune") for f in EVAL_ALONG)
+
+
 def base_config() -> ConfigDict:
   """The complete schema with defaults; every config starts from this."""
   c = ConfigDict()
@@ -102,6 +112,7 @@ def base_config() -> ConfigDict:
       crop_padding=2,         # random-crop padding in pixels
       random_resized_crop=False,  # Inception-style crop of 8-100% of the area, aspect 3/4-4/3 (on device)
       optim=optim_config(),
+      **EVAL_ALONG,
   ))
   c.finetune = ConfigDict(dict(
       dataset="jaxscale_digits",
@@ -113,6 +124,7 @@ def base_config() -> ConfigDict:
       random_resized_crop=False,
       init_checkpoint="",     # pretrain checkpoint dir; "" = <workdir>/pretrain
       optim=optim_config(lr=5e-4, epochs=20.0, min_steps=100, warmup_frac=0.05),
+      **EVAL_ALONG,
   ))
   c.distill = ConfigDict(dict(
       teacher_checkpoint="",  # "" = no distillation (plain arm)
@@ -239,6 +251,11 @@ def _validate_stage(c: ConfigDict, stage: str) -> None:
          f"config.{stage}.optim.max_steps ({o.max_steps}) is below min_steps ({o.min_steps}), so min_steps "
          f"would never be reached; raise max_steps, lower min_steps, or set max_steps=0 (no cap)")
   _check(0 <= o.label_smoothing < 1, f"config.{stage}.optim.label_smoothing must be in [0, 1)")
+  at = list(s.eval_at)
+  _check(len(at) > 0 and all(0 < f <= 1 for f in at) and at == sorted(set(at)),
+         f"config.{stage}.eval_at must hold increasing fractions of the budget in (0, 1], e.g. (0.1, 0.3, 1.0); "
+         f"got {tuple(at)}")
+  _check(s.eval_subset >= 1, f"config.{stage}.eval_subset must be >= 1 images, got {s.eval_subset}")
 
 
 def validate(config: ConfigDict) -> ConfigDict:
@@ -357,6 +374,8 @@ def result_hash(config: ConfigDict) -> str:
   c = ConfigDict(config.to_dict())
   for group, field in PATH_FIELDS:
     c[group][field] = ""
+  for group, field in OBSERVATION_FIELDS:
+    del c[group][field]
   return config_hash(c, exclude=("study", "engine", "mesh"))
 
 

@@ -34,7 +34,7 @@ from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress, format_duration
 from jaxscale.study import grid, pruning, records
-from jaxscale.train import loop
+from jaxscale.train import evals, loop
 from jaxscale.train import steps as steps_lib
 
 logger = logging.getLogger("jaxscale")
@@ -52,6 +52,8 @@ def study_hash(config: ConfigDict) -> str:
   c = ConfigDict(config.to_dict())
   for field in ANALYSIS_FIELDS:
     del c.study[field]
+  for group, field in config_lib.OBSERVATION_FIELDS:  # what is observed along a run changes no cell
+    del c[group][field]
   if tuple(c.study.selection) == ("random",):  # no scores used: the hash of a study from before the axis
     del c.study["selection"], c.study["scores"]
   return config_lib.config_hash(c, exclude=EXECUTION_GROUPS)
@@ -169,6 +171,7 @@ def check_sizes(config: ConfigDict, dry_run: bool) -> None:
       if dry_run:
         continue  # not prepared yet: a real run builds it (embedded) or says how
       raise
+    evals.check(config, stage)
     key = "dp" if stage == "pretrain" else "df"
     if max(sizes) > n:
       raise JaxscaleError(

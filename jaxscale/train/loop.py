@@ -49,6 +49,7 @@ from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress
 from jaxscale.train import checkpoint as ckpt_lib
+from jaxscale.train import evals as evals_lib
 from jaxscale.train import sharding as sharding_lib
 from jaxscale.train import steps as steps_lib
 
@@ -338,13 +339,14 @@ def _read_eval_chunks(name: str, split: str, data_dir: str, image_size: int, cha
   return tuple(pipeline.eval_chunks(source, chunk_size=chunk, image_size=image_size, channels=channels))
 
 
-def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, mesh, channels: int
-             ) -> dict[str, np.ndarray]:
-  """Top-1 error and mean cross-entropy of every run on the stage's whole eval split ([R] each)."""
+def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, mesh, channels: int,
+             chunks=None) -> dict[str, np.ndarray]:
+  """Top-1 error and mean cross-entropy of every run on the stage's whole eval split ([R] each), or on
+  `chunks` of it (:func:`jaxscale.train.evals.subset_chunks`)."""
   s = config[stage]
   eval_chunk = steps_lib.make_eval_chunk(graphdef, mesh, params_sharding)
-  chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, int(config.data.image_size), channels,
-                        int(s.optim.eval_batch_size))
+  chunks = chunks or _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, int(config.data.image_size),
+                                  channels, int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)
   sums = [eval_chunk(params, {k: sharding_lib.put(v, repl) for k, v in chunk.items()}) for chunk in chunks]
   sums = jax.device_get(sums)
@@ -352,6 +354,17 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
   errors = np.sum([x["errors"] for x in sums], axis=0)
   loss = np.sum([x["loss"] for x in sums], axis=0)
   return {"eval_error": errors / count, "eval_loss": loss / count, "eval_count": int(count)}
+
+
+def _along_budget(config: ConfigDict, stage: str, program: dict, inputs: dict, mesh, names: list[str],
+                  group_dir: str, start: int) -> evals_lib.AlongBudget:
+  """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset."""
+  total, k = inputs["total_steps"], int(config.engine.steps_per_dispatch)
+  steps = evals_lib.eval_steps(config[stage].eval_at, total, k)
+  chunks = evals_lib.subset_chunks(config, stage, inputs["channels"]) if steps else None
+  run = lambda params: evaluate(config, stage, program["graphdef"], params, program["state_sh"].params, mesh,
+                                inputs["channels"], chunks=chunks)
+  return evals_lib.AlongBudget(steps, names, run, group_dir, start, total, int(config[stage].optim.batch_size))
 
 
 # ----------------------------------------------------------------------------- the group
@@ -400,8 +413,9 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   program = build_program(config, stage, runs, inputs, mesh)
   with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
     state, losses, wall_before = _restore_or_init(program, ckpts, names, config, desc or stage)
+    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, len(losses[0]))
     state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses,
-                                wall_before, t_start, show_progress, progress_delay_s, desc)
+                                wall_before, t_start, show_progress, progress_delay_s, desc, at_boundary=along)
     result = evaluate(config, stage, program["graphdef"], state.params, program["state_sh"].params, mesh,
                       inputs["channels"])
     host_params = jax.device_get(state.params)
@@ -420,7 +434,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
         "subset_hash": inputs["hashes"][i], "params": program["param_count"],
         "num_classes": inputs["num_classes"], "init": program["init_metas"][i],
         "wall_s": round(wall / len(names), 3), "group_size": len(names),
-        "mesh": [int(mesh.shape[a]) for a in sharding_lib.AXES]})
+        "mesh": [int(mesh.shape[a]) for a in sharding_lib.AXES], "curve": along.curve(i, losses[i], result)})
   atomic_write_text(os.path.join(group_dir, RESULT_FILE), json.dumps({"runs": results}, sort_keys=True))
   return results
 
@@ -588,8 +602,9 @@ def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict,
 
 
 def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wall_before, t_start,
-                show_progress, progress_delay_s, desc):
-  """Dispatches K steps at a time until every run has trained; returns (state, per-run losses)."""
+                show_progress, progress_delay_s, desc, at_boundary=None):
+  """Dispatches K steps at a time until every run has trained; returns (state, per-run losses).
+  ``at_boundary(steps done, state)``, if given, is called after each dispatch is queued (evaluations along the budget)."""
   chunk, in_sh = program["chunk"], program["in_sh"]
   consts, teacher_params = program["consts"], program["teacher_params"]
   k = int(config.engine.steps_per_dispatch)
@@ -638,6 +653,8 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
       done = min(step0 + k, total)
       bar.update(done - step0, **({"loss": round(loss, 4)} if loss is not None else {}),
                  **({"img/s": round(clock["rate"])} if clock["rate"] is not None else {}))
+      if at_boundary is not None:
+        at_boundary(done, state)
       if done < total and done - last_save >= every:
         if pending is not None:
           collect(pending)
