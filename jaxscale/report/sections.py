@@ -303,8 +303,8 @@ def verdict_table(a: StudyAnalysis) -> list[Block]:
             + [next((_delta(p) for p in c.points if p.dp == dp), "–") for dp in dps] for c in a.paired]
   level = a.rule["point_level"]
   return [
-      ("table", ["comparison", "model", "M", "Df", "verdict", "decided Dp", "Dp* [95% CI]", "pairs",
-                 "more pairs needed", "diverged runs"], rows),
+      ("table", ["comparison", "model", "M", "Df", "verdict", "decided Dp",
+                 "Dp* [95% bootstrap CI, this cell]", "pairs", "more pairs needed", "diverged runs"], rows),
       ("h", 3, f"Paired differences ΔE = E_baseline − E_treatment (mean [interval at level {level:.5f}] "
                f"(pairs) verdict, more pairs needed)"),
       ("table", ["comparison", "model", "Df"] + [f"Dp = {d:,}" for d in dps], deltas)]
