@@ -84,10 +84,12 @@ def next_round(config: ConfigDict, rows: Sequence[Mapping[str, Any]]
         df = c.df if c.stage == "finetune" else 0
         want.setdefault(key, {})[df] = max(want.get(key, {}).get(df, 0), add)
         ci = f" [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]" if p.ci else ""
+        reason = (f"{p.pairs_needed} more expected to decide it" if p.n_pairs >= verdicts.MIN_PAIRS
+                  else f"a verdict needs at least {verdicts.MIN_PAIRS} pairs")
         why.setdefault(key, []).append(
             f"{c.comparison.replace('_', ' ')}, {'pretraining task' if df == 0 else f'Df = {df:,}'}: "
-            f"ΔE {p.mean_delta:+.3f}{ci} from {p.n_pairs} pairs is undecided; {p.pairs_needed} more "
-            f"expected to decide it")
+            f"ΔE {p.mean_delta:+.3f}{ci} from {p.n_pairs} pair{'s' * (p.n_pairs > 1)} is undecided; "
+            f"{reason}; to {p.n_pairs + add} pairs")
   last = max([int(r["seed"]) for r in rows if "seed" in r] + list(s.seeds))
   out = []
   for (model, dp), by_df in sorted(want.items()):
