@@ -7,6 +7,7 @@ record per cell) are those of :mod:`jaxscale.jsonl`, which `jaxscale fit` reads 
 from __future__ import annotations
 
 import datetime
+import os
 from typing import Any, Callable, Sequence
 
 from ml_collections import ConfigDict
@@ -49,6 +50,24 @@ def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: st
   }
 
 
+# Fields of a record that a curves.jsonl line repeats (what a fit over examples seen needs, and its key).
+CURVE_FIELDS = ("stage", "cell_id", "model", "params", "dp", "df", "arm", "selection", "distilled", "seed",
+                "steps", "batch_size")
+
+
+def curves_path(records_path: str) -> str:
+  """curves.jsonl, beside records.jsonl."""
+  return os.path.join(os.path.dirname(os.path.abspath(records_path)), "curves.jsonl")
+
+
+def curve(record: dict[str, Any], points: Sequence[dict]) -> dict[str, Any]:
+  """The curves.jsonl line of one run: `CURVE_FIELDS` of its record and ``points``, the evaluations
+  along its budget in step order (:mod:`jaxscale.train.evals`): ``step, examples`` (images seen),
+  ``train_loss`` (mean over the last 5% of the budget), ``eval_error, eval_loss, eval_count`` (on a fixed
+  subset of the eval split before the end; the last point is the record's own, on the whole split)."""
+  return {**{k: record[k] for k in CURVE_FIELDS}, "points": list(points)}
+
+
 def append(path: str, record: dict[str, Any]) -> None:
   """Appends `record` as one whole line of `path`; a second record of its cell is refused
   (:func:`jaxscale.jsonl.append`)."""
@@ -76,9 +95,17 @@ def resume(path: str) -> dict[str, dict[str, Any]]:
 def add_results(path: str, done: dict[str, dict[str, Any]], cells: Sequence[Any], results: Sequence[dict],
                 make: Callable[[Any, dict], dict[str, Any]], write: bool = True) -> None:
   """Records each of `cells` (with its `results` entry) that `done` lacks: ``make(cell, result)``
-  builds the record, which joins `done` and, when `write`, is appended to `path`."""
+  builds the record, which joins `done` and, when `write`, is appended to `path`; its curve (a result's
+  ``curve``) goes to :func:`curves_path` first, once (a process killed between the two appends wrote it)."""
+  curved = None
   for cell, result in zip(cells, results):
     if cell.id not in done:
       done[cell.id] = make(cell, result)
+      if write and result.get("curve"):
+        if curved is None:
+          curved = {jsonl.key(row) for row in jsonl.read(curves_path(path))}
+        line = curve(done[cell.id], result["curve"])
+        if jsonl.key(line) not in curved:
+          jsonl.append(curves_path(path), line)
       if write:
         append(path, done[cell.id])

@@ -4,6 +4,7 @@ Workdir layout::
 
   study.json       the study's config and its hash (a different config is refused)
   records.jsonl    one record per finished cell (teacher, pretrain and fine-tune stages)
+  curves.jsonl     per finished cell, its evaluations along the budget (:func:`records.curve`)
   groups/<id>/     each group's checkpoints and, once finished, its results (a killed group resumes)
   cells/<id>/      the finished parameters of pretraining and teacher cells (what later stages load)
   fits.json        fitted laws per arm and the distillation boundary

@@ -54,6 +54,12 @@ def test_smoke_study_end_to_end(smoke_study, data_dir):
     assert r["lr"] == (3e-3 if per_model else config[r["stage"]].optim.lr)
     # the CLI split the CPU into one device per core, and a group spread its runs over them
     assert r["mesh"] == list(sharding.mesh_shape(0, -1, 1, sharding.usable_cores(), r["group_size"]))
+  lines = (workdir / "curves.jsonl").read_text().splitlines()   # one curve per record, ending at it
+  curves = {c["cell_id"]: c for c in map(json.loads, lines)}
+  assert len(lines) == len(rows) and curves.keys() == {r["cell_id"] for r in rows}
+  for r in rows:
+    assert curves[r["cell_id"]]["points"][-1]["eval_error"] == r["eval_error"]
+    assert curves[r["cell_id"]]["points"][-1]["examples"] == r["steps"] * r["batch_size"]
   ft = [r for r in rows if r["stage"] == "finetune"]
   assert {r["distilled"] for r in ft} == {True, False}
   fits = json.loads((workdir / "fits.json").read_text())
@@ -110,6 +116,12 @@ def test_killed_study_resumes_to_the_same_records(smoke_study, data_dir, tmp_pat
     assert got["eval_error"] == row["eval_error"], cell_id
     assert got["eval_loss"] == pytest.approx(row["eval_loss"], rel=1e-6), cell_id
     assert got["steps"] == row["steps"] and got["subset_hash"] == row["subset_hash"]
+  # no curve lost or written twice, each the uninterrupted study's
+  got = (workdir / "curves.jsonl").read_text().splitlines()
+  want = {c["cell_id"]: c for c in map(json.loads, (reference / "curves.jsonl").read_text().splitlines())}
+  assert sorted(json.loads(c)["cell_id"] for c in got) == sorted(want)
+  for c in map(json.loads, got):
+    assert [p["eval_error"] for p in c["points"]] == [p["eval_error"] for p in want[c["cell_id"]]["points"]]
 
 
 def test_dry_run_writes_nothing(tmp_path, capsys):
