@@ -172,9 +172,12 @@ def test_a_smoothed_run_does_not_read_its_teacher(trained):
 
 
 def test_a_control_study_records_the_smoothed_arm_paired_with_the_others(data_dir, tmp_path):
-  config = load(SMOKE + ":control", [f"--config.data.data_dir={data_dir}", "--config.study.models=('vit_tiny_xs',)"])
+  config = load(SMOKE + ":control", [f"--config.data.data_dir={data_dir}", "--config.study.models=('vit_tiny_xs',)",
+                                     "--config.pretrain.eval_at=(1.0,)", "--config.finetune.eval_at=(1.0,)"])
   assert tuple(config.study.arms) == ARMS3
-  rows = {r["cell_id"]: r for r in runner.run_cells(config, str(tmp_path / "study"), show_progress=False)}
+  workdir = str(tmp_path / "study")
+  runner.prepare_workdir(config, workdir)
+  rows = {r["cell_id"]: r for r in runner.run_cells(config, workdir, show_progress=False)}
   cells = grid.expand(config)
   assert sorted(rows) == sorted(c.id for c in cells)
   for c in cells:
