@@ -5,6 +5,7 @@ Workdir layout::
   study.json       the study's config and its hash (a different config is refused)
   records.jsonl    one record per finished cell (teacher, pretrain and fine-tune stages)
   curves.jsonl     per finished cell, its evaluations along the budget (:func:`records.curve`)
+  tb/<stage>/<model>/<cell>/  TensorBoard event files of each run (:mod:`jaxscale.study.tb_events`)
   groups/<id>/     each group's checkpoints and, once finished, its results (a killed group resumes)
   cells/<id>/      the finished parameters of pretraining and teacher cells (what later stages load)
   fits.json        fitted laws per arm and the distillation boundary
@@ -34,7 +35,7 @@ from jaxscale import fileio
 from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress, format_duration
-from jaxscale.study import grid, pruning, records
+from jaxscale.study import grid, pruning, records, tb_events
 from jaxscale.train import evals, loop
 from jaxscale.train import steps as steps_lib
 
@@ -337,6 +338,9 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> l
         results = _train_group(config, cfg, group, p, show_progress, len(done))
         records.add_results(p["records"], done, group.cells, results, functools.partial(record_of, cfg),
                             write=main)
+        if main:
+          tb_events.write_group(workdir, group.stage, group.model, group.cells, results,
+                                int(cfg[group.stage].optim.batch_size))
         errors = [r["eval_error"] for r in results]
         bar.update(new, group=group.id, err=round(float(np.mean(errors)), 4),
                    s=round(time.time() - t0, 1))
