@@ -148,7 +148,7 @@ def check_law(config: ConfigDict) -> None:
       field = LAW_AXES[given]
       if len(s[field]) < 2:
         raise JaxscaleError(
-            f"config.study.law '{name}' fits a {given} term, but config.study.{field} has one value "
+            f"config.study.law '{name}' fits a term in {given}, but config.study.{field} has one value "
             f"({s[field][0]!r}), so {given} is constant over the runs and its exponent cannot be fitted; "
             f"give config.study.{field} at least 2 values")
     if runs < len(form.params) + 1:
