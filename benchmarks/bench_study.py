@@ -27,6 +27,13 @@ fresh child process (the CPU's device count is fixed when JAX starts, and no way
 compiled programs in memory; only ``engine-warm`` reads the cache ``engine`` wrote); the script prints
 one table.
 
+5. ``commit``: the engine of an earlier commit (``--commit``, default c020453, the per-cell engine the
+   group engine replaced): a ``git worktree`` of it, run with this interpreter and venv as a whole
+   ``jaxscale study`` process on ``--commit-config`` (a path in that commit's tree, so its own config
+   schema loads it), with an empty compilation cache; and 6. ``study``: this checkout's ``jaxscale
+   study`` on the same config file, the same way. ``--ways study,commit`` compares them (their wall
+   times include startup, fitting and the report); the config must load in both versions.
+
 ``--rounds N`` runs the ways N times in turn (each round's ``engine`` starts from an empty cache) and
 ends the table with each way's median ratio over the rounds and its range. On a small shared machine
 wall times vary by a fifth from one run to the next; a ratio is judged by its median, with the
@@ -36,6 +43,7 @@ rounds' spread beside it, not by one round.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -148,6 +156,44 @@ JAX_WAYS = {
 }
 
 
+def study_process(repo: str, config_path: str, fraction: str, data_dir: str) -> dict:
+  """One whole ``jaxscale study`` process of the package in `repo` (a checkout of any commit, run
+  with this interpreter and `repo` first on the path) on `config_path`, in a fresh workdir with an
+  empty compilation cache (the variable read by the commit's code, and JAX's own); its row from the
+  records it wrote. Wall time includes startup, fit and report. `fraction` "half" passes the
+  :func:`shrink` grid as overrides."""
+  overrides = [f"--config.data.data_dir={data_dir}"] if data_dir else []
+  if fraction == "half":
+    c = shrink(config_lib.load(config_path, overrides), "half").study   # today's loader: the grid's values
+    overrides += [f"--config.study.{k}={','.join(map(str, c[k]))}" for k in ("models", "dp", "df", "seeds")]
+  with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(repo), JAXSCALE_COMPILATION_CACHE=os.path.join(tmp, "xla"),
+               JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "xla"))
+    workdir = os.path.join(tmp, "study")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "jaxscale", "study", "--config", config_path, "--workdir", workdir,
+                    "--no-progress", *overrides], check=True, cwd=os.path.abspath(repo), env=env,
+                   stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t
+    with open(os.path.join(workdir, "records.jsonl"), encoding="utf-8") as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+  images = sum(int(r["steps"]) * int(r.get("batch_size", 0)) for r in rows)
+  return {"wall": wall, "images": images, "flops": sum(float(r["flops"]) for r in rows), "runs": len(rows),
+          "devices": "-"}
+
+
+@contextlib.contextmanager
+def worktree(rev: str):
+  """A detached git worktree of commit `rev` of this repository, removed afterwards."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = tempfile.mkdtemp(prefix="bench-study-commit-")
+  subprocess.run(["git", "-C", root, "worktree", "add", "--detach", path, rev], check=True, capture_output=True)
+  try:
+    yield path
+  finally:
+    subprocess.run(["git", "-C", root, "worktree", "remove", "--force", path], check=False, capture_output=True)
+
+
 def child(args, way: str, cache_dir: str = "") -> dict:
   """Runs JAX way `way` in a fresh process (with a compilation cache in `cache_dir`, if any); returns its row."""
   cmd = [sys.executable, os.path.abspath(__file__), "--child", way, "--config", args.config,
@@ -163,6 +209,9 @@ def main(argv=None) -> int:
   ap.add_argument("--ways", default="unbatched,engine,engine-warm,torch")
   ap.add_argument("--rounds", type=int, default=1, help="run the ways this many times in turn")
   ap.add_argument("--data-dir", default="")
+  ap.add_argument("--commit", default="c020453", help="the earlier engine the 'commit' way runs")
+  ap.add_argument("--commit-config", default="configs/default.py",
+                  help="'commit' and 'study' ways: the config, a path inside the commit's tree (both ways run it)")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # run one JAX way, print its row
   ap.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)  # the child's compilation cache
   args = ap.parse_args(argv)
@@ -190,26 +239,32 @@ def main(argv=None) -> int:
   if "engine-warm" in ways and "engine" not in ways[:ways.index("engine-warm")]:
     ap.error("--ways: engine-warm reuses the programs the engine way compiled; list engine before it")
   rounds = []
-  for i in range(args.rounds):
-    cache = tempfile.mkdtemp(prefix="bench-study-xla-")  # the engine's cache: empty for "engine", filled after
-    try:
-      rounds.append(run_ways(args, config, ways, cache, peak, i + 1))
-    finally:
-      shutil.rmtree(cache, ignore_errors=True)
+  with (worktree(args.commit) if {"commit", "study"} & set(ways) else contextlib.nullcontext()) as tree:
+    args.tree = tree
+    for i in range(args.rounds):
+      cache = tempfile.mkdtemp(prefix="bench-study-xla-")  # the engine's cache: empty for "engine", filled after
+      try:
+        rounds.append(run_ways(args, config, ways, cache, peak, i + 1))
+      finally:
+        shutil.rmtree(cache, ignore_errors=True)
   for line in summary(rounds):
     print(line)
   return 0
 
 
 def speedup(a: dict, b: dict) -> float:
-  """How many times faster row `a` trains than row `b` (images/s over images/s)."""
+  """How many times faster row `a` trains than row `b` (images/s over images/s; wall over wall when
+  a row does not know its images: records of an earlier commit may lack the batch size)."""
+  if not (a["images"] and b["images"]):
+    return b["wall"] / a["wall"]
   return (a["images"] / a["wall"]) / (b["images"] / b["wall"])
 
 
 def summary(rounds: list[dict[str, dict]]) -> list[str]:
   """Comment lines: each way's speedup over unbatched and the engine's over torch, per round's own
   reference; with several rounds the median and the range."""
-  pairs = [(name, "unbatched") for name in rounds[0] if name != "unbatched"] + [("engine", "torch")]
+  pairs = ([(name, "unbatched") for name in rounds[0] if name != "unbatched"] + [("engine", "torch")]
+           + [("study", "commit")])
   out = []
   for a, b in pairs:
     if a not in rounds[0] or b not in rounds[0]:
@@ -226,6 +281,9 @@ def run_ways(args, config, ways: list[str], cache: str, peak: float, round_: int
   for name in ways:
     if name in JAX_WAYS:
       r = rows[name] = child(args, name, cache if name.startswith("engine") else "")
+    elif name in ("commit", "study"):   # whole study processes: the earlier commit's package, or this one
+      repo = args.tree if name == "commit" else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+      r = rows[name] = study_process(repo, os.path.join(args.tree, args.commit_config), args.fraction, args.data_dir)
     else:
       r = rows[name] = {**run_torch(config), "devices": 1}
     base = rows.get("unbatched")
