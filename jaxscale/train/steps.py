@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import jax
@@ -107,19 +107,28 @@ def _decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
 
 
-def optimizer_settings(optim: Any, flat: bool = True) -> tuple:
+class OptimizerSettings(NamedTuple):
   """The hashable fields of ``config.<stage>.optim`` that shape the update rule, and the layout of
-  its state (`flat`, see :func:`make_optimizer`)."""
-  return (str(optim.optimizer), float(optim.momentum), float(optim.weight_decay), float(optim.grad_clip),
-          bool(flat))
+  its state (`flat`, see :func:`make_optimizer`). A plain tuple in this order is accepted too."""
+  optimizer: str
+  momentum: float
+  weight_decay: float
+  grad_clip: float
+  flat: bool = True
 
 
-def optimizer_layout(settings: tuple) -> str:
+def optimizer_settings(optim: Any, flat: bool = True) -> OptimizerSettings:
+  """:class:`OptimizerSettings` of ``config.<stage>.optim`` with the state layout `flat`."""
+  return OptimizerSettings(str(optim.optimizer), float(optim.momentum), float(optim.weight_decay),
+                           float(optim.grad_clip), bool(flat))
+
+
+def optimizer_layout(settings: OptimizerSettings) -> str:
   """How the state of :func:`make_optimizer` is laid out: "flat" (one vector per run) or "tree"."""
-  return "flat" if settings[-1] else "tree"
+  return "flat" if OptimizerSettings(*settings).flat else "tree"
 
 
-def make_optimizer(settings: tuple) -> optax.GradientTransformation:
+def make_optimizer(settings: OptimizerSettings) -> optax.GradientTransformation:
   """AdamW or SGD with momentum and global-norm clipping, *without* the learning rate.
 
   The step multiplies the updates by ``-lr`` (``lr`` read from the run's table), which is exactly
@@ -135,9 +144,9 @@ def make_optimizer(settings: tuple) -> optax.GradientTransformation:
   split over devices, ``fsdp`` > 1) the moments keep the parameters' shapes and are split like them.
 
   Args:
-    settings: ``(optimizer, momentum, weight_decay, grad_clip, flat)`` from :func:`optimizer_settings`.
+    settings: :class:`OptimizerSettings` (from :func:`optimizer_settings`).
   """
-  optimizer, momentum, weight_decay, grad_clip, flat = settings
+  optimizer, momentum, weight_decay, grad_clip, flat = OptimizerSettings(*settings)
   pack = optax.flatten if flat else (lambda t: t)
   clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   decay = [optax.add_decayed_weights(weight_decay, mask=_decay_mask)] if weight_decay > 0 else []
@@ -151,7 +160,7 @@ def make_optimizer(settings: tuple) -> optax.GradientTransformation:
   return optax.chain(*parts) if parts else optax.identity()  # plain SGD: the gradient itself
 
 
-def create_state(params: Any, settings: tuple) -> TrainState:
+def create_state(params: Any, settings: OptimizerSettings) -> TrainState:
   """A fresh group state at step 0 from parameters with a leading runs axis."""
   runs = jax.tree_util.tree_leaves(params)[0].shape[0]
   opt_state = jax.vmap(make_optimizer(settings).init)(params)
@@ -159,7 +168,7 @@ def create_state(params: Any, settings: tuple) -> TrainState:
                     diverged_at=jnp.zeros((runs,), jnp.int32))
 
 
-def state_shardings(state: TrainState, settings: tuple, param_sharding: Any, mesh) -> TrainState:
+def state_shardings(state: TrainState, settings: OptimizerSettings, param_sharding: Any, mesh) -> TrainState:
   """Shardings of a group state: params as given (runs axis first); the optimizer's moments alike
   in the tree layout, split along runs only in the flat one."""
   per_run = sharding_lib.runs_sharding(mesh)
@@ -190,7 +199,7 @@ class StepSpec:
     on_device: images are gathered on the device from a uint8 copy (else they arrive per dispatch).
   """
   graphdef: Any
-  settings: tuple
+  settings: OptimizerSettings
   batch_size: int
   crop_padding: int = 0
   flip: bool = False
@@ -353,7 +362,7 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
   return _CACHE[key]
 
 
-def make_init(settings: tuple, state_sharding: TrainState) -> Callable:
+def make_init(settings: OptimizerSettings, state_sharding: TrainState) -> Callable:
   """``init(params) -> TrainState``: a fresh state at step 0 on `state_sharding` (params given on it).
 
   Every update rule here starts its state at zero (Adam's count and moments, the momentum trace;
