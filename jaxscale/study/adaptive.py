@@ -84,7 +84,7 @@ def next_round(config: ConfigDict, rows: Sequence[Mapping[str, Any]]
         df = c.df if c.stage == "finetune" else 0
         want.setdefault(key, {})[df] = max(want.get(key, {}).get(df, 0), add)
         ci = f" [{p.ci[0]:+.3f}, {p.ci[1]:+.3f}]" if p.ci else ""
-        reason = (f"{p.pairs_needed} more expected to decide it" if p.n_pairs >= verdicts.MIN_PAIRS
+        reason = (f"{p.pairs_needed} more expected to decide it" if p.n_pairs >= 2
                   else f"a verdict needs at least {verdicts.MIN_PAIRS} pairs")
         why.setdefault(key, []).append(
             f"{c.comparison.replace('_', ' ')}, {'pretraining task' if df == 0 else f'Df = {df:,}'}: "
