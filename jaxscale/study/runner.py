@@ -122,6 +122,7 @@ def prepare_workdir(config: ConfigDict, workdir: str, force_new: bool = False) -
     raise JaxscaleError(f"workdir {workdir!r} has records.jsonl but no study.json; use an empty --workdir")
   atomic_write_text(p["study"], json.dumps(
       {"hash": digest, "config": config.to_dict()}, indent=2, sort_keys=True, default=str))
+  records.resume(p["records"])  # a torn last line is moved aside now, before anything reads the records
 
 
 # The grid axis (config.study field) each law input of the study's fits reads its values from.
