@@ -19,6 +19,7 @@ High-level API (what the study and the CLI call):
 """
 
 from jaxscale.laws import validate  # noqa: F401  (jaxscale.laws.validate.backtest)
+from jaxscale.laws import curve_table  # noqa: F401  (registers transfer_additive_seen)
 from jaxscale.laws.api import Analysis, GroupFit, analyze, write_fits
 from jaxscale.laws.forms import LawForm, Param, get, names, predict, register
 from jaxscale.laws.table import read_table

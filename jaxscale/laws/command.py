@@ -16,6 +16,7 @@ from jaxscale import fileio
 from jaxscale.errors import JaxscaleError
 from jaxscale.laws import api
 from jaxscale.laws import boundary as boundary_lib
+from jaxscale.laws import curve_table
 from jaxscale.laws import fit as fit_lib
 from jaxscale.laws import forms as forms_lib
 from jaxscale.laws import numeric
@@ -26,6 +27,12 @@ HELP = "fit a scaling law (with CIs, holdout and distillation boundary) to recor
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("file", metavar="FILE", help="records.jsonl or a .csv with a header row")
+  parser.add_argument("--curves", action="store_true",
+                      help="FILE is a curves.jsonl: fit every point along each run's budget (one row per point, "
+                           "columns of its run plus step, examples, frac, train_loss, eval_error, eval_loss), e.g. "
+                           f"--law {curve_table.CURVE_LAW} --inputs Dp=dp,M=params,Df=df,T=examples")
+  parser.add_argument("--burn-in", type=float, default=0.0, metavar="F",
+                      help="with --curves: drop each run's points before fraction F of its budget (e.g. 0.1)")
   parser.add_argument("--law", required=True, help=" | ".join(forms_lib.names()))
   parser.add_argument("--inputs", required=True, metavar="NAME=COLUMN[,NAME=COLUMN...]",
                       help="law input -> column, e.g. Dp=dp,M=params,Df=df")
@@ -162,7 +169,9 @@ def run(args: argparse.Namespace) -> int:
     lo, _, hi = args.boundary_range.partition(":")
     boundary_range = (_number(lo, "--boundary-range"), _number(hi, "--boundary-range"))
     boundary_lib.check_range(*boundary_range, what="--boundary-range LO:HI")
-  table = table_lib.read_table(args.file)
+  if args.burn_in and not args.curves:
+    raise JaxscaleError("--burn-in applies to the points of a curves.jsonl; add --curves (or drop --burn-in)")
+  table = curve_table.read_curves(args.file, args.burn_in) if args.curves else table_lib.read_table(args.file)
   table = filter_rows(table, args.where)
   check_stages(table, args.where)
   result = api.analyze(table, law=args.law, inputs=inputs, target=args.target,
