@@ -140,14 +140,35 @@ def _read_device_split(name: str, split: str, data_dir: str, image_size: int, ch
   return sharding_lib.put(images, repl), sharding_lib.put(labels, repl)
 
 
-def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
-                   shapes_only: bool = False) -> dict[str, Any]:
-  """Every run's subset, order table and learning rates, and the images on device or a grain reader.
+@dataclasses.dataclass(frozen=True)
+class GroupInputs:
+  """What a group trains on (:func:`prepare_inputs`).
 
-  Returns a dict with ``num_classes``, ``channels``, ``total_steps`` T, ``hashes`` [R],
-  ``lr`` float32 [R, T_pad], ``valid`` bool [T_pad] (T_pad = T rounded up to whole dispatches),
-  ``on_device`` and either ``device`` (``images``, ``labels`` on device and ``index`` int32
-  [R, T_pad, B]) or ``reader`` (a :class:`jaxscale.data.pipeline.DispatchReader`).
+  Attributes:
+    num_classes, channels: of the stage's dataset.
+    total_steps: T, the runs' step count.
+    hashes: [R] each run's subset manifest hash.
+    lr: float32 [R, T_pad], each run's learning rate per step (T_pad = T rounded up to whole dispatches).
+    valid: bool [T_pad], False on the padding steps.
+    on_device: the images are on the device (``device``), else read per dispatch (``reader``).
+    device: ``images``, ``labels`` on device (or their shapes) and ``index`` int32 [R, T_pad, B]; or None.
+    reader: a :class:`jaxscale.data.pipeline.DispatchReader`, or None.
+  """
+  num_classes: int
+  channels: int
+  total_steps: int
+  hashes: list
+  lr: np.ndarray
+  valid: np.ndarray
+  on_device: bool
+  device: dict | None = None
+  reader: Any = None
+
+
+def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
+                   shapes_only: bool = False) -> GroupInputs:
+  """Every run's subset, order table and learning rates, and the images on device or a grain reader
+  (:class:`GroupInputs`).
 
   ``shapes_only`` (for :func:`compile_ahead`): a group's own subset of images is not read or placed;
   ``device`` then holds its ``jax.ShapeDtypeStruct``s. A whole split is read anyway: it is placed once
@@ -187,7 +208,7 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
   lr = np.stack([np.concatenate([steps_lib.learning_rate_table(s.optim, total, r.lr or peak), pad]) for r in runs])
   out = {"num_classes": int(sources.num_classes(name, data_dir)), "channels": pipeline.image_channels(source),
          "total_steps": total, "hashes": hashes, "lr": np.ascontiguousarray(lr),
-         "valid": np.arange(padded) < total}
+         "valid": np.arange(padded) < total}   # the fields of the GroupInputs returned
   used = np.unique(order)
   need_mb = pipeline.images_mb(len(used), size_px, out["channels"])
   budget = float(e.device_data_mb)
@@ -214,13 +235,13 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
     out["reader"] = pipeline.DispatchReader(source, order, steps_per_dispatch=k, image_size=size_px,
                                             channels=out["channels"], prefetch=int(config.data.prefetch),
                                             num_workers=int(config.data.num_workers))
-  return out
+  return GroupInputs(**out)
 
 
-def _dispatch_data(inputs: dict, d: int, k: int, batch_iter) -> dict:
+def _dispatch_data(inputs: GroupInputs, d: int, k: int, batch_iter) -> dict:
   """The ``data`` argument of dispatch `d`: device gather indices, or the images grain read."""
-  if inputs["on_device"]:
-    dev = inputs["device"]
+  if inputs.on_device:
+    dev = inputs.device
     index = np.ascontiguousarray(np.swapaxes(dev["index"][:, d * k:(d + 1) * k], 0, 1))   # [K, R, B]
     return {"images": dev["images"], "labels": dev["labels"], "index": index}
   images, labels = next(batch_iter)
@@ -356,14 +377,14 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
   return {"eval_error": errors / count, "eval_loss": loss / count, "eval_count": int(count)}
 
 
-def _along_budget(config: ConfigDict, stage: str, program: dict, inputs: dict, mesh, names: list[str],
+def _along_budget(config: ConfigDict, stage: str, program: dict, inputs: GroupInputs, mesh, names: list[str],
                   group_dir: str, start: int) -> evals_lib.AlongBudget:
   """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset."""
-  total, k = inputs["total_steps"], int(config.engine.steps_per_dispatch)
+  total, k = inputs.total_steps, int(config.engine.steps_per_dispatch)
   steps = evals_lib.eval_steps(config[stage].eval_at, total, k)
-  chunks = evals_lib.subset_chunks(config, stage, inputs["channels"]) if steps else None
+  chunks = evals_lib.subset_chunks(config, stage, inputs.channels) if steps else None
   run = lambda params: evaluate(config, stage, program["graphdef"], params, program["state_sh"].params, mesh,
-                                inputs["channels"], chunks=chunks)
+                                inputs.channels, chunks=chunks)
   return evals_lib.AlongBudget(steps, names, run, group_dir, start, total, int(config[stage].optim.batch_size))
 
 
@@ -417,22 +438,22 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
     state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses,
                                 wall_before, t_start, show_progress, progress_delay_s, desc, at_boundary=along)
     result = evaluate(config, stage, program["graphdef"], state.params, program["state_sh"].params, mesh,
-                      inputs["channels"])
+                      inputs.channels)
     host_params = jax.device_get(state.params)
     diverged = np.asarray(jax.device_get(state.diverged_at))
   wall = wall_before + time.time() - t_start
   results = []
   for i, r in enumerate(runs[:len(names)]):
     if r.out_dir:
-      meta = {"stage": stage, "model": config.model.name, "num_classes": inputs["num_classes"],
+      meta = {"stage": stage, "model": config.model.name, "num_classes": inputs.num_classes,
               "image_size": int(config.data.image_size), "dataset": config[stage].dataset, **dict(r.meta)}
       ckpt_lib.save_run(r.out_dir, jax.tree_util.tree_map(lambda x: x[i], host_params), meta)
     results.append({
         "name": r.name, "eval_error": float(result["eval_error"][i]), "eval_loss": float(result["eval_loss"][i]),
-        "eval_count": result["eval_count"], "steps": inputs["total_steps"],
+        "eval_count": result["eval_count"], "steps": inputs.total_steps,
         "diverged_at": int(diverged[i]) if diverged[i] else None, "losses": losses[i],
-        "subset_hash": inputs["hashes"][i], "params": program["param_count"],
-        "num_classes": inputs["num_classes"], "init": program["init_metas"][i],
+        "subset_hash": inputs.hashes[i], "params": program["param_count"],
+        "num_classes": inputs.num_classes, "init": program["init_metas"][i],
         "wall_s": round(wall / len(names), 3), "group_size": len(names),
         "mesh": [int(mesh.shape[a]) for a in sharding_lib.AXES], "curve": along.curve(i, losses[i], result)})
   atomic_write_text(os.path.join(group_dir, RESULT_FILE), json.dumps({"runs": results}, sort_keys=True))
@@ -516,16 +537,16 @@ def host_batch_shapes(k: int, num_runs: int, batch: int, image_size: int, channe
           "labels": jax.ShapeDtypeStruct((k, num_runs, batch), np.int32)}
 
 
-def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: dict, mesh) -> dict[str, Any]:
+def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: GroupInputs, mesh) -> dict[str, Any]:
   """The group's compiled train program and what it runs on: initial parameters, shardings, per-run
   constants (KD weight, augmentation key) and the teacher."""
-  dtype, classes = _dtype(config), inputs["num_classes"]
+  dtype, classes = _dtype(config), inputs.num_classes
   distil = _distils(config, stage, runs)
   if distil and not config.distill.teacher_checkpoint:
     raise JaxscaleError("a run distils (alpha > 0) but config.distill.teacher_checkpoint is empty; "
                         "name a finished pretrain run directory")
   teacher = load_teacher(config, stage, classes, dtype) if distil else None
-  program = program_spec(config, stage, len(runs), classes, inputs["on_device"], mesh,
+  program = program_spec(config, stage, len(runs), classes, inputs.on_device, mesh,
                          _teacher_model(config, stage, runs))
   _, params, init_metas = initial_params(config, stage, runs, classes, dtype)
   consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
@@ -550,12 +571,12 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   mesh = sharding_lib.make_mesh(config.mesh, num_runs=len(runs))
   runs = _pad_runs(runs, mesh)
   inputs = prepare_inputs(config, stage, runs, mesh, shapes_only=True)
-  program = program_spec(config, stage, len(runs), inputs["num_classes"], inputs["on_device"], mesh,
+  program = program_spec(config, stage, len(runs), inputs.num_classes, inputs.on_device, mesh,
                          _teacher_model(config, stage, runs))
   k, r, batch = int(config.engine.steps_per_dispatch), len(runs), int(config[stage].optim.batch_size)
-  size_px, channels = int(config.data.image_size), inputs["channels"]
-  if inputs["on_device"]:
-    dev = inputs["device"]
+  size_px, channels = int(config.data.image_size), inputs.channels
+  if inputs.on_device:
+    dev = inputs.device
     data = {"images": dev["images"], "labels": dev["labels"],
             "index": jax.ShapeDtypeStruct((k, r, batch), np.int32)}
   else:
@@ -565,7 +586,7 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   params = args[0].params
   if stage == "pretrain":
     key = jax.ShapeDtypeStruct((2,), np.uint32)
-    _init_fn(config.model.name, inputs["num_classes"], size_px, _dtype(config)).lower(key).compile()
+    _init_fn(config.model.name, inputs.num_classes, size_px, _dtype(config)).lower(key).compile()
   s = config[stage]
   chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, size_px, channels, int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)
@@ -608,10 +629,10 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
   chunk, in_sh = program["chunk"], program["in_sh"]
   consts, teacher_params = program["consts"], program["teacher_params"]
   k = int(config.engine.steps_per_dispatch)
-  total, batch = inputs["total_steps"], int(config[stage].optim.batch_size)
+  total, batch = inputs.total_steps, int(config[stage].optim.batch_size)
   start = len(losses[0])
   every, last_save = int(config.checkpoint.every_steps), start
-  batch_iter = None if inputs["on_device"] else inputs["reader"].iterate(start // k)
+  batch_iter = None if inputs.on_device else inputs.reader.iterate(start // k)
   sync = bool(config.engine.sync_every_step)
   pending = None  # the previous dispatch's losses: fetched after the next dispatch is queued
   clock = {"t": time.perf_counter(), "rate": None}  # images/s between the last two finished dispatches
@@ -643,9 +664,9 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
                         f"{ckpts.directory}; run again to resume")
       d = step0 // k
       data = jax.tree_util.tree_map(sharding_lib.put, _dispatch_data(inputs, d, k, batch_iter), in_sh["data"])
-      lr = sharding_lib.put(np.ascontiguousarray(inputs["lr"][:, d * k:(d + 1) * k].T), in_sh["lr"])
+      lr = sharding_lib.put(np.ascontiguousarray(inputs.lr[:, d * k:(d + 1) * k].T), in_sh["lr"])
       state, device_losses = chunk(state, consts, teacher_params, data, lr,
-                                   sharding_lib.put(inputs["valid"][d * k:(d + 1) * k], in_sh["valid"]))
+                                   sharding_lib.put(inputs.valid[d * k:(d + 1) * k], in_sh["valid"]))
       loss = collect(pending) if pending is not None else None
       pending = (step0, device_losses)
       if sync:
