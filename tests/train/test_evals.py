@@ -111,3 +111,17 @@ def test_an_eval_subset_larger_than_the_split_is_one_line(config):
   config.finetune.eval_at = (1.0,)          # nothing measured before the end: no subset needed
   config.finetune.eval_subset = 10 ** 6
   evals.check(config, "finetune")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("--config.pretrain.eval_at=(0.5,0.2,1.0)", "config.pretrain.eval_at must hold increasing fractions"),
+    ("--config.finetune.eval_subset=361", "config.finetune.eval_subset=361 is larger than the 360 images"),
+])
+def test_the_study_refuses_bad_eval_settings_in_one_line(data_dir, tmp_path, capsys, override, needle):
+  from jaxscale import cli
+  smoke = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.py")
+  args = ["study", "--config", smoke, "--workdir", str(tmp_path / "w"), "--dry-run",
+          f"--config.data.data_dir={data_dir}", override]
+  assert cli.main(args) == 2
+  err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+  assert len(err) == 1 and needle in err[0], err

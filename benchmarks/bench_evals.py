@@ -1,0 +1,92 @@
+"""What the evaluations along the budget cost: one group of the default study's pretraining trained
+with its ``eval_at`` and with ``eval_at = (1.0,)`` (the final evaluation only), in turn, in one process.
+
+  python benchmarks/bench_evals.py [--model vit_tiny_xxs] [--runs 4] [--steps 800] [--rounds 2]
+
+Each variant trains the same runs from scratch in a fresh group directory (no checkpoints, the same
+compiled programs: the first, untimed warm-up round compiles them). Prints each round's wall time, the
+median per variant and the overhead (with / without - 1), and the time spent inside the points'
+evaluations themselves (timed around each call: the part of the overhead the machine's noise cannot hide). The default config's evaluation settings are
+used (its eval_batch_size, eval_subset and eval_at), so the points cost what they cost in the study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from jaxscale import config as config_lib  # noqa: E402
+from jaxscale.train import evals, loop  # noqa: E402
+
+
+def _config(model: str, steps: int, eval_at):
+  c = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "configs", "default.py"))
+  c.model.name = model
+  c.pretrain.optim.update(min_steps=steps, max_steps=steps)
+  c.pretrain.eval_at = eval_at
+  c.checkpoint.every_steps = 10 ** 6
+  return config_lib.validate(c)
+
+
+SPENT = {"s": 0.0, "n": 0}   # seconds in the evaluations along the budget (subset chunks), and their count
+_evaluate = loop.evaluate
+
+
+def _timed_evaluate(*args, chunks=None, **kw):
+  t0 = time.perf_counter()
+  out = _evaluate(*args, chunks=chunks, **kw)
+  if chunks is not None:
+    SPENT["s"] += time.perf_counter() - t0
+    SPENT["n"] += 1
+  return out
+
+
+loop.evaluate = _timed_evaluate
+
+
+def _train(config, runs) -> float:
+  with tempfile.TemporaryDirectory() as d:
+    t0 = time.perf_counter()
+    loop.train_group(config, "pretrain", runs, os.path.join(d, "g"), show_progress=False)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--model", default="vit_tiny_xxs")
+  p.add_argument("--runs", type=int, default=4)
+  p.add_argument("--steps", type=int, default=800)
+  p.add_argument("--rounds", type=int, default=2)
+  a = p.parse_args()
+  with_at = tuple(config_lib.base_config().pretrain.eval_at)
+  configs = {"with eval_at": _config(a.model, a.steps, with_at), "final only": _config(a.model, a.steps, (1.0,))}
+  c = configs["with eval_at"]
+  k = int(c.engine.steps_per_dispatch)
+  print(f"{a.model}, {a.runs} runs x {a.steps} steps of batch {c.pretrain.optim.batch_size}, K={k}; "
+        f"eval_at={with_at} -> points at steps {evals.eval_steps(with_at, a.steps, k)} on "
+        f"{c.pretrain.eval_subset} images, final on the whole split")
+  runs = [loop.Run(f"s{s}", s, 1000) for s in range(a.runs)]
+  for cfg in configs.values():   # warm-up: compiles every program
+    _train(cfg, runs)
+  times = {name: [] for name in configs}
+  SPENT.update(s=0.0, n=0)
+  for r in range(a.rounds):
+    for name, cfg in configs.items():
+      times[name].append(_train(cfg, runs))
+      print(f"round {r + 1}: {name:>12}  {times[name][-1]:.2f} s", flush=True)
+  med = {name: statistics.median(v) for name, v in times.items()}
+  print(f"median: with eval_at {med['with eval_at']:.2f} s, final only {med['final only']:.2f} s, "
+        f"overhead {med['with eval_at'] / med['final only'] - 1:+.1%}")
+  per_run = SPENT["s"] / a.rounds
+  print(f"time inside the points' evaluations: {SPENT['n']} calls, {per_run:.3f} s per trained group = "
+        f"{per_run / med['with eval_at']:.1%} of its wall time")
+
+
+if __name__ == "__main__":
+  main()
