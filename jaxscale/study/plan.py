@@ -98,7 +98,7 @@ def _chunk_and_arguments(config: ConfigDict, stage: str, model_name: str, batch_
   c[stage].optim.batch_size = int(batch_size)
   program = loop.program_spec(c, stage, runs, stage_classes(config, stage), False, mesh, teacher_model)
   data = loop.host_batch_shapes(k, runs, int(batch_size), int(config.data.image_size), 3)
-  return program["chunk"], loop.chunk_arguments(program, runs, k, data)
+  return program.chunk, loop.chunk_arguments(program, runs, k, data)
 
 
 def step_cost(compiled, num_devices: int, runs: int = 1, looped_over: int = 0) -> StepCost:

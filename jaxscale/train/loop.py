@@ -377,13 +377,13 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
   return {"eval_error": errors / count, "eval_loss": loss / count, "eval_count": int(count)}
 
 
-def _along_budget(config: ConfigDict, stage: str, program: dict, inputs: GroupInputs, mesh, names: list[str],
+def _along_budget(config: ConfigDict, stage: str, program: Program, inputs: GroupInputs, mesh, names: list[str],
                   group_dir: str, start: int) -> evals_lib.AlongBudget:
   """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset."""
   total, k = inputs.total_steps, int(config.engine.steps_per_dispatch)
   steps = evals_lib.eval_steps(config[stage].eval_at, total, k)
   chunks = evals_lib.subset_chunks(config, stage, inputs.channels) if steps else None
-  run = lambda params: evaluate(config, stage, program["graphdef"], params, program["state_sh"].params, mesh,
+  run = lambda params: evaluate(config, stage, program.graphdef, params, program.state_sh.params, mesh,
                                 inputs.channels, chunks=chunks)
   return evals_lib.AlongBudget(steps, names, run, group_dir, start, total, int(config[stage].optim.batch_size))
 
@@ -431,13 +431,14 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   names = [r.name for r in runs]
   runs = _pad_runs(runs, mesh)
   inputs = prepare_inputs(config, stage, runs, mesh)
-  program = build_program(config, stage, runs, inputs, mesh)
+  program, params = build_program(config, stage, runs, inputs, mesh)
   with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
-    state, losses, wall_before = _restore_or_init(program, ckpts, names, config, desc or stage)
+    state, losses, wall_before = _restore_or_init(program, params, ckpts, names, config, desc or stage)
+    del params   # the host copy is no longer needed
     along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, len(losses[0]))
     state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses,
                                 wall_before, t_start, show_progress, progress_delay_s, desc, at_boundary=along)
-    result = evaluate(config, stage, program["graphdef"], state.params, program["state_sh"].params, mesh,
+    result = evaluate(config, stage, program.graphdef, state.params, program.state_sh.params, mesh,
                       inputs.channels)
     host_params = jax.device_get(state.params)
     diverged = np.asarray(jax.device_get(state.diverged_at))
@@ -452,8 +453,8 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
         "name": r.name, "eval_error": float(result["eval_error"][i]), "eval_loss": float(result["eval_loss"][i]),
         "eval_count": result["eval_count"], "steps": inputs.total_steps,
         "diverged_at": int(diverged[i]) if diverged[i] else None, "losses": losses[i],
-        "subset_hash": inputs.hashes[i], "params": program["param_count"],
-        "num_classes": inputs.num_classes, "init": program["init_metas"][i],
+        "subset_hash": inputs.hashes[i], "params": program.param_count,
+        "num_classes": inputs.num_classes, "init": program.init_metas[i],
         "wall_s": round(wall / len(names), 3), "group_size": len(names),
         "mesh": [int(mesh.shape[a]) for a in sharding_lib.AXES], "curve": along.curve(i, losses[i], result)})
   atomic_write_text(os.path.join(group_dir, RESULT_FILE), json.dumps({"runs": results}, sort_keys=True))
@@ -473,16 +474,43 @@ def _teacher_model(config: ConfigDict, stage: str, runs: Sequence[Run]) -> str:
   return (config.distill.teacher_model or config.model.name) if _distils(config, stage, runs) else ""
 
 
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A group's train program and what it needs besides the state (:func:`program_spec`,
+  :func:`build_program`).
+
+  Attributes:
+    graphdef: the student's structure; one_run: one run's abstract parameters.
+    settings: :class:`jaxscale.train.steps.OptimizerSettings`.
+    param_sh, state_sh: the parameters' and the group state's shardings; abstract: the state's shapes.
+    teacher_abstract, teacher_sh: the teacher's parameter shapes and shardings (None without KD).
+    in_sh: the train chunk's input shardings (:func:`jaxscale.train.steps.chunk_input_shardings`).
+    chunk: the jitted train chunk (:func:`jaxscale.train.steps.make_train_chunk`).
+    init_metas, param_count, consts, teacher_params: set by :func:`build_program` (None in a spec):
+      each run's starting run.json, the parameter count, the per-run constants on device, the teacher.
+  """
+  graphdef: Any
+  settings: steps_lib.OptimizerSettings
+  param_sh: Any
+  abstract: Any
+  state_sh: Any
+  teacher_abstract: Any
+  teacher_sh: Any
+  in_sh: dict
+  chunk: Any
+  one_run: Any
+  init_metas: list | None = None
+  param_count: int | None = None
+  consts: dict | None = None
+  teacher_params: Any = None
+
+
 def program_spec(config: ConfigDict, stage: str, num_runs: int, num_classes: int, on_device: bool,
-                 mesh, teacher_model: str = "") -> dict[str, Any]:
+                 mesh, teacher_model: str = "") -> Program:
   """Everything about a group's programs that needs neither data nor parameters: the graphdefs,
   optimizer settings, shardings, the abstract state and the jitted train chunk of `num_runs` runs of
   ``config.model.name`` at ``config[stage].optim.batch_size``; with `teacher_model` the chunk runs
-  its forward (KD).
-
-  Returns ``graphdef``, ``settings``, ``param_sh``, ``abstract`` (the state's shapes), ``state_sh``,
-  ``teacher_abstract`` (the teacher's parameter shapes, or None), ``teacher_sh``, ``in_sh``,
-  ``chunk``, ``one_run`` (one run's abstract params).
+  its forward (KD). A :class:`Program` without the fields :func:`build_program` sets.
   """
   dtype, size_px, o = _dtype(config), int(config.data.image_size), config[stage].optim
   graphdef, one_run = _abstract_params(config.model.name, num_classes, size_px, dtype)
@@ -504,24 +532,24 @@ def program_spec(config: ConfigDict, stage: str, num_runs: int, num_classes: int
       resized_crop=bool(config[stage].random_resized_crop),
       label_smoothing=float(o.label_smoothing), teacher_graphdef=teacher_graphdef,
       temperature=float(config.distill.temperature), on_device=on_device)
-  return {"graphdef": graphdef, "settings": settings, "param_sh": param_sh, "abstract": abstract,
-          "state_sh": state_sh, "teacher_abstract": teacher_abstract, "teacher_sh": teacher_sh,
-          "in_sh": steps_lib.chunk_input_shardings(spec, mesh), "one_run": one_run,
-          "chunk": steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh)}
+  return Program(graphdef=graphdef, settings=settings, param_sh=param_sh, abstract=abstract, state_sh=state_sh,
+                 teacher_abstract=teacher_abstract, teacher_sh=teacher_sh,
+                 in_sh=steps_lib.chunk_input_shardings(spec, mesh), one_run=one_run,
+                 chunk=steps_lib.make_train_chunk(spec, mesh, state_sh, teacher_sh))
 
 
 def _shaped(x, sharding) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
 
-def chunk_arguments(program: dict, num_runs: int, k: int, data: dict) -> tuple:
+def chunk_arguments(program: Program, num_runs: int, k: int, data: dict) -> tuple:
   """The arguments of `program`'s train chunk for one dispatch of `k` steps, as shapes with their
   shardings: (state, consts, teacher params, data, lr, valid). `data` holds device arrays or shapes
   (see :func:`jaxscale.train.steps.make_train_chunk`)."""
-  in_sh = program["in_sh"]
-  teacher = None if program["teacher_sh"] is None else jax.tree_util.tree_map(
-      _shaped, program["teacher_abstract"], program["teacher_sh"])
-  return (jax.tree_util.tree_map(_shaped, program["abstract"], program["state_sh"]),
+  in_sh = program.in_sh
+  teacher = None if program.teacher_sh is None else jax.tree_util.tree_map(
+      _shaped, program.teacher_abstract, program.teacher_sh)
+  return (jax.tree_util.tree_map(_shaped, program.abstract, program.state_sh),
           {"alpha": jax.ShapeDtypeStruct((num_runs,), np.float32, sharding=in_sh["consts"]["alpha"]),
            "key": jax.ShapeDtypeStruct((num_runs, 2), np.uint32, sharding=in_sh["consts"]["key"]),
            "uniform": jax.ShapeDtypeStruct((num_runs,), np.bool_, sharding=in_sh["consts"]["uniform"])},
@@ -537,9 +565,10 @@ def host_batch_shapes(k: int, num_runs: int, batch: int, image_size: int, channe
           "labels": jax.ShapeDtypeStruct((k, num_runs, batch), np.int32)}
 
 
-def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: GroupInputs, mesh) -> dict[str, Any]:
-  """The group's compiled train program and what it runs on: initial parameters, shardings, per-run
-  constants (KD weight, augmentation key) and the teacher."""
+def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: GroupInputs, mesh
+                  ) -> tuple[Program, dict]:
+  """(the group's compiled train program with what it runs on: shardings, per-run constants (KD
+  weight, augmentation key, uniform teacher) and the teacher; the initial parameters [R, ...] on the host)."""
   dtype, classes = _dtype(config), inputs.num_classes
   distil = _distils(config, stage, runs)
   if distil and not config.distill.teacher_checkpoint:
@@ -552,14 +581,14 @@ def build_program(config: ConfigDict, stage: str, runs: Sequence[Run], inputs: G
   consts = {"alpha": np.asarray([r.alpha if distil else 0.0 for r in runs], np.float32),
             "key": _keys(runs, f"{stage}/augment"),
             "uniform": np.asarray([r.uniform_teacher for r in runs], np.bool_)}
-  program.update(
-      params=params, init_metas=init_metas, param_count=models.count_params(program["one_run"]),
-      consts=jax.tree_util.tree_map(sharding_lib.put, consts, program["in_sh"]["consts"]),
+  program = dataclasses.replace(
+      program, init_metas=init_metas, param_count=models.count_params(program.one_run),
+      consts=jax.tree_util.tree_map(sharding_lib.put, consts, program.in_sh["consts"]),
       # through the host: restored arrays sit on one device, and the program (compiled ahead, too)
       # takes the teacher with its own sharding
       teacher_params=jax.tree_util.tree_map(lambda x, sh: sharding_lib.put(np.asarray(x), sh), teacher["params"],
-                                            program["teacher_sh"]) if teacher else None)
-  return program
+                                            program.teacher_sh) if teacher else None)
+  return program, params
 
 
 def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
@@ -582,7 +611,7 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   else:
     data = host_batch_shapes(k, r, batch, size_px, channels)
   args = chunk_arguments(program, r, k, data)
-  program["chunk"].lower(*args).compile()
+  program.chunk.lower(*args).compile()
   params = args[0].params
   if stage == "pretrain":
     key = jax.ShapeDtypeStruct((2,), np.uint32)
@@ -590,18 +619,17 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   s = config[stage]
   chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, size_px, channels, int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)
-  steps_lib.make_eval_chunk(program["graphdef"], mesh, program["state_sh"].params).lower(
+  steps_lib.make_eval_chunk(program.graphdef, mesh, program.state_sh.params).lower(
       params, {name: _shaped(v, repl) for name, v in chunks[0].items()}).compile()
 
 
-def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
-  """(state, per-run losses so far, wall seconds so far): from the group's last checkpoint, or fresh."""
+def _restore_or_init(program: Program, params: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
+  """(state, per-run losses so far, wall seconds so far): from the group's last checkpoint, or fresh
+  from the initial host `params`."""
   k = int(config.engine.steps_per_dispatch)
   if ckpts.latest_step() is None:
-    init = steps_lib.make_init(program["settings"], program["state_sh"])
-    params = jax.tree_util.tree_map(sharding_lib.put, program.pop("params"), program["param_sh"])
-    return init(params), [[] for _ in names], 0.0
-  program.pop("params")
+    init = steps_lib.make_init(program.settings, program.state_sh)
+    return init(jax.tree_util.tree_map(sharding_lib.put, params, program.param_sh)), [[] for _ in names], 0.0
   saved = ckpts.latest_meta()
   if saved.get("runs") != names:
     raise JaxscaleError(f"{ckpts.directory} holds a checkpoint of other runs; use a fresh --workdir")
@@ -609,13 +637,13 @@ def _restore_or_init(program: dict, ckpts, names: list[str], config: ConfigDict,
     raise JaxscaleError(f"{ckpts.directory} was checkpointed with config.engine.steps_per_dispatch="
                         f"{saved.get('steps_per_dispatch')}; resume with that value")
   layout = saved.get("optimizer_state", "tree")  # checkpoints from before the flat layout are "tree"
-  if layout != steps_lib.optimizer_layout(program["settings"]):
+  if layout != steps_lib.optimizer_layout(program.settings):
     raise JaxscaleError(
         f"{ckpts.directory} holds a {layout} optimizer state, which this mesh does not use (flat when its "
         f"fsdp axis has size 1, tree when larger); resume with "
         f"{'config.mesh.fsdp=1' if layout == 'flat' else 'config.mesh.fsdp above 1'}, or delete that directory "
         f"to train this group from its start")
-  state, saved = ckpts.restore(program["abstract"], program["state_sh"])
+  state, saved = ckpts.restore(program.abstract, program.state_sh)
   logger.info("resuming %s from step %d", desc, saved["step"])
   # The state is at saved["step"]; a checkpoint written before the meta was copied on save may list
   # losses of later steps, and training resumes at len(losses).
@@ -626,8 +654,8 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
                 show_progress, progress_delay_s, desc, at_boundary=None):
   """Dispatches K steps at a time until every run has trained; returns (state, per-run losses).
   ``at_boundary(steps done, state)``, if given, is called after each dispatch is queued (evaluations along the budget)."""
-  chunk, in_sh = program["chunk"], program["in_sh"]
-  consts, teacher_params = program["consts"], program["teacher_params"]
+  chunk, in_sh = program.chunk, program.in_sh
+  consts, teacher_params = program.consts, program.teacher_params
   k = int(config.engine.steps_per_dispatch)
   total, batch = inputs.total_steps, int(config[stage].optim.batch_size)
   start = len(losses[0])
@@ -649,7 +677,7 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
 
   def meta(step):  # what a resume checks and continues from (see `_restore_or_init`)
     return {"runs": names, "losses": losses, "step": step, "steps_per_dispatch": k,
-            "optimizer_state": steps_lib.optimizer_layout(program["settings"]),
+            "optimizer_state": steps_lib.optimizer_layout(program.settings),
             "wall_s": wall_before + time.time() - t_start}
 
   bar = Progress(total, desc=desc or stage, unit="step", initial=start,
