@@ -27,15 +27,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "Ray cluster, with config.engine.resources (needs jaxscale[ray])")
   parser.add_argument("--address", default="",
                       help="--engine ray: the cluster to join (auto | HOST:PORT); default: start Ray on this machine")
+  parser.add_argument("--adaptive", action="store_true",
+                      help="after round 1 (the config's seeds) add seed pairs where a verdict is still open, round "
+                           "after round (config.study.adaptive; rounds logged in <workdir>/rounds.json)")
+  parser.add_argument("--max-runs", default=None, metavar="N",
+                      help="--adaptive: at most N runs added after round 1 (default: no budget but "
+                           "config.study.max_rounds)")
 
 
 def run(args: argparse.Namespace) -> int:
   from jaxscale import cli, fileio
   from jaxscale.report import command as report_command
-  from jaxscale.study import console, plan, runner
+  from jaxscale.study import console, plan, rounds, runner
   config = cli.load_config(args)
   if args.address and args.engine != "ray":
     raise JaxscaleError("--address names a Ray cluster; pass it with --engine ray")
+  max_runs = _adaptive(config, args)
   runner.check_law(config)  # before any cell trains: the fit at the end needs it
   workdir = os.path.abspath(args.workdir)
   if args.dry_run:
@@ -48,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     plan.print_table(rows)
     plan.check_fits(rows)
     print(console.eta_line(p, config))
+    if config.study.adaptive:
+      print(rounds.describe_first(config, max_runs))
     return 0
   import jax
 
@@ -69,9 +78,25 @@ def run(args: argparse.Namespace) -> int:
   if args.engine == "ray":
     from jaxscale.study import ray_engine
     ray_engine.run_cells(config, workdir, address=args.address, show_progress=not args.no_progress)
+  elif config.study.adaptive:
+    rounds.run(config, workdir, max_runs, show_progress=main and not args.no_progress)
   else:
     runner.run_cells(config, workdir, show_progress=main and not args.no_progress)
   if main:
     from jaxscale.progress import headline
     print("\n".join(headline(report_command.build(config, workdir).splitlines(), more="report.md")))
   return 0
+
+
+def _adaptive(config, args: argparse.Namespace) -> int | None:
+  """Turns config.study.adaptive on for --adaptive and checks the rounds' inputs; the run budget."""
+  from jaxscale.study import rounds
+  if args.adaptive:
+    config.study.adaptive = True
+  if not config.study.adaptive:
+    if args.max_runs is not None:
+      raise JaxscaleError("--max-runs is the budget of adaptive rounds; pass it with --adaptive")
+    return None
+  if args.engine == "ray":
+    raise JaxscaleError("adaptive rounds run with --engine local; leave out --engine ray (or --adaptive)")
+  return rounds.check(config, args.max_runs)

@@ -161,10 +161,11 @@ def cell_steps(config: ConfigDict, cell: Cell) -> int:
   return num_train_steps(config[cell.stage].optim, cell.df if cell.kind == FINETUNE else cell.dp)
 
 
-def groups(config: ConfigDict) -> list[Group]:
+def groups(config: ConfigDict, cells: Iterable[Cell] | None = None) -> list[Group]:
   """The study's groups in dependency order: plain pretraining (with the teacher), distilled
-  pretraining, fine-tuning; smaller models and step counts first within each."""
-  cells = expand(config)
+  pretraining, fine-tuning; smaller models and step counts first within each. `cells`: pack these
+  instead of the config's grid (an adaptive round's cells, in the order `expand` would give them)."""
+  cells = expand(config) if cells is None else list(cells)
   limit = int(config.engine.group_size)
   packed: dict[tuple, list[Cell]] = {}
   for cell in cells:

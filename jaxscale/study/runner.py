@@ -6,7 +6,9 @@ Workdir layout::
   records.jsonl    one record per finished cell (teacher, pretrain and fine-tune stages)
   curves.jsonl     per finished cell, its evaluations along the budget (:func:`records.curve`)
   tb/<stage>/<model>/<cell>/  TensorBoard event files of each run (:mod:`jaxscale.study.tb_events`)
-  groups/<id>/     each group's checkpoints and, once finished, its results (a killed group resumes)
+  groups/<id>/     each group's checkpoints and, once finished, its results (a killed group resumes);
+                   an adaptive study's later rounds under groups/round<k>/<id>/
+  rounds.json      an adaptive study's rounds: what each added, where and why (:mod:`jaxscale.study.rounds`)
   cells/<id>/      the finished parameters of pretraining and teacher cells (what later stages load)
   fits.json        fitted laws per arm and the distillation boundary
   report/          report.md, report.html and the PNG figures
@@ -314,12 +316,17 @@ def _train_group(config: ConfigDict, cfg: ConfigDict, group: grid.Group, p: dict
     absl.removeFilter(echoes)
 
 
-def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True) -> list[dict[str, Any]]:
-  """Trains every group that has unfinished cells, in order; returns all records of the study."""
+def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True, cells: list[grid.Cell] | None = None,
+              groups_dir: str = "") -> list[dict[str, Any]]:
+  """Trains every group that has unfinished cells, in order; returns all records of the study.
+  `cells`: these instead of the config's grid (an adaptive round), their groups under `groups_dir`
+  (a group id names its cells only within one grid, so each round needs its own directory)."""
   p = paths(workdir)
-  cells = grid.expand(config)
+  if groups_dir:
+    p["groups"] = groups_dir
+  cells = grid.expand(config) if cells is None else list(cells)
   done = records.resume(p["records"]) if jax.process_index() == 0 else records.by_cell(p["records"])
-  todo = [g for g in grid.groups(config) if any(c.id not in done for c in g.cells)]
+  todo = [g for g in grid.groups(config, cells) if any(c.id not in done for c in g.cells)]
   if done:
     logger.info("resuming: %d of %d cells already done", sum(c.id in done for c in cells), len(cells))
   main = jax.process_index() == 0
