@@ -182,14 +182,7 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
   source = sources.open_source(name, s.train_split, data_dir)
   labels = sources.load_labels(name, s.train_split, data_dir)
   batch, k = int(s.optim.batch_size), int(e.steps_per_dispatch)
-  unknown = sorted(set(s.optim.lr_by_model) - set(models.names()))
-  if unknown:
-    raise JaxscaleError(f"config.{stage}.optim.lr_by_model names unknown model(s) {', '.join(unknown)}; "
-                        f"valid models: {', '.join(models.names())}")
-  for r in runs:
-    if r.size > len(labels):
-      raise JaxscaleError(f"config.{stage}.size={r.size} is larger than the {len(labels)} images of "
-                          f"{name}:{s.train_split}; lower it")
+  _check_runs(config, stage, runs, len(labels))
   steps = {steps_lib.num_train_steps(s.optim, r.size) for r in runs}
   if len(steps) != 1:
     raise ValueError(f"a group's runs must share a step count, got {sorted(steps)}")
@@ -217,25 +210,45 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
                         f"{name} but config.engine.device_data_mb={budget:g}; raise the budget or use 'auto'")
   out["on_device"] = e.data_on_device == "always" or (e.data_on_device == "auto" and need_mb <= budget)
   if out["on_device"]:
-    split_mb = pipeline.images_mb(len(source), size_px, out["channels"])
-    if split_mb <= budget:  # the whole split, placed once per process: every group's program has one shape
-      images, labels_u = _device_split(name, s.train_split, data_dir, size_px, out["channels"], mesh)
-      index = order
-    else:
-      repl = sharding_lib.replicated(mesh)
-      if shapes_only:
-        images = jax.ShapeDtypeStruct((len(used), size_px, size_px, out["channels"]), np.uint8, sharding=repl)
-        labels_u = jax.ShapeDtypeStruct((len(used),), np.int32, sharding=repl)
-      else:
-        host_images, host_labels = pipeline.read_images(source, used, size_px, out["channels"])
-        images, labels_u = sharding_lib.put(host_images, repl), sharding_lib.put(host_labels, repl)
-      index = np.searchsorted(used, order)
-    out["device"] = {"images": images, "labels": labels_u, "index": index.astype(np.int32)}
+    out["device"] = _device_images(config, stage, source, order, used, out["channels"], mesh, shapes_only)
   else:
     out["reader"] = pipeline.DispatchReader(source, order, steps_per_dispatch=k, image_size=size_px,
                                             channels=out["channels"], prefetch=int(config.data.prefetch),
                                             num_workers=int(config.data.num_workers))
   return GroupInputs(**out)
+
+
+def _check_runs(config: ConfigDict, stage: str, runs: Sequence[Run], num_images: int) -> None:
+  """The config's checks that need the registry or the split's size: ``lr_by_model``'s model names
+  and each run's subset size against the `num_images` of the stage's train split."""
+  s = config[stage]
+  unknown = sorted(set(s.optim.lr_by_model) - set(models.names()))
+  if unknown:
+    raise JaxscaleError(f"config.{stage}.optim.lr_by_model names unknown model(s) {', '.join(unknown)}; "
+                        f"valid models: {', '.join(models.names())}")
+  for r in runs:
+    if r.size > num_images:
+      raise JaxscaleError(f"config.{stage}.size={r.size} is larger than the {num_images} images of "
+                          f"{s.dataset}:{s.train_split}; lower it")
+
+
+def _device_images(config: ConfigDict, stage: str, source, order: np.ndarray, used: np.ndarray, channels: int,
+                   mesh, shapes_only: bool) -> dict:
+  """``images``, ``labels`` on the device and the gather ``index`` [R, T_pad, B] into them: the whole
+  split when it fits ``config.engine.device_data_mb`` (placed once per process: every group's program
+  has one shape), else the `used` images (only their shapes with `shapes_only`)."""
+  s, size_px = config[stage], int(config.data.image_size)
+  if pipeline.images_mb(len(source), size_px, channels) <= float(config.engine.device_data_mb):
+    images, labels = _device_split(s.dataset, s.train_split, config.data.data_dir, size_px, channels, mesh)
+    return {"images": images, "labels": labels, "index": order.astype(np.int32)}
+  repl = sharding_lib.replicated(mesh)
+  if shapes_only:
+    images = jax.ShapeDtypeStruct((len(used), size_px, size_px, channels), np.uint8, sharding=repl)
+    labels = jax.ShapeDtypeStruct((len(used),), np.int32, sharding=repl)
+  else:
+    host_images, host_labels = pipeline.read_images(source, used, size_px, channels)
+    images, labels = sharding_lib.put(host_images, repl), sharding_lib.put(host_labels, repl)
+  return {"images": images, "labels": labels, "index": np.searchsorted(used, order).astype(np.int32)}
 
 
 def _dispatch_data(inputs: GroupInputs, d: int, k: int, batch_iter) -> dict:
@@ -378,14 +391,19 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
 
 
 def _along_budget(config: ConfigDict, stage: str, program: Program, inputs: GroupInputs, mesh, names: list[str],
-                  group_dir: str, start: int) -> evals_lib.AlongBudget:
-  """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset."""
+                  group_dir: str, start: int, state) -> evals_lib.AlongBudget:
+  """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset, with the
+  eval program of :func:`evaluate`; the subset is placed on the device once."""
   total, k = inputs.total_steps, int(config.engine.steps_per_dispatch)
   steps = evals_lib.eval_steps(config[stage].eval_at, total, k)
-  chunks = evals_lib.subset_chunks(config, stage, inputs.channels) if steps else None
-  run = lambda params: evaluate(config, stage, program.graphdef, params, program.state_sh.params, mesh,
-                                inputs.channels, chunks=chunks)
-  return evals_lib.AlongBudget(steps, names, run, group_dir, start, total, int(config[stage].optim.batch_size))
+  repl = sharding_lib.replicated(mesh)
+  chunks = [{key: sharding_lib.put(v, repl) for key, v in c.items()}
+            for c in (evals_lib.subset_chunks(config, stage, inputs.channels) if steps else ())]
+  eval_chunk = steps_lib.make_eval_chunk(program.graphdef, mesh, program.state_sh.params)
+  along = evals_lib.AlongBudget(steps, names, lambda params: [eval_chunk(params, c) for c in chunks], group_dir,
+                                start, total, int(config[stage].optim.batch_size))
+  along.start(start, state)
+  return along
 
 
 # ----------------------------------------------------------------------------- the group
@@ -435,7 +453,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
     state, losses, wall_before = _restore_or_init(program, params, ckpts, names, config, desc or stage)
     del params   # the host copy is no longer needed
-    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, len(losses[0]))
+    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, len(losses[0]), state)
     state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses,
                                 wall_before, t_start, show_progress, progress_delay_s, desc, at_boundary=along)
     result = evaluate(config, stage, program.graphdef, state.params, program.state_sh.params, mesh,
