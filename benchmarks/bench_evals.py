@@ -5,8 +5,8 @@ with its ``eval_at`` and with ``eval_at = (1.0,)`` (the final evaluation only), 
 
 Each variant trains the same runs from scratch in a fresh group directory (no checkpoints, the same
 compiled programs: the first, untimed warm-up round compiles them). Prints each round's wall time, the
-median per variant and the overhead (with / without - 1), and the time spent inside the points'
-evaluations themselves (timed around each call: the part of the overhead the machine's noise cannot hide). The default config's evaluation settings are
+median per variant and the overhead (with / without - 1), and the host time spent waiting for the
+points' results (each fetched one dispatch after it was queued; timed around each fetch). The default config's evaluation settings are
 used (its eval_batch_size, eval_subset and eval_at), so the points cost what they cost in the study.
 """
 
@@ -34,20 +34,19 @@ def _config(model: str, steps: int, eval_at):
   return config_lib.validate(c)
 
 
-SPENT = {"s": 0.0, "n": 0}   # seconds in the evaluations along the budget (subset chunks), and their count
-_evaluate = loop.evaluate
+SPENT = {"s": 0.0, "n": 0}   # host seconds waiting for the points' evaluations (AlongBudget.flush), and calls
+_flush = evals.AlongBudget.flush
 
 
-def _timed_evaluate(*args, chunks=None, **kw):
-  t0 = time.perf_counter()
-  out = _evaluate(*args, chunks=chunks, **kw)
-  if chunks is not None:
+def _timed_flush(self):
+  t0, pending = time.perf_counter(), self._pending is not None
+  _flush(self)
+  if pending:
     SPENT["s"] += time.perf_counter() - t0
     SPENT["n"] += 1
-  return out
 
 
-loop.evaluate = _timed_evaluate
+evals.AlongBudget.flush = _timed_flush
 
 
 def _train(config, runs) -> float:
@@ -84,7 +83,7 @@ def main() -> None:
   print(f"median: with eval_at {med['with eval_at']:.2f} s, final only {med['final only']:.2f} s, "
         f"overhead {med['with eval_at'] / med['final only'] - 1:+.1%}")
   per_run = SPENT["s"] / a.rounds
-  print(f"time inside the points' evaluations: {SPENT['n']} calls, {per_run:.3f} s per trained group = "
+  print(f"host time waiting for the points: {SPENT['n']} fetches, {per_run:.3f} s per trained group = "
         f"{per_run / med['with eval_at']:.1%} of its wall time")
 
 

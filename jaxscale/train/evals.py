@@ -21,6 +21,7 @@ import json
 import os
 from typing import Any, Callable, Sequence
 
+import jax
 import numpy as np
 from ml_collections import ConfigDict
 
@@ -88,43 +89,70 @@ def subset_chunks(config: ConfigDict, stage: str, channels: int) -> tuple:
 class AlongBudget:
   """The group's intermediate evaluations: call it after every dispatch with (steps done, state).
 
+  An evaluation is queued behind the dispatch that ends at its step and fetched at the next call,
+  when the next dispatch is queued behind it: the device never waits for the host, and the host only
+  for an evaluation that is (nearly) done. The points are written as they are fetched; a checkpoint is
+  saved only after a later call, so no saved step lacks an earlier point, and a point due at the
+  restored step itself is measured on the restored state (:meth:`start`).
+
   Args:
     steps: :func:`eval_steps` of the group.
     names: the group's run names (the padded copies left out).
-    evaluate: ``evaluate(params) -> {eval_error [R], eval_loss [R], eval_count}`` on the subset.
+    dispatch: ``dispatch(params) -> sums``, device values not waited for (:func:`totals` reads them).
     group_dir: where the points are kept; resumed_step: the step training starts (or resumes) at.
     total, batch: the group's step count and batch size.
   """
 
-  def __init__(self, steps: Sequence[int], names: Sequence[str], evaluate: Callable[[Any], dict],
+  def __init__(self, steps: Sequence[int], names: Sequence[str], dispatch: Callable[[Any], Any],
                group_dir: str, resumed_step: int, total: int, batch: int):
-    self.steps, self.names, self._evaluate = set(steps), list(names), evaluate
+    self.steps, self.names, self._dispatch = set(steps), list(names), dispatch
     self.total, self.batch = int(total), int(batch)
     self._path = os.path.join(group_dir, POINTS_FILE)
-    self.points = []
+    self.points, self._pending = [], None
     if resumed_step and os.path.exists(self._path):
       with open(self._path, encoding="utf-8") as f:
         saved = json.load(f)
       if saved.get("runs") == self.names:
         self.points = [p for p in saved["points"] if p["step"] <= resumed_step and p["step"] in self.steps]
 
+  def start(self, step: int, state: Any) -> None:
+    """Before training from `step`: a point due there and not kept is measured on `state`."""
+    self(step, state)
+
   def __call__(self, done: int, state: Any) -> None:
-    if done not in self.steps or any(p["step"] == done for p in self.points):
+    self.flush()
+    if done in self.steps and not any(p["step"] == done for p in self.points):
+      self._pending = (int(done), self._dispatch(state.params))
+
+  def flush(self) -> None:
+    """Fetches the queued evaluation, if any, and writes the points."""
+    if self._pending is None:
       return
-    got = self._evaluate(state.params)
-    n = len(self.names)
-    self.points.append({"step": int(done), "eval_error": [float(v) for v in got["eval_error"][:n]],
-                        "eval_loss": [float(v) for v in got["eval_loss"][:n]], "eval_count": int(got["eval_count"])})
+    (done, sums), self._pending = self._pending, None
+    got, n = totals(sums), len(self.names)
+    self.points.append({"step": done, "eval_error": [float(v) for v in got["eval_error"][:n]],
+                        "eval_loss": [float(v) for v in got["eval_loss"][:n]], "eval_count": got["eval_count"]})
     atomic_write_text(self._path, json.dumps({"runs": self.names, "points": self.points}, sort_keys=True))
 
   def curve(self, i: int, losses: Sequence[float], final: dict) -> list[dict]:
     """Run `i`'s points in step order, the last its final evaluation on the whole split (``final``: the
     group's evaluation result). Each point: ``step, examples`` (seen: step x batch), ``train_loss``
     (:func:`smoothed_loss`), ``eval_error, eval_loss, eval_count``."""
+    self.flush()
     pts = sorted((p["step"], p["eval_error"][i], p["eval_loss"][i], p["eval_count"]) for p in self.points)
     pts.append((self.total, float(final["eval_error"][i]), float(final["eval_loss"][i]), int(final["eval_count"])))
     return [{"step": s, "examples": s * self.batch, "train_loss": smoothed_loss(losses, s, self.total),
              "eval_error": e, "eval_loss": l, "eval_count": c} for s, e, l, c in pts]
+
+
+def totals(sums: Sequence[dict]) -> dict:
+  """Per-run error and mean loss over eval chunks' device sums (``errors``, ``loss`` [R], ``count``),
+  fetched here: the sums of :func:`jaxscale.train.steps.make_eval_chunk`'s program."""
+  sums = jax.device_get(list(sums))
+  count = float(sum(x["count"] for x in sums))
+  errors = np.sum([x["errors"] for x in sums], axis=0)
+  loss = np.sum([x["loss"] for x in sums], axis=0)
+  return {"eval_error": errors / count, "eval_loss": loss / count, "eval_count": int(count)}
 
 
 def smoothed_loss(losses: Sequence[float], step: int, total: int) -> float:

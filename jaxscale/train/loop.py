@@ -391,14 +391,19 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
 
 
 def _along_budget(config: ConfigDict, stage: str, program: Program, inputs: GroupInputs, mesh, names: list[str],
-                  group_dir: str, start: int) -> evals_lib.AlongBudget:
-  """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset."""
+                  group_dir: str, start: int, state) -> evals_lib.AlongBudget:
+  """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset, with the
+  eval program of :func:`evaluate`; the subset is placed on the device once."""
   total, k = inputs.total_steps, int(config.engine.steps_per_dispatch)
   steps = evals_lib.eval_steps(config[stage].eval_at, total, k)
-  chunks = evals_lib.subset_chunks(config, stage, inputs.channels) if steps else None
-  run = lambda params: evaluate(config, stage, program.graphdef, params, program.state_sh.params, mesh,
-                                inputs.channels, chunks=chunks)
-  return evals_lib.AlongBudget(steps, names, run, group_dir, start, total, int(config[stage].optim.batch_size))
+  repl = sharding_lib.replicated(mesh)
+  chunks = [{key: sharding_lib.put(v, repl) for key, v in c.items()}
+            for c in (evals_lib.subset_chunks(config, stage, inputs.channels) if steps else ())]
+  eval_chunk = steps_lib.make_eval_chunk(program.graphdef, mesh, program.state_sh.params)
+  along = evals_lib.AlongBudget(steps, names, lambda params: [eval_chunk(params, c) for c in chunks], group_dir,
+                                start, total, int(config[stage].optim.batch_size))
+  along.start(start, state)
+  return along
 
 
 # ----------------------------------------------------------------------------- the group
@@ -448,7 +453,7 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
     state, losses, wall_before = _restore_or_init(program, params, ckpts, names, config, desc or stage)
     del params   # the host copy is no longer needed
-    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, len(losses[0]))
+    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, len(losses[0]), state)
     state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses,
                                 wall_before, t_start, show_progress, progress_delay_s, desc, at_boundary=along)
     result = evaluate(config, stage, program.graphdef, state.params, program.state_sh.params, mesh,
