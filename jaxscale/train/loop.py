@@ -637,8 +637,11 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   s = config[stage]
   chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, size_px, channels, int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)
-  steps_lib.make_eval_chunk(program.graphdef, mesh, program.state_sh.params).lower(
-      params, {name: _shaped(v, repl) for name, v in chunks[0].items()}).compile()
+  eval_chunk = steps_lib.make_eval_chunk(program.graphdef, mesh, program.state_sh.params)
+  eval_chunk.lower(params, {name: _shaped(v, repl) for name, v in chunks[0].items()}).compile()
+  if evals_lib.eval_steps(s.eval_at, inputs.total_steps, k):  # the points' chunks may be smaller
+    subset = evals_lib.subset_chunks(config, stage, channels)
+    eval_chunk.lower(params, {name: _shaped(v, repl) for name, v in subset[0].items()}).compile()
 
 
 def _restore_or_init(program: Program, params: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
