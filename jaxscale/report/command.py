@@ -30,8 +30,9 @@ def study_config(workdir: str) -> ConfigDict:
 
 def build(config: ConfigDict, workdir: str, progress: bool = True) -> str:
   """Analyses the study, writes fits.json and report/; returns the verdict lines and the paths."""
+  from jaxscale.study import rounds
   result = analysis.analyze_study(config, workdir, progress=progress)
-  out = render.write_report(result, os.path.join(workdir, "report"))
+  out = render.write_report(result, os.path.join(workdir, "report"), rounds.read_log(workdir))
   return "\n".join(sections.verdict_lines(result) + [f"fits: {os.path.join(workdir, 'fits.json')}",
                               f"report: {out['html']} (and {out['markdown']})"])
 

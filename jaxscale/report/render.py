@@ -84,21 +84,23 @@ def draw_figures(analysis: StudyAnalysis, folder: str) -> dict[str, Block]:
   return out
 
 
-def blocks_for(analysis: StudyAnalysis, imgs: dict[str, Block]) -> list[Block]:
-  """The page in reading order: first screen, evidence, setup, measurements, the law, appendix."""
+def blocks_for(analysis: StudyAnalysis, imgs: dict[str, Block], rounds: dict | None = None) -> list[Block]:
+  """The page in reading order: first screen, evidence, setup (and an adaptive study's rounds),
+  measurements, the law, appendix."""
   def img(*names: str) -> list[Block]:
     return [imgs[n] for n in names if n in imgs]
   return (sections.first_screen(analysis) + sections.verdict_table(analysis) + img("delta_e.png")
-          + sections.setup_blocks(analysis) + sections.means_tables(analysis)
+          + sections.setup_blocks(analysis) + sections.rounds_blocks(rounds) + sections.means_tables(analysis)
           + img("error_vs_dp.png", "error_vs_df.png", "error_vs_m.png", "pretrain_error.png")
           + sections.law_blocks(analysis) + img("predicted_vs_measured.png")
           + sections.exponent_blocks(analysis))
 
 
-def write_report(analysis: StudyAnalysis, folder: str) -> dict[str, str]:
-  """Draws the figures and writes report.md and report.html into `folder`; returns their paths."""
+def write_report(analysis: StudyAnalysis, folder: str, rounds: dict | None = None) -> dict[str, str]:
+  """Draws the figures and writes report.md and report.html into `folder`; returns their paths.
+  `rounds`: an adaptive study's rounds log (shown in a "Rounds" section)."""
   os.makedirs(folder, exist_ok=True)
-  blocks = blocks_for(analysis, draw_figures(analysis, folder))
+  blocks = blocks_for(analysis, draw_figures(analysis, folder), rounds)
   md, page = os.path.join(folder, "report.md"), os.path.join(folder, "report.html")
   atomic_write_text(md, to_markdown(blocks))
   atomic_write_text(page, to_html(blocks, folder))

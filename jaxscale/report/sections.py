@@ -130,6 +130,29 @@ def _teacher(a: StudyAnalysis) -> str:
           f"{m.mean:.3f}")
 
 
+def rounds_blocks(log: dict[str, Any] | None) -> list[Block]:
+  """The rounds of an adaptive study (its rounds.json, `jaxscale.study.rounds`): per round the runs
+  added, where and why, and why the rounds stopped; nothing for a study without rounds."""
+  if not log:
+    return []
+  rows = []
+  for r in log["rounds"]:
+    if "additions" not in r:
+      rows.append([str(r["round"]), f"{r['runs']:,}", "the grid", r.get("why", "")])
+      continue
+    for e in r["additions"]:
+      seeds = e["seeds"]
+      where = f"{e['model']}, Dp = {e['dp']:,}, seed{'s' * (len(seeds) > 1)} {seeds[0]}" + (
+          f"-{seeds[-1]}" if len(seeds) > 1 else "")
+      rows.append([str(r["round"]), f"{e['runs']:,}", where, "; ".join(e["why"])])
+  added = sum(r["runs"] for r in log["rounds"][1:])
+  budget = "" if log.get("max_runs") is None else f" of a budget of {log['max_runs']:,}"
+  stopped = f" The rounds stopped: {log['stopped']}." if log.get("stopped") else " The rounds have not finished."
+  return [("h", 2, "Rounds"),
+          ("p", f"{len(log['rounds'])} rounds; {added:,} runs added after round 1{budget}.{stopped}"),
+          ("table", ["round", "runs", "where", "why"], rows)]
+
+
 def setup_blocks(a: StudyAnalysis) -> list[Block]:
   c = a.config
   s, d = c.study, c.distill

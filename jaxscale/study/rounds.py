@@ -125,7 +125,7 @@ def _write(workdir: str, log: dict[str, Any]) -> None:
 def run(config: ConfigDict, workdir: str, max_runs: int | None, show_progress: bool = True) -> dict[str, Any]:
   """Trains round 1 and then the adaptive rounds (resuming planned ones); returns the rounds log."""
   first = {"round": 1, "runs": len(grid.expand(config)),
-           "why": f"the config's seeds {', '.join(str(s) for s in config.study.seeds)}"}
+           "why": f"the config's seeds: {', '.join(str(s) for s in config.study.seeds)}"}
   log = read_log(workdir) or {"rounds": [first]}
   log["max_runs"] = max_runs
   _write(workdir, log)

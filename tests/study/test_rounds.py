@@ -56,6 +56,8 @@ def test_second_round_adds_seeds_at_the_chosen_point_only(adaptive_study):
   assert sorted((r["arm"], r["seed"], r["df"]) for r in new) == sorted(
       (arm, s, df) for arm in ("plain", "distilled") for s in (1, 2, 3) for df in (0, 50, 150))
   assert (adaptive_study / "groups" / "round2").is_dir()  # its own groups, not round 1's results
+  report = (adaptive_study / "report" / "report.md").read_text()   # the report shows the rounds
+  assert "## Rounds" in report and f"| 2 | 18 | {add['model']}, Dp = {add['dp']:,}, seeds 1-3 |" in report
 
 
 def test_a_later_round_run_equals_the_same_run_trained_in_round_one(adaptive_study, tmp_path, data_dir):
