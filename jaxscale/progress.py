@@ -15,13 +15,32 @@ from typing import IO
 logger = logging.getLogger("jaxscale")
 
 
+class _StderrHandler(logging.StreamHandler):
+  """A stream handler that writes to whatever `sys.stderr` is when a line is logged.
+
+  A handler bound to the stderr of its first call keeps writing to it after it was replaced (a
+  redirected or captured stderr that has since been closed), which loses the line.
+  """
+
+  def __init__(self):
+    super().__init__(sys.stderr)
+
+  @property
+  def stream(self) -> IO[str]:
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value: IO[str]) -> None:   # StreamHandler.__init__ assigns it; the property wins
+    del value
+
+
 def setup_logging(verbose: bool = False) -> None:
   """Sends jaxscale's log lines to stderr as ``[jaxscale] message``; quiets absl unless verbose."""
   logging.getLogger("absl").setLevel(logging.DEBUG if verbose else logging.ERROR)
   if logger.handlers:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     return
-  handler = logging.StreamHandler(sys.stderr)
+  handler = _StderrHandler()
   handler.setFormatter(logging.Formatter("[jaxscale] %(message)s"))
   logger.addHandler(handler)
   logger.setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -1,7 +1,9 @@
 """Progress display: plain periodic lines off a terminal, in-place redraws on one."""
 
 import io
+import sys
 
+from jaxscale import progress
 from jaxscale.progress import Progress, format_duration
 
 
@@ -183,3 +185,19 @@ def test_fit_progress_labels_are_words(monkeypatch):
   assert seen == ["fitting the plain arm"]
   assert api.group_name("true", "distilled") == "the rows with distilled = true"
   assert api.group_name("all", None) == "the law"
+
+
+def test_log_lines_follow_a_replaced_stderr(monkeypatch):
+  """A stderr captured by one command and closed must not swallow the next command's lines."""
+  import io
+  monkeypatch.setattr(progress.logger, "handlers", [])
+  first = io.StringIO()
+  monkeypatch.setattr(sys, "stderr", first)
+  progress.setup_logging()
+  progress.logger.info("one")
+  first.close()
+  second = io.StringIO()
+  monkeypatch.setattr(sys, "stderr", second)
+  progress.setup_logging()
+  progress.logger.info("two")
+  assert second.getvalue() == "[jaxscale] two\n"
