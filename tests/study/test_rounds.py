@@ -1,12 +1,15 @@
 """`jaxscale study --adaptive` on the smoke config: a second round trains new seeds at the chosen
 point only, its runs equal the same runs trained in a first round, a study stopped between rounds
-resumes to the same records, and bad inputs are one line."""
+and then killed (SIGKILL) part-way through the next resumes to the same records and rounds, and bad
+inputs are one line."""
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -72,7 +75,7 @@ def test_a_later_round_run_equals_the_same_run_trained_in_round_one(adaptive_stu
     assert same(r) == same(first[r["cell_id"]]), r["cell_id"]
 
 
-def test_a_study_stopped_between_rounds_resumes_to_the_same_records(adaptive_study, tmp_path, data_dir):
+def test_a_study_stopped_between_rounds_and_killed_in_one_resumes_to_the_same_records(adaptive_study, tmp_path, data_dir):
   w = tmp_path / "study"
   shutil.copytree(adaptive_study, w)
   rows = records.read(str(w / "records.jsonl"))
@@ -88,6 +91,18 @@ def test_a_study_stopped_between_rounds_resumes_to_the_same_records(adaptive_stu
   log = dict(planned, rounds=planned["rounds"][:1])
   del log["stopped"]
   (w / "rounds.json").write_text(json.dumps(log))
+  # now killed part-way through round 2, once its first group has written its records
+  env = dict(os.environ, CI="true", JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(study_cmd(w, data_dir, *ADAPTIVE), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, env=env, stdin=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None and len(records.read(str(w / "records.jsonl"))) <= 25:
+    time.sleep(0.2)
+  assert proc.poll() is None, "the study finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert 25 < len(records.read(str(w / "records.jsonl"))) < len(rows)
+  assert json.loads((w / "rounds.json").read_text())["rounds"] == planned["rounds"]  # planned before it trained
   out = run_cmd(study_cmd(w, data_dir, *ADAPTIVE), timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   again = {r["cell_id"]: r for r in records.read(str(w / "records.jsonl"))}
