@@ -373,14 +373,13 @@ def _read_eval_chunks(name: str, split: str, data_dir: str, image_size: int, cha
   return tuple(pipeline.eval_chunks(source, chunk_size=chunk, image_size=image_size, channels=channels))
 
 
-def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, mesh, channels: int,
-             chunks=None) -> dict[str, np.ndarray]:
-  """Top-1 error and mean cross-entropy of every run on the stage's whole eval split ([R] each), or on
-  `chunks` of it (:func:`jaxscale.train.evals.subset_chunks`)."""
+def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, mesh, channels: int
+             ) -> dict[str, np.ndarray]:
+  """Top-1 error and mean cross-entropy of every run on the stage's whole eval split ([R] each)."""
   s = config[stage]
   eval_chunk = steps_lib.make_eval_chunk(graphdef, mesh, params_sharding)
-  chunks = chunks or _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, int(config.data.image_size),
-                                  channels, int(s.optim.eval_batch_size))
+  chunks = _eval_chunks(s.dataset, s.eval_split, config.data.data_dir, int(config.data.image_size), channels,
+                        int(s.optim.eval_batch_size))
   repl = sharding_lib.replicated(mesh)
   sums = [eval_chunk(params, {k: sharding_lib.put(v, repl) for k, v in chunk.items()}) for chunk in chunks]
   sums = jax.device_get(sums)
