@@ -61,7 +61,8 @@ def next_round(config: ConfigDict, rows: Sequence[Mapping[str, Any]]
                ) -> tuple[list[Addition], list[verdicts.PairedCell], float]:
   """The next round of an adaptive study from its records: (additions, the cells as judged now,
   the level used). Points are judged at the adaptive level (alpha spent over max_rounds looks);
-  diverged runs are left out. New seeds continue after the largest seed in the records."""
+  diverged runs are left out. New seeds continue after the largest student seed in the records
+  (the teacher's own seed, `study.teacher_seed`, is not in that sequence)."""
   arms = tuple(config.study.arms)
   if len(verdicts.comparisons(arms)) == 0:
     raise JaxscaleError(f"config.study.arms is {arms}: adaptive rounds compare arms, so the study needs "
@@ -90,7 +91,7 @@ def next_round(config: ConfigDict, rows: Sequence[Mapping[str, Any]]
             f"{c.comparison.replace('_', ' ')}, {'pretraining task' if df == 0 else f'Df = {df:,}'}: "
             f"ΔE {p.mean_delta:+.3f}{ci} from {p.n_pairs} pair{'s' * (p.n_pairs > 1)} is undecided; "
             f"{reason}; to {p.n_pairs + add} pairs")
-  last = max([int(r["seed"]) for r in rows if "seed" in r] + list(s.seeds))
+  last = max([int(r["seed"]) for r in rows if "seed" in r and not verdicts.is_teacher(r)] + list(s.seeds))
   out = []
   for (model, dp), by_df in sorted(want.items()):
     k = max(by_df.values())

@@ -78,3 +78,10 @@ def test_one_arm_cannot_be_adaptive():
   c.study.arms = ("plain",)
   with pytest.raises(Exception, match="needs 'plain' and 'distilled'"):
     adaptive.next_round(c, synthetic.rows())
+
+
+def test_new_seeds_continue_the_students_seeds_not_the_teachers():
+  c = synthetic.config()
+  rows = [dict(r, seed=99) if r["cell_id"].startswith("teacher-") else r for r in synthetic.rows()]
+  additions, _, _ = adaptive.next_round(c, rows)
+  assert additions and {a.seeds[0] for a in additions} == {max(c.study.seeds) + 1}
