@@ -30,7 +30,8 @@ def shrink(data_dir, image_size, models, steps=3, batch=8):
          "--config.engine.data_on_device=never"]
   for stage in ("pretrain", "finetune"):
     out += [f"--config.{stage}.optim.min_steps={steps}", f"--config.{stage}.optim.max_steps={steps}",
-            f"--config.{stage}.optim.batch_size={batch}", f"--config.{stage}.optim.eval_batch_size=50"]
+            f"--config.{stage}.optim.batch_size={batch}", f"--config.{stage}.optim.eval_batch_size=50",
+            f"--config.{stage}.eval_subset=50"]   # the stand-ins' eval splits hold 100 images
     if image_size <= 32:
       out.append(f"--config.{stage}.crop_padding=2")
   return out
