@@ -7,8 +7,8 @@ any of its cells trains, then trained (its groups under ``groups/round<k>/``: a 
 its cells only within one grid). A resumed study reuses every round already planned, so it trains
 the same rounds and seeds. The rounds stop when no point gets a pair (every point is decided, or at
 the most pairs it may get), after ``config.study.max_rounds`` rounds, or when the run budget
-(`max_runs`, runs added after round 1) cannot pay for the next (model, Dp) in line: a round takes
-the additions in order while their runs fit.
+(`max_runs`, runs added after round 1) cannot pay for any open (model, Dp): a round takes the
+additions cheapest first (fewest runs: the points closest to a verdict), each one that still fits.
 
 ``rounds.json``: ``{"max_runs", "rounds": [{"round", "runs", "why" (round 1) | "additions":
 [{"model", "dp", "seeds", "finetunes": [[df, n]], "runs", "why"}], "left_out"}], "stopped"}``.
@@ -86,16 +86,15 @@ def plan_round(config: ConfigDict, rows: list[dict[str, Any]], k: int, budget: i
   additions, cells, _ = adaptive.next_round(config, rows)
   if not additions:
     return None, "every point is decided or has the most pairs a point may get"
+  costs = sorted((len(cells_of(config, a)), a.model, a.dp, a) for a in additions)  # cheapest first
   taken, runs = [], 0
-  for a in additions:
-    n = len(cells_of(config, a))
-    if budget is not None and runs + n > budget:
-      break
-    taken.append(_entry(a, n))
-    runs += n
+  for n, _, _, a in costs:
+    if budget is None or runs + n <= budget:
+      taken.append(_entry(a, n))
+      runs += n
   if not taken:
-    return None, (f"the run budget is spent: {budget} runs left, the next (model, Dp) in line needs "
-                  f"{len(cells_of(config, additions[0]))}")
+    return None, (f"the run budget is spent: {budget} runs left, the cheapest (model, Dp) still open "
+                  f"needs {costs[0][0]}")
   undecided = sum(p.verdict == "undecided" for c in cells for p in c.points)
   return {"round": k, "runs": runs, "undecided": undecided, "additions": taken,
           "left_out": len(additions) - len(taken)}, ""
@@ -136,7 +135,7 @@ def run(config: ConfigDict, workdir: str, max_runs: int | None, show_progress: b
     entry = planned.get(k)
     if entry is None:
       rows = records.read(runner.paths(workdir)["records"])
-      entry, why = plan_round(config, rows, k, None if max_runs is None else max_runs - spent)
+      entry, why = plan_round(config, rows, k, None if max_runs is None else max(0, max_runs - spent))
       if entry is None:
         stopped = why
         break

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from jaxscale import cli
-from jaxscale.study import records, rounds
+from jaxscale.study import records, rounds, verdicts
 
 SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.py")
 # Differ between runs by nature, or by the group a run trained in (not what it computed).
@@ -53,7 +53,7 @@ def test_second_round_adds_seeds_at_the_chosen_point_only(adaptive_study):
   assert log["rounds"][1]["runs"] == add["runs"] == 18 and log["rounds"][1]["left_out"] == 3
   assert add["seeds"] == [1, 2, 3] and add["why"]
   rows = records.read(str(adaptive_study / "records.jsonl"))
-  new = [r for r in rows if r["stage"] != "teacher" and r["seed"] > 0]
+  new = [r for r in rows if not verdicts.is_teacher(r) and r["seed"] > 0]
   assert len(rows) == 25 + 18 and len(new) == 18
   assert {(r["model"], r["dp"]) for r in new} == {(add["model"], add["dp"])}
   assert sorted((r["arm"], r["seed"], r["df"]) for r in new) == sorted(
@@ -68,7 +68,7 @@ def test_a_later_round_run_equals_the_same_run_trained_in_round_one(adaptive_stu
   out = run_cmd(study_cmd(direct, data_dir, "--config.study.seeds=(1,)", "--no-progress"), timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   first = {r["cell_id"]: r for r in records.read(str(direct / "records.jsonl"))}
-  later = [r for r in records.read(str(adaptive_study / "records.jsonl")) if r["seed"] == 1 and r["stage"] != "teacher"]
+  later = [r for r in records.read(str(adaptive_study / "records.jsonl")) if r["seed"] == 1 and not verdicts.is_teacher(r)]
   assert len(later) == 6
   for r in later:
     assert r["group_size"] != first[r["cell_id"]]["group_size"]   # trained beside other runs
@@ -80,7 +80,7 @@ def test_a_study_stopped_between_rounds_and_killed_in_one_resumes_to_the_same_re
   shutil.copytree(adaptive_study, w)
   rows = records.read(str(w / "records.jsonl"))
   planned = json.loads((w / "rounds.json").read_text())
-  added = {r["cell_id"] for r in rows if r["stage"] != "teacher" and r["seed"] > 0}
+  added = {r["cell_id"] for r in rows if not verdicts.is_teacher(r) and r["seed"] > 0}
   # the state of a study killed once round 1 was finished: round 2 neither planned nor trained
   for name in ("records.jsonl", "curves.jsonl"):
     lines = (w / name).read_text().splitlines()
