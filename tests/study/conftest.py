@@ -1,6 +1,11 @@
 """Study-test fixtures: the embedded datasets the smoke study reads, built once per test module."""
 
+import os
+import sys
+
 import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))   # smoke_cli: running the smoke study as a user would
 
 
 @pytest.fixture(scope="module")

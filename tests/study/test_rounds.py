@@ -8,30 +8,19 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
+from smoke_cli import SMOKE, run_cmd, study_cmd
 from jaxscale import cli
 from jaxscale.study import records, rounds, verdicts
 
-SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.py")
 # Differ between runs by nature, or by the group a run trained in (not what it computed).
 GROUP_FIELDS = ("wall_s", "time", "group_size", "mesh", "config_hash")
 # Round 2 of the smoke study moves each point from 1 pair to 4 (3 new seeds: 18 runs at one (model,
 # Dp)); a budget of 18 runs pays for the first (model, Dp) in line and no more.
 ADAPTIVE = ("--adaptive", "--max-runs", "18", "--config.study.max_rounds=3", "--no-progress")
-
-
-def study_cmd(workdir, data_dir, *extra):
-  return [sys.executable, "-m", "jaxscale", "study", "--config", SMOKE, "--workdir", str(workdir),
-          f"--config.data.data_dir={data_dir}", *extra]
-
-
-def run_cmd(cmd, **kw):
-  env = dict(os.environ, CI="true", JAX_PLATFORMS="cpu")
-  return subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, **kw)
 
 
 def same(row):

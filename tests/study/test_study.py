@@ -11,23 +11,13 @@ import time
 
 import pytest
 
+from smoke_cli import SMOKE, run_cmd, study_cmd
 from jaxscale import cli
 from jaxscale.study import grid, records
 from jaxscale.config import load
 from jaxscale.train import sharding
 
-SMOKE = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "smoke.py")
 VOLATILE = ("wall_s", "time")  # differ between runs by nature
-
-
-def study_cmd(workdir, data_dir, *extra):
-  return [sys.executable, "-m", "jaxscale", "study", "--config", SMOKE, "--workdir", str(workdir),
-          f"--config.data.data_dir={data_dir}", *extra]
-
-
-def run_cmd(cmd, **kw):
-  env = dict(os.environ, CI="true", JAX_PLATFORMS="cpu")
-  return subprocess.run(cmd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, **kw)
 
 
 def stable(rows):
