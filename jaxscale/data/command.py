@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from jaxscale.data import score_command
+from jaxscale.study import score_command
 
 HELP = ("build the embedded datasets (jaxscale_glyphs, jaxscale_symbols, jaxscale_digits), list datasets, "
         "score a split for pruning")
