@@ -35,11 +35,7 @@ def study_plan(config: ConfigDict, workdir: str | None = None) -> dict[str, Any]
   """:func:`jaxscale.study.runner.plan` of `workdir`, or of a study with nothing done (None), plus
   ``todo_groups`` (groups with a cell still to train)."""
   from jaxscale.study import runner
-  if workdir is None:
-    rows = [{"cell": c, "done": False, "flops": runner.cell_flops(config, c)} for c in grid.expand(config)]
-    p = {"rows": rows, "rate_measured": False, "todo_flops": sum(r["flops"] for r in rows)}
-  else:
-    p = runner.plan(config, workdir)
+  p = runner.plan(config, workdir)
   done = {r["cell"].id for r in p["rows"] if r["done"]}
   p["todo_groups"] = sum(any(c.id not in done for c in g.cells) for g in grid.groups(config))
   p["eval_flops"] = eval_flops(config, [r["cell"] for r in p["rows"] if not r["done"]])

@@ -36,7 +36,7 @@ from jaxscale import config as config_lib
 from jaxscale import fileio
 from jaxscale.errors import JaxscaleError
 from jaxscale.fileio import atomic_write_text
-from jaxscale.progress import Progress, format_duration
+from jaxscale.progress import Progress
 from jaxscale.study import grid, pruning, records, tb_events
 from jaxscale.train import evals, loop
 from jaxscale.train import steps as steps_lib
@@ -47,8 +47,6 @@ logger = logging.getLogger("jaxscale")
 ANALYSIS_FIELDS = ("law", "bootstrap")
 # Groups that say how cells are run, not what they compute: editing them keeps the study's identity.
 EXECUTION_GROUPS = ("engine", "mesh")
-# Assumed sustained training throughput for --dry-run estimates when the workdir has no records yet.
-DEFAULT_FLOPS_PER_S = 2e10
 
 
 def study_hash(config: ConfigDict) -> str:
@@ -199,31 +197,16 @@ def cell_flops(config: ConfigDict, cell: grid.Cell) -> float:
   return steps_lib.run_flops(models.flops_per_image(cell.model, classes, image_size), teacher, images)
 
 
-def plan(config: ConfigDict, workdir: str) -> dict[str, Any]:
-  """The cells with their status and FLOPs, and an ETA from measured or assumed throughput."""
-  cells = grid.expand(config)
-  done = records.by_cell(paths(workdir)["records"])
-  rows = [{"cell": c, "done": c.id in done, "flops": cell_flops(config, c)} for c in cells]
+def plan(config: ConfigDict, workdir: str | None = None) -> dict[str, Any]:
+  """The cells with their status and FLOPs, the FLOPs still to train, and the training speed the
+  workdir's records measured (``flops_per_s`` None, ``rate_measured`` False without any; a study
+  with nothing done when `workdir` is None)."""
+  done = records.by_cell(paths(workdir)["records"]) if workdir else {}
+  rows = [{"cell": c, "done": c.id in done, "flops": cell_flops(config, c)} for c in grid.expand(config)]
   measured = [r for r in done.values() if r.get("flops") and r.get("wall_s")]
-  rate = (sum(r["flops"] for r in measured) / sum(r["wall_s"] for r in measured)
-          if measured else DEFAULT_FLOPS_PER_S)
-  todo = sum(r["flops"] for r in rows if not r["done"])
+  rate = sum(r["flops"] for r in measured) / sum(r["wall_s"] for r in measured) if measured else None
   return {"rows": rows, "flops_per_s": rate, "rate_measured": bool(measured),
-          "todo_flops": todo, "eta_s": todo / rate}
-
-
-def print_plan(p: dict[str, Any]) -> None:
-  rows = p["rows"]
-  print(f"{'cell':<48} {'stage':<9} {'GFLOPs':>9}  status")
-  for r in rows:
-    c = r["cell"]
-    print(f"{c.id:<48} {c.stage:<9} {r['flops'] / 1e9:>9.1f}  {'done' if r['done'] else 'todo'}")
-  counts = grid.count(r["cell"] for r in rows)
-  todo = sum(not r["done"] for r in rows)
-  source = "measured in this workdir" if p["rate_measured"] else "assumed"
-  print(f"{len(rows)} cells ({counts['teacher']} teacher, {counts['pretrain']} pretrain, "
-        f"{counts['finetune']} fine-tune), {todo} to run: {p['todo_flops'] / 1e12:.2f} TFLOPs, "
-        f"about {format_duration(p['eta_s'])} at {p['flops_per_s'] / 1e9:.1f} GFLOP/s ({source})")
+          "todo_flops": sum(r["flops"] for r in rows if not r["done"])}
 
 
 def run_of(config: ConfigDict, cell: grid.Cell, cells_dir: str) -> loop.Run:
