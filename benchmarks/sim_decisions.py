@@ -2,7 +2,7 @@
 
 No training: per-seed paired differences ΔE at every point (cell x Dp) are drawn from a stated
 effect curve plus a stated spread, and judged by THE decision code of the report
-(`jaxscale.study.verdicts.judge_point`, `judge_cell`, `point_alpha`; tests/study/test_analysis.py
+(`jaxscale.study.verdicts.judge_points`, `judge_cell`; tests/study/test_analysis.py
 checks that the report's path calls these same functions). The study's shape is the default's:
 16 cells (4 models x (3 Df + the pretraining task)) x 4 Dp = 64 points, one comparison.
 
@@ -19,8 +19,8 @@ Printed, one table:
 The adaptive policy is `jaxscale.study.adaptive.next_pairs` (what `jaxscale suggest` prints): round
 1 the design's pairs at every point; then each undecided point whose estimated need
 (`pairs_needed` at the adaptive level, times OVERSHOOT) moves to the next allowed pair count at or
-above it (n0 · 2^k, k < rounds); every interval is judged at FAMILY_ALPHA / (points x rounds)
-(Bonferroni over the points and the allowed counts).
+above it (n0 · 2^k, k < rounds); after every round all points are judged again as one family,
+Benjamini-Hochberg at FAMILY_ALPHA / rounds (`verdicts.study_levels`).
 
   python benchmarks/sim_decisions.py [--sims 1000] [--spread 0.04] [--seed 0]
 """
@@ -33,8 +33,8 @@ import time
 import numpy as np
 
 from jaxscale.study import adaptive as adaptive_lib
-from jaxscale.study.verdicts import (DEFAULT_MARGIN, FAMILY_ALPHA, judge_cell, judge_point, point_alpha,
-                                     t_interval)
+from jaxscale.study.verdicts import (DEFAULT_MARGIN, FAMILY_ALPHA, FamilyRule, judge_cell, judge_points,
+                                     point_alpha, t_interval)
 
 CELLS, DPS = 16, 4
 DEFAULT_TRUTH = (0.10, 0.05, 0.0, -0.03)   # ΔE at the four Dp: helps at small Dp, falls through 0
@@ -49,19 +49,21 @@ def draw(rng: np.random.Generator, n: int, spread: float, tails: str = "normal")
   return spread * rng.standard_t(3, size=n) / np.sqrt(3.0)
 
 
-def judge_study(deltas: list[list[np.ndarray]], margin: float, alpha: float):
-  """Point verdicts [cells][dps], pairs needed, and cell verdicts, by the report's functions."""
-  points = [[judge_point(d, margin, alpha) for d in cell] for cell in deltas]
+def judge_study(deltas: list[list[np.ndarray]], margin: float, rule: FamilyRule):
+  """Point verdicts [cells][dps] (mean, CI, verdict, pairs needed), cell verdicts and the levels,
+  by the report's functions: every point of the study judged as one family."""
+  levels, flat = judge_points([d for cell in deltas for d in cell], margin, rule)
+  points = [flat[i * DPS:(i + 1) * DPS] for i in range(len(deltas))]
   cells = [judge_cell([p[2] for p in cell])[0] for cell in points]
-  return points, cells
+  return points, cells, levels
 
 
 def run_study(rng, truth, spread, margin, n0, rounds, adaptive):
-  """One simulated study: returns (point verdicts [cells][dps], cell verdicts, pairs used)."""
-  alpha = point_alpha(CELLS * DPS, rounds if adaptive else 1)
+  """One simulated study: returns (point verdicts [cells][dps], cell verdicts, pairs used, levels)."""
+  rule = FamilyRule(CELLS * DPS, rounds if adaptive else 1)
   sizes = adaptive_lib.sample_sizes(n0, rounds)
   deltas = [[truth[j] + draw(rng, n0, spread) for j in range(DPS)] for _ in range(CELLS)]
-  points, cells = judge_study(deltas, margin, alpha)
+  points, cells, levels = judge_study(deltas, margin, rule)
   for _ in range(1, rounds if adaptive else 1):
     grew = False
     for i in range(CELLS):
@@ -72,8 +74,8 @@ def run_study(rng, truth, spread, margin, n0, rounds, adaptive):
           grew = True
     if not grew:
       break
-    points, cells = judge_study(deltas, margin, alpha)
-  return points, cells, sum(len(d) for cell in deltas for d in cell)
+    points, cells, levels = judge_study(deltas, margin, rule)
+  return points, cells, sum(len(d) for cell in deltas for d in cell), levels
 
 
 def false_claims(args, rng) -> list[tuple[str, str, str]]:
@@ -81,7 +83,7 @@ def false_claims(args, rng) -> list[tuple[str, str, str]]:
   for name, adaptive in (("fixed design", False), ("adaptive rounds", True)):
     claims, studies = 0, 0
     for _ in range(args.sims):
-      points, cells, _ = run_study(rng, (0.0,) * DPS, args.spread, args.margin, args.n0,
+      points, cells, _, _ = run_study(rng, (0.0,) * DPS, args.spread, args.margin, args.n0,
                                    max(args.rounds), adaptive)
       wrong = sum(p[2] in ("helps", "hurts") for cell in points for p in cell)
       claims += wrong
@@ -118,9 +120,12 @@ def _adaptive_vs_fixed(args, rng, rounds: int) -> list[tuple[str, str, str]]:
   cap = adaptive_lib.sample_sizes(args.n0, rounds)[-1]
   truth = DEFAULT_TRUTH
   fixed_runs = adaptive_runs = reached = fixed_decided = wrong_fixed = wrong_adaptive = 0
+  level_fixed, level_adaptive = [], []
   for _ in range(args.sims):
-    fp, _, fn = run_study(rng, truth, args.spread, args.margin, cap, 1, False)
-    ap, _, an = run_study(rng, truth, args.spread, args.margin, args.n0, rounds, True)
+    fp, _, fn, flv = run_study(rng, truth, args.spread, args.margin, cap, 1, False)
+    ap, _, an, alv = run_study(rng, truth, args.spread, args.margin, args.n0, rounds, True)
+    level_fixed.append(flv.diff)
+    level_adaptive.append(alv.diff)
     fixed_runs += 2 * fn
     adaptive_runs += 2 * an
     for i in range(CELLS):
@@ -139,7 +144,8 @@ def _adaptive_vs_fixed(args, rng, rounds: int) -> list[tuple[str, str, str]]:
        f"({adaptive_runs / fixed_runs:.0%})", "<= 50%"),
       (f"default-like truth, cap {cap}: the fixed grid's decided points the adaptive study decides the same way",
        f"{reached / max(fixed_decided, 1):.1%} ({fixed_decided / points:.1%} of points decided by the fixed grid, "
-       f"each at level 1 - {point_alpha(CELLS * DPS):.2g}; adaptive at 1 - {point_alpha(CELLS * DPS, rounds):.2g})",
+       f"helps/hurts at a median level 1 - {np.median(level_fixed):.2g}; adaptive 1 - "
+       f"{np.median(level_adaptive):.2g})",
        "report"),
       (f"default-like truth, cap {cap}: points with a wrong verdict, fixed / adaptive",
        f"{wrong_fixed / points:.2%} / {wrong_adaptive / points:.2%}", "<= 5%"),
@@ -162,8 +168,8 @@ def main(argv=None) -> None:
   rng = np.random.default_rng(args.seed)
   start = time.time()
   rows = false_claims(args, rng) + coverage(args, rng) + adaptive_vs_fixed(args, rng)
-  print(f"decision rule: t-interval per point, Bonferroni over {CELLS * DPS} points (x rounds when "
-        f"adaptive), family alpha {FAMILY_ALPHA}, margin {args.margin}, spread SD {args.spread}, "
+  print(f"decision rule: t-interval per point at the levels of Benjamini-Hochberg over {CELLS * DPS} points "
+        f"per family (FDR {FAMILY_ALPHA} per study, split over the rounds when adaptive), margin {args.margin}, spread SD {args.spread}, "
         f"{args.sims} studies per row")
   width = max(len(r[0]) for r in rows)
   print(f"{'quantity':<{width}} | {'measured':<40} | target")

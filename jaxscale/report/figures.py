@@ -130,7 +130,7 @@ def delta_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
   return (f"Does distillation help, and up to which Dp? Paired differences ΔE = E_plain − E_distilled "
           f"of the same (model, Dp, Df, seed), one panel per model size. Diamonds: mean over up to "
           f"{seeds} seed pairs with its t-interval at the study-wide level "
-          f"{a.rule['point_level']:.5f} (see 'How sure'); the band ±{a.rule['margin']:g} is the "
+          f"{a.rule['point_level']:.4f} (see 'How sure'); the band ±{a.rule['margin']:g} is the "
           f"margin; faint dots: single pairs; "
           f"series are shifted slightly along Dp to keep them apart. A dashed vertical line marks "
           f"the crossing Dp* only where the verdict states one.")

@@ -269,12 +269,17 @@ def first_screen(a: StudyAnalysis) -> list[Block]:
 
 def how_sure(a: StudyAnalysis) -> str:
   r = a.rule
-  looks = (f" and {r['rounds']} rounds of looks" if r["rounds"] > 1 else "")
+  looks = (f", split over {r['rounds']} rounds of looks ({r['fdr_per_look']:g} per look)"
+           if r["rounds"] > 1 else "")
   return (f"How sure: each point (comparison, model, Df, Dp) is judged by a t-interval of the mean "
-          f"paired difference ΔE = E_baseline − E_treatment over seed pairs at level "
-          f"1 − {r['family_alpha']:g}/{r['family_points'] * r['rounds']} = {r['point_level']:.5f} "
-          f"(Bonferroni over the study's {r['family_points']} points{looks}: the chance that any verdict "
-          f"of the whole study is wrong is at most {r['family_alpha']:.0%}, family-wise). A point helps "
+          f"paired difference ΔE = E_baseline − E_treatment over seed pairs. The study's "
+          f"{r['family_points']} points are judged as one family, with a false discovery rate of "
+          f"{r['family_alpha']:.0%}{looks} (Benjamini-Hochberg): where nothing differs, the chance "
+          f"that any helps / hurts verdict of the whole study is wrong is at most "
+          f"{r['family_alpha']:.0%}; where effects are real, at most {r['family_alpha']:.0%} of such "
+          f"verdicts are expected wrong. Here {r['decided_differ']} points differ, so helps / hurts "
+          f"intervals are at level {r['point_level']:.4f}; {r['decided_equivalent']} show no practical "
+          f"difference, their intervals at level {r['equivalence_level']:.4f}. A point helps "
           f"(interval above 0), hurts (below 0), shows no practical difference (interval inside "
           f"±{r['margin']:g}, the margin config.study.margin: the CI-inclusion rule, equal to two "
           f"one-sided tests) or is undecided (also with fewer than {MIN_PAIRS} pairs); a cell states a "
@@ -328,8 +333,9 @@ def verdict_table(a: StudyAnalysis) -> list[Block]:
   return [
       ("table", ["comparison", "model", "M", "Df", "verdict", "decided Dp",
                  "Dp* [95% bootstrap CI, this cell]", "pairs", "more pairs needed", "diverged runs"], rows),
-      ("h", 3, f"Paired differences ΔE = E_baseline − E_treatment (mean [interval at level {level:.5f}] "
-               f"(pairs) verdict, more pairs needed)"),
+      ("h", 3, f"Paired differences ΔE = E_baseline − E_treatment (mean [interval at level {level:.4f}, "
+               f"or {a.rule['equivalence_level']:.4f} for no practical difference] (pairs) verdict, "
+               f"more pairs needed)"),
       ("table", ["comparison", "model", "Df"] + [f"Dp = {d:,}" for d in dps], deltas)]
 
 

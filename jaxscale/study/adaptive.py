@@ -1,14 +1,14 @@
 """Adaptive rounds: which points get more seed pairs next, and how many.
 
 Why the rounds stay valid: a point is only ever judged at one of a fixed set of pair counts,
-`sample_sizes(n0, rounds)` = n0, 2·n0, 4·n0, ... (rounds of them; n0 the config's seeds), and every
-interval is built at alpha = 0.05 / (points x rounds). By Bonferroni's inequality over the points
-and over the sizes, all intervals a study can ever compute hold at once with probability >= 0.95,
-whichever path the data take between the sizes. (Letting the observed need set the pair count
-directly does not: in benchmarks/sim_decisions.py it gave 8% of no-effect studies a wrong verdict.)
+`sample_sizes(n0, rounds)` = n0, 2·n0, 4·n0, ... (rounds of them; n0 the config's seeds), and each
+look judges all points as one family at false discovery rate 0.05 / rounds
+(`verdicts.study_levels`), so the rate is split evenly over the looks. (Letting the observed need
+set the pair count directly inflated false claims: in benchmarks/sim_decisions.py, under the
+earlier Bonferroni rule, it gave 8% of no-effect studies a wrong verdict.)
 
 The next round moves an undecided point to the smallest size at or above its pairs plus its
-estimated need (`verdicts.pairs_needed` at that alpha, times OVERSHOOT), or to the largest size
+estimated need (`verdicts.pairs_needed` at the look's levels, times OVERSHOOT), or to the largest size
 when the need is past it; a decided point, or one at the largest size, gets none. The rounds stop
 when no point gets a pair, the run budget is spent, or after `rounds` looks.
 
@@ -68,10 +68,12 @@ def next_round(config: ConfigDict, rows: Sequence[Mapping[str, Any]]
     raise JaxscaleError(f"config.study.arms is {arms}: adaptive rounds compare arms, so the study needs "
                         "'plain' and 'distilled'")
   s = config.study
-  alpha = verdicts.point_alpha(verdicts.family_size(arms, s.models, s.dp, s.df), int(s.max_rounds))
+  rule = verdicts.FamilyRule(verdicts.family_size(arms, s.models, s.dp, s.df), int(s.max_rounds))
   ok = [r for r in rows if r.get("diverged_at") is None]
   diverged = [r for r in rows if r.get("diverged_at") is not None]
-  cells = verdicts.paired_cells(ok, int(config.seed), float(s.margin), alpha, arms, diverged)
+  cells = verdicts.paired_cells(ok, int(config.seed), float(s.margin), rule, arms, diverged)
+  lv = verdicts.levels_of(cells)
+  alpha = lv.diff if lv else verdicts.point_alpha(rule.points, rule.rounds)
   sizes = sample_sizes(len(s.seeds), int(s.max_rounds))
   want: dict[tuple[str, int], dict[int, int]] = {}
   why: dict[tuple[str, int], list[str]] = {}
@@ -109,7 +111,7 @@ def describe(additions: Sequence[Addition], cells: Sequence[verdicts.PairedCell]
              arms: Sequence[str]) -> str:
   """What the next round would run, and why (the text of `jaxscale suggest`)."""
   open_ = sum(p.verdict == "undecided" for c in cells for p in c.points)
-  head = (f"{sum(len(c.points) for c in cells)} points judged at level 1 - {alpha:.3g} (alpha spent "
+  head = (f"{sum(len(c.points) for c in cells)} points judged at level 1 - {alpha:.3g} (false discovery rate spent "
           f"over the study's rounds); {open_} undecided.")
   if not additions:
     return head + " Next round: nothing to add (every point is decided or has the most pairs a point may get)."

@@ -54,16 +54,28 @@ def _law_check_json(arms: Mapping[str, ArmFit]) -> dict[str, Any]:
           for a in arms.values()}
 
 
-def decision_rule(config: ConfigDict) -> dict[str, Any]:
-  """The "decision_rule" block: the margin, the family, the rounds and each point's level."""
+def family_rule(config: ConfigDict) -> verdicts.FamilyRule:
+  """The family a study's points are judged as: its design's points, and its looks (1, or
+  `study.max_rounds` when adaptive)."""
   s = config.study
-  rounds = int(s.max_rounds) if s.adaptive else 1
-  m = verdicts.family_size(s.arms, s.models, s.dp, s.df)
-  alpha = verdicts.point_alpha(m, rounds)
-  return {"margin": float(s.margin), "family_alpha": verdicts.FAMILY_ALPHA, "family_points": m,
-          "rounds": rounds, "point_alpha": alpha, "point_level": 1 - alpha,
+  return verdicts.FamilyRule(verdicts.family_size(s.arms, s.models, s.dp, s.df),
+                             int(s.max_rounds) if s.adaptive else 1)
+
+
+def decision_rule(config: ConfigDict, levels: verdicts.Levels | None = None) -> dict[str, Any]:
+  """The "decision_rule" block: the margin, the family, the rounds and the levels the points were
+  judged at (`levels`, from `verdicts.study_levels`; without it the Bonferroni floor)."""
+  fam = family_rule(config)
+  floor = verdicts.point_alpha(fam.points, fam.rounds)
+  lv = levels or verdicts.Levels(floor, floor)
+  return {"margin": float(config.study.margin), "family_alpha": verdicts.FAMILY_ALPHA,
+          "family_points": fam.points, "rounds": fam.rounds, "fdr_per_look": fam.q,
+          "point_alpha": lv.diff, "point_level": 1 - lv.diff,
+          "equivalence_alpha": lv.equiv, "equivalence_level": 1 - lv.equiv,
+          "decided_differ": lv.n_diff, "decided_equivalent": lv.n_equiv, "bonferroni_alpha": floor,
           "interval": "t-interval of the mean paired difference over seeds",
-          "error_control": "family-wise, Bonferroni over the study's points and rounds",
+          "error_control": "false discovery rate, Benjamini-Hochberg per family (differ; differ by "
+                           "more than the margin) at family_alpha / rounds per look",
           "max_diverged_share": verdicts.MAX_DIVERGED_SHARE}
 
 
@@ -103,9 +115,9 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
   law, selection, bts = selection_lib.select_law(config, table, progress)
   content, arms = selection_lib.fit_arms(config, table, law, selection, progress)
   measured = verdicts.measured_means(rows, int(config.seed))
-  rule = decision_rule(config)
-  paired = verdicts.paired_cells(rows, int(config.seed), rule["margin"], rule["point_alpha"],
+  paired = verdicts.paired_cells(rows, int(config.seed), float(config.study.margin), family_rule(config),
                                  tuple(config.study.arms), diverged)
+  rule = decision_rule(config, verdicts.levels_of(paired))
   rule["pairs_needed"] = grid_need(rows, paired)
   content.update(schema_version=SCHEMA_VERSION, paired=verdicts.paired_json(paired), decision_rule=rule,
                  diverged=[r.get("cell_id") for r in diverged],

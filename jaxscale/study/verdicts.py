@@ -10,14 +10,16 @@
   seed): positive means the treatment lowers the error. Fine-tune cells give one `PairedCell` per
   (comparison, model, Df); pretraining records (the teacher left out) one per (comparison, model)
   with df = 0.
-* The decision at a point (`judge_point`, the one function the report and the simulator in
-  benchmarks/sim_decisions.py call): a t-interval of the mean ΔE over the seed pairs at level
-  1 − alpha, alpha = FAMILY_ALPHA / (points of the study x rounds of looks) (`point_alpha`:
-  Bonferroni, so all intervals of the study hold at once with probability 0.95, also when rounds
-  of seeds are added after looking); then "helps" (CI above 0), "hurts" (CI below 0), "no
-  practical difference" (CI inside [−margin, +margin]: the CI-inclusion rule, the same as two
-  one-sided tests at alpha / 2) or "undecided" (also below MIN_PAIRS pairs), and for an undecided
-  point the more pairs its observed spread says it needs (`pairs_needed`).
+* The decision at a point (`judge_point`): a t-interval of the mean ΔE over the seed pairs; then
+  "helps" (CI above 0), "hurts" (CI below 0), "no practical difference" (CI inside
+  [−margin, +margin]: the CI-inclusion rule, the same as two one-sided tests at alpha / 2) or
+  "undecided" (also below MIN_PAIRS pairs), and for an undecided point the more pairs its observed
+  spread says it needs (`pairs_needed`).
+* The levels (`study_levels`; `judge_points` applies both, and is what the report's path and the
+  simulator in benchmarks/sim_decisions.py call): all the study's points as one family
+  (`FamilyRule`: the design's points, its looks), Benjamini-Hochberg at false discovery rate
+  FAMILY_ALPHA / looks over "differ" (helps / hurts) and over "differ by more than the margin" (no
+  practical difference); with nothing decided, Bonferroni's FAMILY_ALPHA / points.
 * The cell (`judge_cell`): its decided points in Dp order read one verdict (helps / hurts / no
   practical difference, over the decided Dp range), or helps then hurts-or-no-difference
   ("helps_below_dp_star"), or hurts then helps-or-no-difference ("hurts_below_dp_star"); anything
@@ -45,7 +47,7 @@ TARGET = "eval_error"
 LEVEL = 0.95
 N_BOOT = 2000            # seed resamples for measured means and paired differences
 MIN_PAIRS = 3            # pairs a point needs before it can be decided
-FAMILY_ALPHA = 0.05      # the chance that any verdict of the whole study is wrong (family-wise)
+FAMILY_ALPHA = 0.05      # the study's false discovery rate (with no effect: the chance of any false claim)
 DEFAULT_MARGIN = 0.03    # config.study.margin's default (the reason is in configs/default.py)
 MAX_DIVERGED_SHARE = 0.25  # a cell with more of its runs diverged "cannot be judged"
 MAX_PAIRS_NEEDED = 1000  # pairs-needed estimates stop here ("over 1000")
@@ -112,6 +114,7 @@ class PairedCell:
   decided: tuple[int, ...] = ()            # the Dp of the decided points
   n_runs: int = 0                          # records of the cell's two arms, diverged ones included
   n_diverged: int = 0
+  levels: "Levels | None" = None           # the study-wide levels its points were judged at
 
 
 # ----------------------------------------------------------------------------- records
@@ -226,9 +229,84 @@ def _boot_means(by_dp: Mapping[int, Mapping[int, float]], seed: int) -> tuple[li
 # ----------------------------------------------------------------------------- the decision rule
 
 def point_alpha(n_points: int, rounds: int = 1) -> float:
-  """The error rate each point's interval is built at: FAMILY_ALPHA over the study's points and
-  its rounds of looks (Bonferroni), so every interval of every look holds at once with 95%."""
+  """The Bonferroni level FAMILY_ALPHA / (points x rounds of looks): every point's level when
+  nothing is decided, and the floor of the study-wide rule (`study_levels`)."""
   return FAMILY_ALPHA / (max(int(n_points), 1) * max(int(rounds), 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyRule:
+  """What a study's points are judged as one family by: `points`, the points its design judges
+  (`family_size`, fixed before any result); `rounds`, the looks the error rate is spent over (1, or
+  `study.max_rounds` when adaptive)."""
+  points: int
+  rounds: int = 1
+
+  @property
+  def q(self) -> float:
+    """The false discovery rate each look is held to: FAMILY_ALPHA / rounds."""
+    return FAMILY_ALPHA / max(int(self.rounds), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Levels:
+  """The error rates a study's intervals are built at, from `study_levels`: `diff` for "helps" and
+  "hurts" (the interval excludes 0), `equiv` for "no practical difference" (the interval inside
+  ±margin), and how many points each family decided."""
+  diff: float
+  equiv: float
+  n_diff: int = 0
+  n_equiv: int = 0
+
+
+def point_pvalues(deltas: Sequence[float], margin: float) -> tuple[float, float]:
+  """(p_diff, p_equiv) of one point's per-seed differences d [n], n >= 2; t = mean/se, se = s/√n.
+
+  p_diff = 2·P(T_{n−1} > |t|): the t-interval at level 1 − α excludes 0 exactly when p_diff < α.
+  p_equiv = 2·P(T_{n−1} > (margin − |mean|)/se): the interval at 1 − α lies inside ±margin exactly
+  when p_equiv <= α (two one-sided tests at α/2). Both 1 with fewer than MIN_PAIRS pairs, and a
+  spread of 0 gives 0 or 1 by the sign of the statistic."""
+  d = np.asarray(deltas, np.float64)
+  if len(d) < MIN_PAIRS:
+    return 1.0, 1.0
+  mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+  if se == 0.0:
+    return (0.0 if mean != 0.0 else 1.0), (0.0 if abs(mean) <= margin else 1.0)
+  df = len(d) - 1
+  return (float(2 * scipy.stats.t.sf(abs(mean) / se, df)),
+          float(min(1.0, 2 * scipy.stats.t.sf((margin - abs(mean)) / se, df))))
+
+
+def bh_level(pvalues: Sequence[float], m: int, q: float) -> tuple[float, int]:
+  """Benjamini-Hochberg at false discovery rate q over a family of m hypotheses (m >= the p-values
+  given; the ones not yet measured count as not rejected): (q·k/m, k), k the largest with
+  p_(k) <= q·k/m; k = 0 gives the Bonferroni level q/m. Every p <= the returned level is rejected."""
+  p = np.sort(np.asarray(pvalues, np.float64))
+  m = max(int(m), len(p), 1)
+  ok = np.nonzero(p <= q * np.arange(1, len(p) + 1) / m)[0]
+  k = int(ok[-1]) + 1 if len(ok) else 0
+  return q * max(k, 1) / m, k
+
+
+def study_levels(points: Sequence[Sequence[float]], margin: float, rule: FamilyRule) -> Levels:
+  """THE study-wide rule: the levels every point of a study is judged at, from all its points'
+  per-seed differences at once (`judge_points` and benchmarks/sim_decisions.py call it).
+
+  Two families of rule.points hypotheses each, both controlled by Benjamini-Hochberg at false
+  discovery rate q = FAMILY_ALPHA / rule.rounds per look: "the arms differ" (p_diff; claims helps /
+  hurts) and "the arms differ by more than the margin" (p_equiv; claims no practical difference).
+  Why the FDR: with no effect anywhere every helps / hurts claim is false, and then BH's FDR is
+  the chance of any false claim, so a no-effect study makes one with probability <= q (as
+  family-wise Bonferroni would); with real effects BH rejects at q·k/m instead of q/m, so the
+  points a study can decide are not decided away by the points it judges. Valid for independent
+  points and, for one-sided tests, positively dependent ones (Benjamini & Yekutieli 2001); the
+  intervals at the chosen levels are the false-coverage-rate adjusted intervals of Benjamini &
+  Yekutieli (2005). Across looks, q is split evenly (Bonferroni over rounds)."""
+  pv = [point_pvalues(d, margin) for d in points]
+  diff, n_diff = bh_level([p[0] for p in pv], rule.points, rule.q)
+  # A point that helps or hurts is not also a candidate for "no practical difference".
+  equiv, n_equiv = bh_level([p[1] for p in pv if p[0] >= diff], rule.points, rule.q)
+  return Levels(diff, equiv, n_diff, n_equiv)
 
 
 @functools.lru_cache(maxsize=32)
@@ -260,46 +338,65 @@ def t_interval(deltas: Sequence[float], alpha: float) -> tuple[float, float] | N
   return float(d.mean() - h), float(d.mean() + h)
 
 
-def point_verdict(ci: tuple[float, float] | None, n_pairs: int, margin: float) -> str:
+def point_verdict(ci: tuple[float, float] | None, n_pairs: int, margin: float,
+                  ci_equiv: tuple[float, float] | None = None) -> str:
   """The rule at one point, in this order: "helps" (CI above 0), "hurts" (CI below 0), "no
-  practical difference" (CI inside [−margin, +margin], ends included: the CI-inclusion rule, which
-  at level 1 − 2α is the two one-sided tests at α), else "undecided" (also below MIN_PAIRS)."""
+  practical difference" (`ci_equiv`, the interval at the equivalence level, by default `ci`,
+  inside [−margin, +margin], ends included: the CI-inclusion rule, which at level 1 − 2α is the two
+  one-sided tests at α), else "undecided" (also below MIN_PAIRS)."""
   if ci is None or n_pairs < MIN_PAIRS:
     return "undecided"
   if ci[0] > 0:
     return "helps"
   if ci[1] < 0:
     return "hurts"
-  if -margin <= ci[0] and ci[1] <= margin:
+  ce = ci if ci_equiv is None else ci_equiv
+  if -margin <= ce[0] and ce[1] <= margin:
     return "no_practical_difference"
   return "undecided"
 
 
-def pairs_needed(mean: float, sd: float, n: int, margin: float, alpha: float) -> int | None:
-  """More pairs the observed mean and spread say a point needs before its interval (at `alpha`)
-  decides it: the smallest N > n with |mean| > h(N) or |mean| + h(N) <= margin,
-  h(N) = t_{1−alpha/2, N−1}·sd/√N; None when no N up to n + MAX_PAIRS_NEEDED does (or n < 2)."""
+def pairs_needed(mean: float, sd: float, n: int, margin: float, alpha: float,
+                 alpha_equiv: float | None = None) -> int | None:
+  """More pairs the observed mean and spread say a point needs before its interval decides it:
+  the smallest N > n with |mean| > h(N, alpha) or |mean| + h(N, alpha_equiv) <= margin,
+  h(N, a) = t_{1−a/2, N−1}·sd/√N (alpha_equiv defaults to alpha); None when no N up to
+  n + MAX_PAIRS_NEEDED does (or n < 2)."""
   if n < 2 or not np.isfinite(sd):
     return None
   ns = np.arange(max(n + 1, MIN_PAIRS), n + MAX_PAIRS_NEEDED + 1)
   h = t_quantile(alpha, ns - 1) * sd / np.sqrt(ns)
-  ok = (abs(mean) > h) | (abs(mean) + h <= margin)
+  he = h if alpha_equiv is None else t_quantile(alpha_equiv, ns - 1) * sd / np.sqrt(ns)
+  ok = (abs(mean) > h) | (abs(mean) + he <= margin)
   return int(ns[np.argmax(ok)] - n) if ok.any() else None
 
 
-def judge_point(deltas: Sequence[float], margin: float, alpha: float
+def judge_point(deltas: Sequence[float], margin: float, alpha: float, alpha_equiv: float | None = None
                 ) -> tuple[float, tuple[float, float] | None, str, int | None]:
-  """THE decision at one point from its per-seed differences (the report and the simulator in
-  benchmarks/sim_decisions.py both call this): (mean, CI, verdict, more pairs needed or None)."""
+  """THE decision at one point from its per-seed differences, at the levels `study_levels` gives
+  (alpha for helps / hurts, alpha_equiv, default alpha, for no practical difference): (mean, CI,
+  verdict, more pairs needed or None). The CI is the one at the level of the verdict it shows: at
+  alpha_equiv for "no practical difference", else at alpha."""
   d = np.asarray(deltas, np.float64)
   ci = t_interval(d, alpha)
-  v = point_verdict(ci, len(d), margin)
+  ce = ci if alpha_equiv is None or alpha_equiv == alpha else t_interval(d, alpha_equiv)
+  v = point_verdict(ci, len(d), margin, ce)
   need = None
   if v == "undecided":
-    need = pairs_needed(float(d.mean()), float(d.std(ddof=1)), len(d), margin, alpha) if len(d) >= 2 else None
+    need = (pairs_needed(float(d.mean()), float(d.std(ddof=1)), len(d), margin, alpha, alpha_equiv)
+            if len(d) >= 2 else None)
     if len(d) < MIN_PAIRS:
       need = max(need or 0, MIN_PAIRS - len(d))
-  return float(d.mean()) if len(d) else float("nan"), ci, v, need
+  return (float(d.mean()) if len(d) else float("nan"), ce if v == "no_practical_difference" else ci,
+          v, need)
+
+
+def judge_points(points: Sequence[Sequence[float]], margin: float, rule: FamilyRule
+                 ) -> tuple[Levels, list[tuple[float, tuple[float, float] | None, str, int | None]]]:
+  """Every point of a study at once: the study-wide levels (`study_levels`) and each point's
+  `judge_point` at them, in the order given. The report and the simulator call this."""
+  levels = study_levels(points, margin, rule)
+  return levels, [judge_point(d, margin, levels.diff, levels.equiv) for d in points]
 
 
 def judge_cell(verdicts_by_dp: Sequence[str]) -> tuple[str, tuple[int, ...]]:
@@ -344,32 +441,44 @@ def _count(rows: Sequence[Mapping[str, Any]], stage: str, model: str, df: int, a
 
 
 def paired_cells(rows: Sequence[Mapping[str, Any]], seed: int = 0, margin: float = DEFAULT_MARGIN,
-                 alpha: float | None = None, arms: Sequence[str] = ("plain", "distilled", "smoothed"),
+                 rule: FamilyRule | None = None, arms: Sequence[str] = ("plain", "distilled", "smoothed"),
                  diverged: Sequence[Mapping[str, Any]] = ()) -> list[PairedCell]:
   """Paired differences and verdicts per comparison of `comparisons(arms)`: fine-tune cells per
-  (model, Df), then the pretraining task per model. alpha: each point's error rate (default
-  `point_alpha` over the points found). `diverged`: the left-out records of diverged runs."""
+  (model, Df), then the pretraining task per model, every point judged by `judge_points` as one
+  family (`rule`; default: the points found, one look). `diverged`: the left-out records of
+  diverged runs. The levels used: `levels_of(cells)`."""
   found = [(t, b, stage, key, by_dp) for t, b in comparisons(arms) for stage in ("finetune", "pretrain")
            for key, by_dp in sorted(paired_deltas(rows, stage, t, b).items(),
                                     key=lambda kv: (kv[0][1], kv[0][2]))]
-  if alpha is None:
-    alpha = point_alpha(sum(len(f[4]) for f in found))
-  out = []
+  if rule is None:
+    rule = FamilyRule(sum(len(f[4]) for f in found))
+  unjudged = []
   for treatment, baseline, stage, (model, params, df), by_dp in found:
-    pair = (treatment, baseline)
-    n_div = _count(diverged, stage, model, df, pair)
-    n_runs = _count(rows, stage, model, df, pair) + n_div
-    out.append(_cell(stage, model, params, df, by_dp, pair, margin, alpha, seed, n_runs, n_div,
-                     n_div > MAX_DIVERGED_SHARE * n_runs))
+    n_div = _count(diverged, stage, model, df, (treatment, baseline))
+    n_runs = _count(rows, stage, model, df, (treatment, baseline)) + n_div
+    unjudged.append((n_runs, n_div, n_div > MAX_DIVERGED_SHARE * n_runs))
+  # A cell that cannot be judged adds no claim, so its points stay out of the p-values (not the family).
+  deltas = [tuple(by_dp[dp][s] for s in sorted(by_dp[dp])) for f, u in zip(found, unjudged) if not u[2]
+            for by_dp in (f[4],) for dp in sorted(by_dp)]
+  levels = study_levels(deltas, margin, rule)
+  out = []
+  for (treatment, baseline, stage, (model, params, df), by_dp), (n_runs, n_div, bad) in zip(found, unjudged):
+    out.append(_cell(stage, model, params, df, by_dp, (treatment, baseline), margin, levels, seed,
+                     n_runs, n_div, bad))
   return out
 
 
-def _cell(stage, model, params, df, by_dp, pair, margin, alpha, seed, n_runs, n_div, unjudged) -> PairedCell:
+def levels_of(cells: Sequence[PairedCell]) -> Levels | None:
+  """The levels the cells of one `paired_cells` call were judged at (None without cells)."""
+  return cells[0].levels if cells else None
+
+
+def _cell(stage, model, params, df, by_dp, pair, margin, levels, seed, n_runs, n_div, unjudged) -> PairedCell:
   dps, boot = _boot_means(by_dp, seed)
   points = []
   for dp in dps:
     deltas = tuple(by_dp[dp][s] for s in sorted(by_dp[dp]))
-    mean, ci, v, need = judge_point(deltas, margin, alpha)
+    mean, ci, v, need = judge_point(deltas, margin, levels.diff, levels.equiv)
     points.append(PairedPoint(dp, len(deltas), mean, ci, deltas, v, need))
   v, decided = judge_cell([p.verdict for p in points])
   if unjudged:
@@ -379,7 +488,7 @@ def _cell(stage, model, params, df, by_dp, pair, margin, alpha, seed, n_runs, n_
   text = verdict_text(name, v, points, cross, pair, margin, n_div, n_runs)
   return PairedCell(stage, model, params, df, tuple(points), cross, fraction, v, text,
                     comparison=f"{pair[0]}_vs_{pair[1]}", decided=tuple(dps[i] for i in decided),
-                    n_runs=n_runs, n_diverged=n_div)
+                    n_runs=n_runs, n_diverged=n_div, levels=levels)
 
 
 def first_crossing(dps: Sequence[int], means: np.ndarray) -> tuple[float, bool] | None:

@@ -103,7 +103,11 @@ def test_paired_verdicts_follow_the_true_difference(analyzed):
   assert any(c.verdict == "helps_below_dp_star" for c in cells)
   rule = analyzed.fits["decision_rule"]
   assert rule["family_points"] == len(MODELS) * len(DPS) * (len(DFS) + 1) and rule["rounds"] == 1
-  assert rule["point_alpha"] == pytest.approx(0.05 / rule["family_points"])
+  # Benjamini-Hochberg: helps / hurts at q·k/m, k the points that differ; the floor is Bonferroni's
+  assert rule["decided_differ"] > 0 and rule["bonferroni_alpha"] == pytest.approx(0.05 / rule["family_points"])
+  assert rule["point_alpha"] == pytest.approx(0.05 * rule["decided_differ"] / rule["family_points"])
+  decided = sum(p.verdict in ("helps", "hurts") for c in cells for p in c.points)
+  assert decided == rule["decided_differ"]
 
 
 def test_fits_json_sections(analyzed, tmp_path):
@@ -155,6 +159,54 @@ def test_judge_point_on_synthetic_pairs():
   # the t-interval: mean ± t·s/√n
   lo, hi = verdicts.t_interval([1.0, 2.0, 3.0], 0.05)
   assert (lo + hi) / 2 == pytest.approx(2.0) and hi - 2.0 == pytest.approx(scipy.stats.t.ppf(0.975, 2) / np.sqrt(3))
+
+
+def test_pvalues_agree_with_the_intervals():
+  """p_diff < alpha exactly when the t-interval at alpha excludes 0; p_equiv <= alpha exactly when
+  it lies inside ±margin (random points, several levels)."""
+  rng = np.random.default_rng(3)
+  for _ in range(300):
+    d = rng.normal(rng.uniform(-0.06, 0.06), rng.uniform(0.005, 0.05), size=int(rng.integers(3, 12)))
+    p_diff, p_equiv = verdicts.point_pvalues(d, 0.03)
+    for alpha in (0.05, 0.01, 0.05 / 128):
+      lo, hi = verdicts.t_interval(d, alpha)
+      if abs(p_diff - alpha) > 1e-9:
+        assert (p_diff < alpha) == (lo > 0 or hi < 0)
+      if abs(p_equiv - alpha) > 1e-9:
+        assert (p_equiv <= alpha) == (-0.03 <= lo and hi <= 0.03)
+  assert verdicts.point_pvalues([0.1, 0.2], 0.03) == (1.0, 1.0)      # below MIN_PAIRS
+
+
+def test_benjamini_hochberg_level():
+  # m = 10, q = 0.05: thresholds 0.005, 0.010, 0.015, ...; the largest k with p_(k) <= q·k/m is 3
+  p = [0.001, 0.008, 0.012, 0.5, 0.9]
+  assert verdicts.bh_level(p, 10, 0.05) == (pytest.approx(0.015), 3)
+  # nothing rejected: the Bonferroni level q/m
+  assert verdicts.bh_level([0.2, 0.4], 10, 0.05) == (pytest.approx(0.005), 0)
+  # a step-up rule: a small p late in the order still counts once a later one passes
+  assert verdicts.bh_level([0.004, 0.006, 0.011, 0.0199], 4, 0.05)[1] == 4
+
+
+def test_study_levels_no_effect_keeps_bonferroni_real_effects_widen():
+  rng = np.random.default_rng(0)
+  rule = verdicts.FamilyRule(64)
+  # no effect: a study with any helps / hurts is a false claim; BH keeps that near q = 0.05
+  any_claim = 0
+  for _ in range(300):
+    null = [0.04 * rng.normal(size=4) for _ in range(64)]
+    lv = verdicts.study_levels(null, 0.03, rule)
+    assert lv.diff == pytest.approx(0.05 * max(lv.n_diff, 1) / 64)
+    any_claim += lv.n_diff > 0
+  assert any_claim / 300 <= 0.08     # 5% nominal; 0.08 is over 2 SE above it
+  assert verdicts.study_levels([np.zeros(4) + 1e-3 * np.arange(4)] * 3, 0.03, rule).n_diff == 0
+  strong = [0.2 + 0.02 * rng.normal(size=6) for _ in range(32)] + null[:32]
+  lv = verdicts.study_levels(strong, 0.03, rule)
+  assert lv.n_diff >= 32 and lv.diff == pytest.approx(0.05 * lv.n_diff / 64)
+  # the looks split the rate: two rounds halve each family's q
+  assert verdicts.study_levels(strong, 0.03, verdicts.FamilyRule(64, 2)).diff <= lv.diff / 2 + 1e-12
+  # every point with p_diff at or below the level is a helps / hurts point at that level
+  _, judged = verdicts.judge_points(strong, 0.03, rule)
+  assert sum(j[2] in ("helps", "hurts") for j in judged) == lv.n_diff
 
 
 def test_a_point_exactly_at_the_margin_is_no_practical_difference():
@@ -413,27 +465,32 @@ def test_the_report_and_the_simulator_use_the_same_decision_code(analyzed, monke
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "benchmarks"))
   import sim_decisions
   from jaxscale.study import adaptive
-  assert sim_decisions.judge_point is verdicts.judge_point
+  assert sim_decisions.judge_points is verdicts.judge_points
   assert sim_decisions.judge_cell is verdicts.judge_cell
-  assert sim_decisions.point_alpha is verdicts.point_alpha
   assert sim_decisions.adaptive_lib.next_pairs is adaptive.next_pairs
-  # the analysis' verdicts are paired_cells' at the study's rule ...
+  # the analysis' verdicts are paired_cells' at the study's family ...
   config, rows = study_config(bootstrap=30), synthetic_rows()
-  rule = analysis.decision_rule(config)
-  again = verdicts.paired_cells(rows, int(config.seed), rule["margin"], rule["point_alpha"],
+  fam = analysis.family_rule(config)
+  again = verdicts.paired_cells(rows, int(config.seed), float(config.study.margin), fam,
                                 tuple(config.study.arms))
   from jaxscale.laws import api
   assert api.sanitize(verdicts.paired_json(again)) == analyzed.fits["paired"]
-  # ... and paired_cells decides every point by judge_point and every cell by judge_cell
-  calls = {"point": 0, "cell": 0}
-  point, cell = verdicts.judge_point, verdicts.judge_cell
+  # ... judge_points (what the simulator calls) gives every point the same verdict ...
+  flat = [p for c in again for p in c.points]
+  levels, judged = verdicts.judge_points([p.deltas for p in flat], float(config.study.margin), fam)
+  assert levels == verdicts.levels_of(again) and [j[2] for j in judged] == [p.verdict for p in flat]
+  # ... and paired_cells decides every point by study_levels and judge_point, every cell by judge_cell
+  calls = {"levels": 0, "point": 0, "cell": 0}
+  lv, point, cell = verdicts.study_levels, verdicts.judge_point, verdicts.judge_cell
 
   def count(name, fn):
     def wrapped(*a, **k):
       calls[name] += 1
       return fn(*a, **k)
     return wrapped
+  monkeypatch.setattr(verdicts, "study_levels", count("levels", lv))
   monkeypatch.setattr(verdicts, "judge_point", count("point", point))
   monkeypatch.setattr(verdicts, "judge_cell", count("cell", cell))
-  cells = verdicts.paired_cells(rows, 0, rule["margin"], rule["point_alpha"])
-  assert calls == {"point": sum(len(c.points) for c in cells), "cell": len(cells)} and calls["cell"] > 0
+  cells = verdicts.paired_cells(rows, 0, float(config.study.margin), fam)
+  assert calls == {"levels": 1, "point": sum(len(c.points) for c in cells), "cell": len(cells)}
+  assert calls["cell"] > 0
