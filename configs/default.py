@@ -2,19 +2,19 @@
 
 `make study` runs it on a laptop CPU. Variants are arguments:
 
-  --config configs/default.py          the study (4 ViT widths x 4 Dp x 3 Df x 2 arms x 4 seeds)
-  --config configs/default.py:quick    a first look in under 5 minutes (2 widths, 3 Dp, 3 Df, 2 seeds)
+  --config configs/default.py          the study (4 ViT widths x 4 Dp x 3 Df x 3 arms x 3 seeds, then
+                                       one adaptive round of 3 more seeds where a verdict is open)
+  --config configs/default.py:quick    a first look in minutes (2 widths, 3 Dp, 3 Df, 2 arms, 2 seeds)
   --config configs/default.py:digits   the same study fine-tuned on the real UCI handwritten digits
-  --config configs/default.py:control  the study with a third arm, the smoothed control (label smoothing)
+  --config configs/default.py:control  the study as before the smoothed arm was part of it: 2 arms
   --config configs/default.py:pruning  which Dp images, not only how many: random against prototype-pruned
 
 Every number below is chosen for a reason given beside it. "Pilot" numbers come from
 `benchmarks/pilot_default.py` (the same models, subsets, optimizer and schedule in one vmapped
-program) and from `jaxscale study` runs of the `:quick` variant; means over 2 seeds.
-Cost: 513 runs (1 teacher, 128 pretraining, 384 fine-tuning), 3.3M pretraining and 1.8M
-fine-tuning images; on a fresh clone on 2 cores (the CPU split into two devices) `make study` took
-10m55s (8m29s of it training), peak memory 1.7 GB. `--config.study.seeds=0,1,2` trains 3/4 of the runs
-(about 8 minutes, not measured).
+program) and from a `jaxscale study` run of this design's round 1 (seeds 0, 1, 2; "the pilot
+study" below), means over seeds. Cost of round 1: 577 runs (1 teacher, 144 pretraining, 432
+fine-tuning), 48.5 training TFLOPs (`jaxscale study --dry-run`); the README gives the measured
+wall time of `make study`.
 """
 
 from jaxscale.config import base_config
@@ -25,15 +25,22 @@ from jaxscale.config import base_config
 # likewise whatever its Df. The step rule is max(min_steps, ceil(epochs * size / batch)) capped by
 # max_steps, so min_steps = max_steps = N fixes it at N.
 #
-# Pretraining: 800 steps of batch 32 = 25,600 images per run (~100 epochs at Dp = 250, 6.4 at
-# Dp = 4,000). Pilot (vit_tiny_xs/s/m = widths 24/32/48, 2 seeds, lr 2e-3): every run is past the loss
-# plateau (training loss from ln 52 = 3.95 down to 0.5 (width 24) / 0.02 (width 48) at Dp = 250,
-# 1.4-2.4 at Dp = 4,000), error is below chance 0.981 at every Dp (0.88-0.92 at Dp = 250), falls with
-# both Dp and width, and a fine-tune from every pretrained backbone beats one from a random init
-# (symbols, Df = 100: 0.49-0.84 vs 0.80-0.89). Batch 32 beats batch 64 at the same images (width 48,
-# Dp = 4,000: error 0.43 +- 0.01 vs 0.52 +- 0.05 over seeds): more updates, and a seed spread 5x
-# smaller, which is what a paired comparison needs.
-# Peak lr: a sweep (`pilot_default.py --pt-lr`, plain, 2 seeds; lr 2e-3 from a 4-seed study) gave
+# Pretraining: 3,200 steps of batch 32 = 102,400 images per run (640 epochs at Dp = 160, 6.4 at
+# Dp = 16,000). The budget has to leave the data axis a data axis up to the largest Dp. Pilot
+# (`pilot_default.py`, vit_tiny_m, plain, lr 4e-3, Dp 5,000 -> 16,000, 3 seeds), error and the
+# paired drop E(5,000) - E(16,000) with its 95% t interval:
+#   800 x 32 (the earlier default)   0.336 -> 0.372   -0.036 [-0.202, +0.130]   the budget binds
+#   1600 x 32                        0.188 -> 0.156   +0.032 [-0.116, +0.179]   not resolved
+#   3200 x 32                        0.095 -> 0.062   +0.033 [+0.022, +0.044]   still falls
+#   1600 x 64                        0.107 -> 0.065   +0.042 [+0.011, +0.073]   still falls
+# and at 3200 x 32 the other widths: 16 +0.057 [+0.017, +0.096], 24 +0.044 [-0.020, +0.107], 32
+# +0.028 [+0.005, +0.051]. 1600 x 64 (the same images) trained only 10% faster here (the plan's
+# measured rate, 93.7 against 84.7 GFLOP/s), so the smaller batch (more updates, as below) stays.
+# In the pilot study, plain pretraining error from Dp = 4,000 to 16,000: width 48 0.123 -> 0.059,
+# 32 0.156 -> 0.084, 24 0.179 -> 0.137, 16 0.266 -> 0.223 (3 seeds). Batch 32 beat batch 64 at
+# the same images in the earlier 800-step pilot (width 48, Dp = 4,000: 0.43 +- 0.01 vs
+# 0.52 +- 0.05 over seeds), with a seed spread 5x smaller.
+# Peak lr: swept at the earlier 800-step budget (`pilot_default.py --pt-lr`, plain, 2 seeds),
 # glyph error at Dp = 1,600 / 4,000, widths 16 / 24 / 32 / 48:
 #   lr 1e-3   0.90/0.89  0.86/0.83  0.76/0.76  0.67/0.62
 #   lr 2e-3   0.80/0.77  0.71/0.67  0.65/0.60  0.51/0.47
@@ -44,7 +51,8 @@ from jaxscale.config import base_config
 # widest rung and within 0.1 of the best of the others; unlike the larger ones, it left the pilot's
 # error falling with both Dp and width in every cell, with a seed SD of at most 0.07. One lr for
 # all widths, then (the earlier 2e-3 under-trained every width by 0.05-0.13).
-PT_STEPS, PT_BATCH, PT_LR = 800, 32, 4e-3
+# The lr was not swept again at 3,200 steps (a longer cosine schedule at the same peak).
+PT_STEPS, PT_BATCH, PT_LR = 3200, 32, 4e-3
 # Fine-tuning: 150 steps of batch 32 = 4,800 images (48 epochs at Df = 100, 4.8 at Df = 1,000), a
 # full fine-tune of the pretrained backbone with a new zero-initialised head.
 FT_STEPS, FT_BATCH, FT_LR = 150, 32, 1e-3
@@ -80,48 +88,57 @@ def get_config(arg=None):
     c.finetune.dataset = "jaxscale_digits/16px"
   _fixed_steps(c.finetune.optim, FT_STEPS, FT_BATCH, FT_LR)
   c.distill.update(stage="pretrain", alpha=0.5, temperature=2.0)
-  c.checkpoint.every_steps = 400
+  c.checkpoint.every_steps = 1600            # a killed study loses at most half a pretraining run
 
   # ---------------------------------------------------------------------------- the grid
   # Models: the tiny ViT ladder, depth 2, widths 16 / 24 / 32 / 48 (10K / 17K / 29K / 62K parameters
-  # with the 52-class head; 6.6x from end to end). In the study error falls with width at every Dp
-  # (plain pretraining, Dp = 4,000: 0.686 / 0.562 / 0.489 / 0.393 +- 0.008-0.032). Four rungs, so a
-  # backtest that holds out the largest still fits the model-size term on three; the cheap
-  # width-16 rung widens the span downwards, since wider ones (96: 4x the FLOPs of 48) cost more than
-  # the budget allows on 2 cores.
+  # with the 52-class head; 6.6x from end to end). In the pilot study error falls with width at
+  # every Dp (plain pretraining, Dp = 16,000: 0.223 / 0.137 / 0.084 / 0.059). Four rungs, so a
+  # backtest that holds out the largest still fits the model-size term on three; wider ones (96:
+  # 4x the FLOPs of 48) cost more than the budget allows on 2 cores.
   c.study.models = ("vit_tiny_xxs", "vit_tiny_xs", "vit_tiny_s", "vit_tiny_m")
-  # Dp: x2.5 steps over 1.2 decades, from 5 images per class (plain error ~0.9, still below chance
-  # 0.981) to 4,000 (6.4 epochs of the budget). Not beyond: at Dp = 16,000 the budget is 1.6 epochs
-  # and the pilot's error no longer fell (width 48, lr 2e-3: 0.44 at 4,000, 0.46 at 16,000), i.e.
-  # there the budget, not the data, would set the error. Already from 1,600 to 4,000 the gain is
-  # small (plain pretraining: 0.005-0.06), and the training loss at 4,000 stays above that at 1,600.
-  c.study.dp = (250, 630, 1600, 4000)
+  # Dp: two decades, 160 -> 16,000 (about 3 to 300 images per class; x5, x5, x4), so the top is
+  # 4x the earlier default's 4,000 and, under the budget above, still data-bound (see there). At
+  # 16,000 the plain students leave the teacher (error 0.169) behind by a wide margin: width 48 at
+  # 0.059, 32 at 0.084 in the pilot study; at 160 every student (0.91-0.94) is far worse than it.
+  c.study.dp = (160, 800, 4000, 16000)
   # Df: 5, 15 and 50 images per class. Three values, so the law's Df term (C, gamma) is identified
   # (with two, any gamma fits them) and a backtest can hold out the largest Df.
   c.study.df = (100, 300, 1000)
-  c.study.arms = ("plain", "distilled")
-  # Paired seeds: a seed fixes the subset, the data order and the init in both arms, so
-  # E_plain - E_distilled is taken per seed. Pilot: the SD of one cell's paired difference is
-  # 0.01-0.06 (fine-tune errors vary more than pretraining ones); 4 seeds give SE 0.005-0.03 per
-  # cell, against differences of 0.03-0.12; pooling over Df and widths narrows it further.
-  c.study.seeds = (0, 1, 2, 3)
+  # Arms: plain, distilled from the teacher, and smoothed: the distilled arm's KD loss, alpha and T
+  # against a uniform teacher, i.e. label smoothing (Yuan et al. 2020, "Revisiting knowledge
+  # distillation via label smoothing regularization"), paired by seed with both. Distilled vs
+  # plain is the paper's question; distilled vs smoothed is what the teacher's knowledge adds
+  # beyond soft targets. The smoothed runs train in the distilled arm's programs (no extra compile).
+  c.study.arms = ("plain", "distilled", "smoothed")
+  # Paired seeds: a seed fixes the subset, the data order and the init in every arm, so
+  # E_plain - E_distilled is taken per seed. Round 1 runs 3 seeds, the fewest a point can be
+  # decided with (verdicts.MIN_PAIRS). The pilot study's paired differences at Dp = 800 were
+  # +0.15 to +0.34 (distillation helps a lot there), at 16,000 -0.05 to +0.04, with a per-pair SD
+  # of about 0.004 (pretraining task) to 0.07 (fine-tunes at small Dp); with 3 pairs a t-interval
+  # at the study's level is about 8 SDs wide, so round 1 decides only the large effects and:
+  c.study.seeds = (0, 1, 2)
+  # one adaptive round (`jaxscale study` runs it; study/rounds.py): every point still undecided
+  # after round 1 may grow to 6 pairs (3 new seeds, 3, 4, 5, in every arm), cheapest (model, Dp)
+  # first, within a budget of 144 runs after round 1 (4 (model, Dp) of 36 runs each: 3 seeds x 3
+  # arms x (1 pretraining + 3 fine-tunes)), so that `make study` stays within about 20 minutes on
+  # 2 cores. Two looks: the false discovery rate 0.05 is split 0.025 / 0.025 over them.
+  c.study.adaptive = True
+  c.study.max_rounds = 2
+  c.study.max_runs = 144
   # Margin δ (top-1 error): a difference inside ±0.03 is "no practical difference". Three points of
   # error are the smallest change a practitioner would switch pretraining recipes for at these error
-  # levels (0.2-0.9); smaller margins cost seeds fast: at the study-wide level (64 points, each at
-  # 1 - 0.05/64) a point with no true difference needs about 11 / 26 / 52 pairs for its interval to
-  # fit inside ±0.03 at a pair SD of 0.02 / 0.04 / 0.06 (the pilot's 0.01-0.06), against 18 / 52 / 108
-  # inside ±0.02. So 4 seeds decide only large effects; `jaxscale suggest` says where more pay.
+  # levels (0.06-0.94); smaller margins cost seeds fast (the pairs needed grow as 1/δ²), and the
+  # pilot study's fine-tune pair SD (0.02-0.07) already asks for 6-20 pairs to put an interval
+  # inside ±0.03 at a point with no difference.
   c.study.margin = 0.03
   # Teacher rule: the smallest rung (width 16), trained with the same fixed budget as every student,
-  # on the whole pretraining split (30,000 images, each seen about once), with its own fixed seed
-  # (`teacher_seed`, so `--config.study.seeds=...` keeps the teacher). "A small teacher that has seen
-  # much data", as the paper frames it: smaller than every other student, and by construction inside
-  # the students' range: it is the smallest model (so the plain largest student at large Dp beats it)
-  # and it has the most data (so it beats students at small Dp). Measured in the study: the teacher's
-  # glyph error is 0.719, against the plain students' 0.867-0.927 at Dp = 250 and plain
-  # vit_tiny_m's 0.393 at Dp = 4,000. (With the width-24 rung as teacher, a pilot at lr 2e-3 had
-  # distillation helping at every Dp; the weaker width-16 teacher puts the crossing the paper
-  # predicts within reach of this grid, or shows it is absent.)
+  # on the whole pretraining split (30,000 images, each seen about 3.4 times), with its own fixed
+  # seed (`teacher_seed`, so `--config.study.seeds=...` keeps the teacher). "A small teacher that has
+  # seen much data", as the paper frames it: the smallest model (so the plain largest student at
+  # large Dp beats it) with the most data (so it beats every student at small Dp). Measured in the
+  # pilot study: the teacher's glyph error is 0.169, against the plain students' 0.91-0.94 at
+  # Dp = 160 and the plain width-48 student's 0.059 at Dp = 16,000 (2.9x better than the teacher).
   c.study.teacher_model = "vit_tiny_xxs"    # named, so the :quick variant keeps the same teacher
   c.study.teacher_dp = 30000
   c.study.teacher_seed = 0
@@ -131,23 +148,23 @@ def get_config(arg=None):
   c.study.bootstrap = 200
 
   if variant == "quick":
-    # A first look: two widths, 3 Dp, 2 seeds, same budgets and teacher (so every record is one the
-    # full study would also make). Every Df stays: the transfer law needs Df to vary.
-    c.study.models = ("vit_tiny_xs", "vit_tiny_m")
-    c.study.dp = (250, 1600, 4000)
+    # A first look: the cheapest and the third width, 3 Dp over the same two decades, two arms, 2
+    # seeds, same budgets and teacher (so every record is one the full study would also make), no
+    # adaptive round (`--adaptive --max-runs N` adds one). Every Df stays: the transfer law needs
+    # Df to vary.
+    c.study.models = ("vit_tiny_xxs", "vit_tiny_s")
+    c.study.dp = (160, 800, 16000)
+    c.study.arms = ("plain", "distilled")
     c.study.seeds = (0, 1)
+    c.study.adaptive = False
+    c.study.max_runs = 0
     c.study.bootstrap = 100
   if variant == "pruning":
     _pruning(c)
   if variant == "control":
-    # The smoothed arm: the distilled arm's KD loss, alpha and T against a uniform teacher, i.e.
-    # label smoothing (Yuan et al. 2020), paired by seed with both arms; distilled vs smoothed is
-    # what the teacher's knowledge adds beyond soft targets. It trains in the distilled arm's
-    # pretraining programs (no extra compile) and adds half the student runs: 769 runs (1 teacher,
-    # 192 pretraining, 576 fine-tuning), 21.8 training TFLOPs against the default's 14.4 (x1.51,
-    # `jaxscale study --dry-run`); with the default's 8m29s of training that is about 13 minutes of
-    # training, 15-16 minutes in all on 2 cores (estimated from the FLOPs, not measured).
-    c.study.arms = ("plain", "distilled", "smoothed")
+    # Without the control arm (the design before it was part of the default): two arms, 2/3 of
+    # the runs.
+    c.study.arms = ("plain", "distilled")
   return c
 
 
@@ -158,13 +175,15 @@ def _pruning(c) -> None:
 
   The plain arm only (the question is the selection, not distillation), at the default's Dp and Df,
   budgets and teacher (the scores' backbone: the width-16 rung on all 30,000 images, so every Dp of
-  every selection is ranked by the same model). Two widths, 24 and 48 (4x apart in FLOPs), and the
-  default's 4 paired seeds: a seed fixes the init, the data order and the Df subset in every
-  selection, so E_pruned - E_random is taken per seed. Cost: 385 runs (1 teacher, 96 pretraining,
-  288 fine-tuning), 14.3 training TFLOPs against the default study's 14.4, which took 10m55s on a
-  fresh clone on 2 cores: about 11 minutes expected (not measured).
+  every selection is ranked by the same model). Two widths, 24 and 48 (4x apart in FLOPs), and 4
+  paired seeds: a seed fixes the init, the data order and the Df subset in every selection, so
+  E_pruned - E_random is taken per seed; no adaptive rounds (they compare distillation arms). Cost:
+  `jaxscale study --config configs/default.py:pruning --dry-run` (not measured).
   """
   c.study.models = ("vit_tiny_xs", "vit_tiny_m")
   c.study.arms = ("plain",)
+  c.study.seeds = (0, 1, 2, 3)
+  c.study.adaptive = False
+  c.study.max_runs = 0
   c.study.selection = ("random", "prototypes_hard", "prototypes_easy")
   c.study.scores.update(backbone="", k=0, seed=0)   # the teacher; k = 0: one cluster per class (52)

@@ -154,7 +154,9 @@ def base_config() -> ConfigDict:
       margin=0.03,
       adaptive=False,           # `jaxscale study --adaptive`: add seed pairs round after round
       max_rounds=5,             # adaptive: a point may be judged at len(seeds)·2^k pairs, k < max_rounds;
-                                # the error rate is spent over these (Bonferroni; study/adaptive.py)
+                                # the false discovery rate is split over these looks (study/adaptive.py)
+      max_runs=0,               # adaptive: at most this many runs added after round 1 (0: no budget
+                                # but max_rounds); `--max-runs N` overrides it
       selection=("random",),    # how the Dp images are chosen, an axis of the grid (SELECTIONS)
       # Difficulty scores for the prototype selections: k-means on a backbone's pre-head features.
       scores=ConfigDict(dict(
@@ -327,6 +329,8 @@ def _validate_study(s: ConfigDict) -> None:
          f"matters, e.g. 0.03), got {s.margin!r}")
   _check(isinstance(s.max_rounds, int) and s.max_rounds >= 1,
          f"config.study.max_rounds must be an integer >= 1, got {s.max_rounds!r}")
+  _check(isinstance(s.max_runs, int) and not isinstance(s.max_runs, bool) and s.max_runs >= 0,
+         f"config.study.max_runs must be an integer >= 0 (0: no run budget), got {s.max_runs!r}")
 
 
 def _validate_selection(s: ConfigDict) -> None:

@@ -26,7 +26,7 @@ def test_every_run_of_a_stage_gets_the_same_budget(arg):
   s = c.study
   pt = {num_train_steps(c.pretrain.optim, dp) for dp in list(s.dp) + [grid.teacher_of(s).dp]}
   ft = {num_train_steps(c.finetune.optim, df) for df in s.df}
-  assert pt == {800} and ft == {150}
+  assert pt == {3200} and ft == {150}
   assert c.pretrain.optim.batch_size == 32 and c.finetune.optim.batch_size == 32
 
 
@@ -50,7 +50,12 @@ def test_teacher_is_the_smallest_rung_on_more_data_than_any_student():
 
 def test_paired_seeds_and_downstream_task():
   c = _load()
-  assert set(c.study.arms) == {"plain", "distilled"} and len(c.study.seeds) >= 4
+  assert c.study.arms == ("plain", "distilled", "smoothed") and len(c.study.seeds) >= 3
+  # the Dp range spans two decades and reaches 4x the earlier default's 4,000
+  assert max(c.study.dp) / min(c.study.dp) >= 100 and max(c.study.dp) >= 16000
+  # one adaptive round within a stated run budget; the variants without distillation arms have none
+  assert c.study.adaptive and c.study.max_rounds == 2 and c.study.max_runs > 0
+  assert not _load("quick").study.adaptive and not _load("pruning").study.adaptive
   assert c.finetune.dataset == "jaxscale_symbols/16px"
   assert _load("digits").finetune.dataset == "jaxscale_digits/16px"
 

@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="after round 1 (the config's seeds) add seed pairs where a verdict is still open, round "
                            "after round (config.study.adaptive; rounds logged in <workdir>/rounds.json)")
   parser.add_argument("--max-runs", default=None, metavar="N",
-                      help="--adaptive: at most N runs added after round 1 (default: no budget but "
-                           "config.study.max_rounds)")
+                      help="--adaptive: at most N runs added after round 1 (default: config.study.max_runs; "
+                           "0 there: no budget but config.study.max_rounds)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,4 +99,5 @@ def _adaptive(config, args: argparse.Namespace) -> int | None:
     return None
   if args.engine == "ray":
     raise JaxscaleError("adaptive rounds run with --engine local; leave out --engine ray (or --adaptive)")
-  return rounds.check(config, args.max_runs)
+  budget = args.max_runs if args.max_runs is not None else (int(config.study.max_runs) or None)
+  return rounds.check(config, budget)

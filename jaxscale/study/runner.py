@@ -52,8 +52,9 @@ EXECUTION_GROUPS = ("engine", "mesh")
 def study_hash(config: ConfigDict) -> str:
   """Hash of everything that determines the cells' results (analysis-only fields excluded)."""
   c = ConfigDict(config.to_dict())
-  for field in ANALYSIS_FIELDS:
-    del c.study[field]
+  for field in ANALYSIS_FIELDS + ("max_runs",):  # the run budget of later rounds: raising it resumes
+    if field in c.study:
+      del c.study[field]
   for group, field in config_lib.OBSERVATION_FIELDS:  # what is observed along a run changes no cell
     del c[group][field]
   if tuple(c.study.selection) == ("random",):  # no scores used: the hash of a study from before the axis
