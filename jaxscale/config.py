@@ -55,7 +55,7 @@ def optim_config(**overrides) -> ConfigDict:
       epochs=10.0,            # passes over the subset
       min_steps=100,
       max_steps=0,            # 0 = no cap
-      eval_every=0,           # steps between periodic evals; 0 = only at the end
+      eval_every=0,           # unused (evaluations along a run are `eval_at`); kept so configs keep their hash
   ))
   c.update(overrides)
   return c
@@ -518,10 +518,6 @@ def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
   for item in argv:
     (overrides if item.startswith("--config.") else rest).append(item)
   return overrides, rest
-
-
-def to_json(config: ConfigDict) -> str:
-  return json.dumps(config.to_dict(), sort_keys=True, indent=2, default=str)
 
 
 __all__ = ["base_config", "optim_config", "validate", "load", "config_hash", "split_config_args",

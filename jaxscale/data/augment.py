@@ -2,7 +2,8 @@
 
 Images are stored and moved as uint8 ``[..., S, S, C]`` (C = 1 or 3) and become float32
 ``[..., S, S, 3]`` in [-1, 1] only inside the compiled step (:func:`normalize`). Training
-augmentation (a padded random crop and an optional horizontal flip) runs on the device for every
+augmentation (a padded random crop, an optional random-resized crop and an optional horizontal
+flip) runs on the device for every
 input path, so the same config gives the same batches whether the images were kept on the device
 or read by grain. Its random choices are a pure function of a per-run key and an example's global
 position in the run's stream (``step * batch_size + b``): :func:`example_uniforms`.

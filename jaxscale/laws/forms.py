@@ -350,7 +350,7 @@ def _ceiling_init(x, y):
 
 
 def _scale_init(x, y):
-  """beta (offset-free forms) starts around the targets' geometric mean times x's scale."""
+  """beta (offset-free forms) starts at the targets' geometric mean times 1e-2, 1, 1e2 and 1e4."""
   g = float(np.exp(np.mean(np.log(y))))
   return g * np.array([1e-2, 1.0, 1e2, 1e4])
 

@@ -227,6 +227,36 @@ def predicted_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
           f"R² check is made; points on the diagonal are fitted exactly.")
 
 
+def curves_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
+  """Pretraining learning curves (`analysis.curve_summary`): per model the smallest and the largest
+  Dp, every arm; None without curves."""
+  fig = (a.curves.get("pretrain") or {}).get("figure")
+  if not fig:
+    return None
+  models = sorted(fig, key=lambda m: next((x.params for x in a.measured if x.model == m), 0))
+  panels, dps = [], set()
+  for model in models:
+    series = []
+    for (dp, arm), c in sorted(fig[model]["curves"].items(), key=lambda kv: (kv[0][0], kv[0][1] != "plain")):
+      if len(c["examples"]) < 2 or arm not in plots.ARM_STYLE:
+        continue
+      dps.add(dp)
+      series.append({"dp": dp, "arm": arm, "x": c["examples"], "mean": c["mean"], "low": c["low"],
+                     "high": c["high"], "seeds": c["seeds"]})
+    if series:
+      panels.append({"title": model, "series": series})
+  return {"panels": panels, "dp": sorted(dps)} if panels else None
+
+
+def curves_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  seeds = max(s["seeds"] for p in n["panels"] for s in p["series"])
+  return (f"Does the budget bind? Pretraining error against images seen, one panel per model, at the "
+          f"smallest and the largest Dp ({', '.join(f'{d:,}' for d in n['dp'])}), every arm: lines are "
+          f"means over up to {seeds} seeds, shaded the 95% t band. Points before the end are measured on "
+          f"a fixed subset of {a.config.pretrain.eval_subset} test images (config.pretrain.eval_at), the "
+          f"last on the whole test split.")
+
+
 FIGURES = (
     Figure("delta_e.png", delta_numbers, plots.paired_differences, delta_caption),
     Figure("error_vs_dp.png", error_vs_dp_numbers, plots.measured_panels, error_vs_dp_caption),
@@ -234,4 +264,5 @@ FIGURES = (
     Figure("error_vs_m.png", error_vs_m_numbers, plots.measured_panels, error_vs_m_caption),
     Figure("pretrain_error.png", pretrain_numbers, plots.measured_panels, pretrain_caption),
     Figure("predicted_vs_measured.png", predicted_numbers, plots.predicted_vs_measured, predicted_caption),
+    Figure("learning_curves.png", curves_numbers, plots.learning_curves, curves_caption),
 )

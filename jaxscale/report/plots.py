@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, NullLocator  # noqa: E402
 
 ARM_STYLE = {"plain": dict(ls="-", marker="o"), "distilled": dict(ls="--", marker="^"),
-             "teacher": dict(ls=":", marker="s")}
+             "smoothed": dict(ls="-.", marker="v"), "teacher": dict(ls=":", marker="s")}
 DPI = 100
 PANEL_W, PANEL_H = 3.6, 3.0
 FONT = 9
@@ -220,3 +220,33 @@ def predicted_vs_measured(numbers: Mapping[str, Any], path: str) -> str:
                        label=f"{a}: cell mean over seeds") for a in arms]
   handles += [Line2D([], [], color="k", lw=0.8, label="measured = predicted")]
   return _finish(fig, path, handles, ncol=3)
+
+
+def learning_curves(numbers: Mapping[str, Any], path: str) -> str:
+  """Error against images seen, one panel per model: per (Dp, arm) the seed mean (line) and its 95%
+  t band (shaded); colour by Dp (smallest, largest), line style by arm.
+
+  numbers: {"panels": [{"title", "series": [{"dp", "arm", "x", "mean", "low", "high", "seeds"}]}],
+  "dp": [the Dp shown, ascending]}.
+  """
+  panels = numbers["panels"]
+  fig, axes = _figure(len(panels), 4)
+  palette = dict(zip(numbers["dp"], colors(len(numbers["dp"]))))
+  for ax, panel in zip(axes, panels):
+    for s in panel["series"]:
+      color, style = palette[s["dp"]], ARM_STYLE[s["arm"]]
+      x = np.asarray(s["x"], float)
+      ax.plot(x, s["mean"], color=color, ls=style["ls"], marker=style["marker"], ms=3, lw=1.1)
+      ax.fill_between(x, s["low"], s["high"], color=color, alpha=0.15, lw=0)
+    ax.set_xscale("log")
+    ax.set_title(panel["title"], fontsize=FONT + 1)
+    ax.set_xlabel("images seen", fontsize=FONT)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: short(v)))
+    ax.tick_params(labelsize=FONT)
+    ax.grid(True, which="both", alpha=0.25)
+  axes[0].set_ylabel("error (test split)", fontsize=FONT)
+  arms = list(dict.fromkeys(s["arm"] for p in panels for s in p["series"]))
+  handles = [Line2D([], [], color=palette[d], lw=2, label=f"Dp = {d:,}") for d in numbers["dp"]]
+  handles += [Line2D([], [], color="0.3", ls=ARM_STYLE[a]["ls"], marker=ARM_STYLE[a]["marker"], ms=3,
+                     label=a) for a in arms]
+  return _finish(fig, path, handles, ncol=len(handles))

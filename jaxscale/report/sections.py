@@ -153,6 +153,23 @@ def rounds_blocks(log: dict[str, Any] | None) -> list[Block]:
           ("table", ["round", "runs", "where", "why"], rows)]
 
 
+def budget_blocks(a: StudyAnalysis) -> list[Block]:
+  """"Does the budget bind?": the plain arm's drop over the last part of the budget at the largest
+  Dp, per model, for pretraining (and fine-tuning at the largest Df), from the learning curves."""
+  checks = [(stage, a.curves[stage]["budget"]) for stage in ("pretrain", "finetune")
+            if a.curves.get(stage, {}).get("budget")]
+  if not checks:
+    return []
+  out: list[Block] = [("h", 2, "Learning curves: does the budget bind?")]
+  for stage, by_model in checks:
+    name = "Pretraining" if stage == "pretrain" else "Fine-tuning (largest Df)"
+    flags = [v["flag"] for v in by_model.values()]
+    summary = ("the budget binds for " + ", ".join(m for m, v in by_model.items() if v["flag"] == "binds")
+               if "binds" in flags else "no model's error still falls by more than the margin at the end")
+    out.append(("p", f"{name}: {summary}. " + " ".join(v["text"] + "." for v in by_model.values())))
+  return out
+
+
 def setup_blocks(a: StudyAnalysis) -> list[Block]:
   c = a.config
   s, d = c.study, c.distill
@@ -161,6 +178,9 @@ def setup_blocks(a: StudyAnalysis) -> list[Block]:
   if "distilled" in s.arms:
     arms.append(f"distilled: (1 − α)·CE + α·T²·KL with α = {d.alpha:g}, T = {d.temperature:g}, "
                 f"during {d.stage}")
+  if "smoothed" in s.arms:
+    arms.append("smoothed: the distilled arm's loss against a uniform teacher (label smoothing), the "
+                "control for what the teacher's knowledge adds")
   rows = [
       ["pretraining data", f"{c.pretrain.dataset} (test split: {test_size(a, 'pretrain')} images)"],
       ["downstream data", f"{c.finetune.dataset} (test split: {test_size(a, 'finetune')} images)"],

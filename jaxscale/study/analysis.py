@@ -45,6 +45,9 @@ class StudyAnalysis:
   crossings: tuple[LawCrossing, ...]
   exponents: tuple[Exponent, ...]
   fits: dict[str, Any]
+  # Learning curves (curves.jsonl; empty without one): per stage, `curves.figure_curves` and
+  # `curves.budget_check` of the plain arm (the report's figure and budget sentences).
+  curves: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _law_check_json(arms: Mapping[str, ArmFit]) -> dict[str, Any]:
@@ -96,8 +99,21 @@ def grid_need(rows: Sequence[Mapping[str, Any]], cells: Sequence[PairedCell]) ->
   return {**verdicts.grid_need(cells), "runs": runs, "minutes": seconds / 60}
 
 
+def curve_summary(config: ConfigDict, lines: Sequence[Mapping[str, Any]], keep: set[str]) -> dict[str, Any]:
+  """The learning curves' figure numbers and budget checks per stage ({} without curves), of the
+  students' runs in `keep` (the cell ids analysed: random subsets, not diverged)."""
+  from jaxscale.study import curves as curves_lib
+  lines = [c for c in lines if c.get("cell_id") in keep and not verdicts.is_teacher(c)]
+  if not lines:
+    return {}
+  margin = float(config.study.margin)
+  return {stage: {"figure": curves_lib.figure_curves(lines, stage),
+                  "budget": curves_lib.budget_check(lines, margin, stage)}
+          for stage in ("pretrain", "finetune") if any(c.get("stage") == stage for c in lines)}
+
+
 def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
-                    progress: bool = True) -> StudyAnalysis:
+                    progress: bool = True, curves: Sequence[Mapping[str, Any]] = ()) -> StudyAnalysis:
   """Everything the records of a study support (see the module docstring). Records of diverged
   runs (a non-null `diverged_at`) are left out of the means, the pairs and the laws."""
   diverged = tuple(r for r in rows if r.get("diverged_at") is not None)
@@ -123,6 +139,9 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                  diverged=[r.get("cell_id") for r in diverged],
                  law_selection=selection, law_check=_law_check_json(arms), backtests=bts[law],
                  exponents=selection_lib.exponents(config, table))
+  summary = curve_summary(config, curves, {r.get("cell_id") for r in rows})
+  if summary:
+    content["budget_check"] = {stage: v["budget"] for stage, v in summary.items()}
   fits = laws.api.sanitize(content)
   form = laws.get(law)
   return StudyAnalysis(config=config, rows=tuple(rows), law=form.name, formula=form.formula,
@@ -130,7 +149,7 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                        diverged=tuple(r.get("cell_id") for r in diverged),
                        selection=selection_lib.selection_of(fits["law_selection"]),
                        crossings=selection_lib.crossings_of(fits["boundaries"]),
-                       exponents=selection_lib.exponents_of(fits["exponents"]), fits=fits)
+                       exponents=selection_lib.exponents_of(fits["exponents"]), fits=fits, curves=summary)
 
 
 def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> StudyAnalysis:
@@ -139,7 +158,8 @@ def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> St
   rows = records.read(path)
   if not verdicts.student_rows(rows, "finetune"):
     raise JaxscaleError(f"{path} has no fine-tune records; run `jaxscale study` on this workdir first")
-  result = analyze_records(config, rows, progress=progress)
+  lines = [c for c in records.read(records.curves_path(path)) if c.get("stage") in ("pretrain", "finetune")]
+  result = analyze_records(config, rows, progress=progress, curves=lines)
   # fits.json is derived from the records, so it is rebuilt (atomically) every time.
   laws.write_fits(os.path.join(workdir, "fits.json"), result.fits, force=True)
   return result

@@ -32,10 +32,10 @@ STAGE_WORDS = {grid.TEACHER: "teacher", grid.PRETRAIN: "pretrain", grid.FINETUNE
 
 
 def study_plan(config: ConfigDict, workdir: str | None = None) -> dict[str, Any]:
-  """:func:`jaxscale.study.runner.plan` of `workdir`, or of a study with nothing done (None), plus
+  """:func:`jaxscale.study.runner.grid_status` of `workdir`, or of a study with nothing done (None), plus
   ``todo_groups`` (groups with a cell still to train)."""
   from jaxscale.study import runner
-  p = runner.plan(config, workdir)
+  p = runner.grid_status(config, workdir)
   done = {r["cell"].id for r in p["rows"] if r["done"]}
   p["todo_groups"] = sum(any(c.id not in done for c in g.cells) for g in grid.groups(config))
   p["eval_flops"] = eval_flops(config, [r["cell"] for r in p["rows"] if not r["done"]])

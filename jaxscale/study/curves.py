@@ -68,15 +68,19 @@ def figure_curves(curves: Sequence[dict], stage: str = "pretrain", df: int | Non
 
 
 def _error_at(run: dict, frac: float) -> tuple[float, float] | None:
-  """(fraction, error) of the run's last point at or before `frac` of its budget, or None."""
-  pts = [p for p in run["points"] if p["step"] / run["steps"] <= frac + 1e-9]
-  return (pts[-1]["step"] / run["steps"], pts[-1]["eval_error"]) if pts else None
+  """(fraction, error) of the run's point before its end nearest to `frac` of its budget (points
+  sit at dispatch boundaries, so 0.7 may be measured at 0.703), or None without such a point."""
+  pts = [p for p in run["points"] if p["step"] < run["steps"]]
+  if not pts:
+    return None
+  p = min(pts, key=lambda p: (abs(p["step"] / run["steps"] - frac), p["step"]))
+  return p["step"] / run["steps"], p["eval_error"]
 
 
 def budget_check(curves: Sequence[dict], margin: float, stage: str = "pretrain", df: int | None = None,
                  arm: str = "plain") -> dict[str, dict]:
   """Per model, at its largest Dp: the `arm`'s error drop over the last `LAST` of the budget (paired
-  within seeds; measured from the last point at or before 1 - LAST), its 95% t interval, a flag and
+  within seeds; measured from the point nearest to 1 - LAST), its 95% t interval, a flag and
   a sentence. Flags: ``"binds"`` (the interval lies above `margin`: still falling steeply),
   ``"flat"`` (the drop since `EARLY` of the budget lies inside ±margin), ``""`` (neither), or
   ``"no points"`` (no run has a point early enough)."""

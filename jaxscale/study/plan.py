@@ -288,8 +288,10 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
     runs = sharding_lib.padded_runs(spec["runs"], mesh)   # as the engine pads the group
     looped = int(mesh.shape["runs"]) if runs_one_by_one(mesh) else 0
 
+    costs: dict[int, Any] = {}     # this program's step cost per device batch, compiled once each
+
     def cost_at(device_batch, model=model, stage=stage, teacher=teacher, runs=runs, mesh=mesh,
-                replicas=replicas, devices=devices, looped=looped, cache={}):
+                replicas=replicas, devices=devices, looped=looped, cache=costs):
       if device_batch not in cache:
         compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher, runs=runs)
         cache[device_batch] = step_cost(compiled, devices, runs, looped)

@@ -28,7 +28,7 @@ def build(config: ConfigDict, stage: str, result: dict[str, Any], *, cell_id: st
   of its pretraining; default from `distilled`), ``selection`` (how its Dp images were chosen:
   "random" or a prototype rule, :mod:`jaxscale.data.subsets`), ``distilled, teacher`` (False and "" for the plain and
   the smoothed arm), ``alpha`` (the KD weight during this stage; 0 = plain), ``seed,
-  subset_hash, steps, batch_size, flops`` (training FLOPs of this stage), ``eval_error, eval_loss,
+  subset_hash, steps, batch_size, lr`` (the stage's peak learning rate), ``flops`` (training FLOPs of this stage), ``eval_error, eval_loss,
   eval_count`` (top-1 error and mean cross-entropy on the whole eval split of that many images),
   ``diverged_at`` (the step whose loss or gradient was not finite, else null), ``wall_s`` (the
   run's share of its group's wall time), ``group_size``, ``mesh`` (the group's devices along

@@ -1,4 +1,5 @@
-"""Runs a study's cells in dependency order, resumably, then fits the laws and writes the report.
+"""Runs a study's cells in dependency order, resumably (the study command then fits the laws and
+writes the report: :mod:`jaxscale.study.analysis`, :mod:`jaxscale.report`).
 
 Workdir layout::
 
@@ -13,8 +14,9 @@ Workdir layout::
   fits.json        fitted laws per arm and the distillation boundary
   report/          report.md, report.html and the PNG figures
 
-A finished cell is never run again: its record in records.jsonl is the proof it is done. The runner
-is the only writer of records: the trainer returns results, the runner turns them into records.
+A finished cell is never run again: its record in records.jsonl is the proof it is done. Records
+are appended by one function, `records.add_results` (called by this runner and by the Ray driver):
+the trainer returns results, the caller turns them into records with `record_of`.
 """
 
 from __future__ import annotations
@@ -198,7 +200,7 @@ def cell_flops(config: ConfigDict, cell: grid.Cell) -> float:
   return steps_lib.run_flops(models.flops_per_image(cell.model, classes, image_size), teacher, images)
 
 
-def plan(config: ConfigDict, workdir: str | None = None) -> dict[str, Any]:
+def grid_status(config: ConfigDict, workdir: str | None = None) -> dict[str, Any]:
   """The cells with their status and FLOPs, the FLOPs still to train, and the training speed the
   workdir's records measured (``flops_per_s`` None, ``rate_measured`` False without any; a study
   with nothing done when `workdir` is None)."""

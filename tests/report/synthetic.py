@@ -4,11 +4,11 @@ datasets and fixed step budgets), so the documented commands run on it stay insi
 
 Errors follow known laws so tests can check what the analysis and the report say:
 
-  plain:     E = 0.05 + 6.0 Dp^-0.5 + 30 M^-0.5 + 2 Df^-0.5
-  distilled: E = 0.08 + 1.2 Dp^-0.3 + 30 M^-0.5 + 2 Df^-0.5
+  plain:     E = 0.05 + 8.0 Dp^-0.5 + 30 M^-0.5 + 2 Df^-0.5
+  distilled: E = 0.10 + 1.2 Dp^-0.3 + 30 M^-0.5 + 2 Df^-0.5
 
-so ΔE = E_plain − E_distilled is +0.120 and +0.036 at Dp = 250 and 630, −0.011 and −0.035 at
-1,600 and 4,000: distillation helps below a Dp* between 630 and 1,600 and hurts above, in every
+so ΔE = E_plain − E_distilled is +0.321 and +0.071 at Dp = 160 and 800, −0.023 and −0.053 at
+4,000 and 16,000: distillation helps below a Dp* between 800 and 4,000 and hurts above, in every
 (M, Df).
 Both arms of a seed share most of their noise (paired seeds), so the paired CIs are narrow.
 `flat=True` gives a study whose fine-tune errors do not follow the law (a failed fit).
@@ -24,17 +24,17 @@ from jaxscale.config import base_config
 
 # (name, M as fitted with the 20-class downstream head, parameters with the 52-class glyph head)
 MODELS = (("vit_tiny_xxs", 7_972, 8_516), ("vit_tiny_xs", 16_556, 17_356), ("vit_tiny_s", 28_212, 29_268), ("vit_tiny_m", 60_740, 62_308))
-DPS, DFS, SEEDS = (250, 630, 1600, 4000), (100, 300, 1000), (0, 1, 2, 3)
-PT_STEPS, FT_STEPS = 800, 150
+DPS, DFS, SEEDS = (160, 800, 4000, 16000), (100, 300, 1000), (0, 1, 2)
+PT_STEPS, FT_STEPS = 3200, 150
 TEACHER_ERROR = 0.615
 
 
 def plain(dp, m, df):
-  return 0.05 + 6.0 * dp ** -0.5 + 30 * m ** -0.5 + 2 * df ** -0.5
+  return 0.05 + 8.0 * dp ** -0.5 + 30 * m ** -0.5 + 2 * df ** -0.5
 
 
 def distilled(dp, m, df):
-  return 0.08 + 1.2 * dp ** -0.3 + 30 * m ** -0.5 + 2 * df ** -0.5
+  return 0.10 + 1.2 * dp ** -0.3 + 30 * m ** -0.5 + 2 * df ** -0.5
 
 
 def config(bootstrap=20):
@@ -56,7 +56,7 @@ def _row(stage, model, params, dp, df, arm, seed, error, cell_id, steps):
 
 
 def rows(flat=False, seed=0):
-  """The records of the synthetic study: 1 teacher, 128 pretraining and 384 fine-tune runs."""
+  """The records of the synthetic study: 1 teacher, 96 pretraining and 288 fine-tune runs."""
   rng = np.random.default_rng(seed)
   out = [_row("pretrain", "vit_tiny_xxs", 8_516, 30000, 0, "plain", 0, TEACHER_ERROR,
               "teacher-vit_tiny_xxs-dp30000-s0", PT_STEPS)]
@@ -86,7 +86,30 @@ def write_study(workdir, flat=False, bootstrap=20):
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "study.json"), "w") as f:
     json.dump({"hash": "synthetic", "config": c.to_dict()}, f, default=str)
+  recs = rows(flat)
   with open(os.path.join(workdir, "records.jsonl"), "w") as f:
-    for r in rows(flat):
+    for r in recs:
       f.write(json.dumps(r) + "\n")
+  with open(os.path.join(workdir, "curves.jsonl"), "w") as f:
+    for r in recs:
+      if r["stage"] == "pretrain":
+        f.write(json.dumps(curve(r)) + "\n")
   return c
+
+
+CURVE_AT = (0.1, 0.3, 0.7, 1.0)
+
+
+def curve(record):
+  """A pretraining run's curves.jsonl line: the error falls from 0.95 to the record's final error
+  as (1 - fraction)^2, so the last 30% of the budget lowers it by 9% of that range; the last point
+  is the record's own."""
+  final, steps = record["eval_error"], record["steps"]
+  points = [{"step": round(f * steps), "examples": round(f * steps) * 32, "train_loss": 1.0,
+             "eval_error": final + (0.95 - final) * (1 - f) ** 2, "eval_loss": 1.0,
+             "eval_count": 256 if f < 1 else record["eval_count"]} for f in CURVE_AT]
+  arm = "distilled" if record["distilled"] else "plain"
+  return {"stage": "pretrain", "cell_id": record["cell_id"], "model": record["model"],
+          "params": record["params"], "dp": record["dp"], "df": 0, "arm": arm, "selection": "random",
+          "distilled": record["distilled"], "seed": record["seed"], "steps": steps, "batch_size": 32,
+          "points": points}

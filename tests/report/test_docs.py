@@ -93,7 +93,7 @@ def docs_run(study, tmp_path_factory):
   cwd = tmp_path_factory.mktemp("docs")
   default = cwd / "runs" / "default"
   default.mkdir(parents=True)
-  for name in ("study.json", "records.jsonl"):
+  for name in ("study.json", "records.jsonl", "curves.jsonl"):
     shutil.copy(os.path.join(workdir, name), default / name)
   env = dict(os.environ, CI="true", JAX_PLATFORMS="cpu", TFDS_DATA_DIR=str(cwd / "tfds"))
   results, skipped = [], []

@@ -32,12 +32,12 @@ def test_first_screen_says_what_was_run_measured_and_how_sure(study):
   md = open(out["markdown"], encoding="utf-8").read()
   first = _first_screen(md)
   for needle in ("What was run", "What was measured", "How sure", "5,000 images", "2,600 images",
-                 "M = 60,740", "seeds 0, 1, 2, 3", "The study's 64 points are judged as one family", "false discovery rate of 5%",
+                 "M = 60,740", "seeds 0, 1, 2", "The study's 64 points are judged as one family", "false discovery rate of 5%",
                  "inside ±0.03", "Diverged runs: none"):
     assert needle in first, needle
   assert "more seed pairs" in first or "Every point is decided." in first
   head = max((c for c in result.paired if c.stage == "finetune"), key=lambda c: (c.params, -c.df))
-  assert head.verdict == "helps_below_dp_star"  # the synthetic truth: ΔE > 0 up to Dp 630, < 0 above
+  assert head.verdict == "helps_below_dp_star"  # the synthetic truth: ΔE > 0 up to Dp 800, < 0 above
   assert head.verdict_text in first
   pre = max((c for c in result.paired if c.stage == "pretrain"), key=lambda c: c.params)
   assert pre.verdict_text in first
@@ -61,7 +61,7 @@ def test_setup_table(study):
   setup = md.split("## Setup")[1].split("##")[0]
   for needle in ("jaxscale_symbols/16px (test split: 5,000 images)", "α = 0.5, T = 2, during pretrain",
                  f"its error on the pretraining test split {synthetic.TEACHER_ERROR:.3f}",
-                 "vit_tiny_xs (16,556)", "Dp = 250: 800", "Df = 1,000: 150", "batch_size 32"):
+                 "vit_tiny_xs (16,556)", "Dp = 160: 3,200", "Df = 1,000: 150", "batch_size 32"):
     assert needle in setup, needle
 
 
@@ -99,13 +99,31 @@ def test_paired_figure_has_a_panel_per_model_with_every_seed(study):
     assert len(panel["series"]) == 1 + len(synthetic.DFS)  # the pretraining task and each Df
     for s in panel["series"]:
       assert len(s["seeds"]) == len(synthetic.DPS) * len(synthetic.SEEDS)
-      assert s["dp_star"] is None or 630 < s["dp_star"] < 1600
+      assert s["dp_star"] is None or 800 < s["dp_star"] < 4000
   # Dp* is drawn exactly where the verdict is a crossing
   crossing = [c for c in result.paired if c.verdict.endswith("below_dp_star")]
   assert len(crossing) >= len(result.paired) // 2
   assert sum(s["dp_star"] is not None for p in n["panels"] for s in p["series"]) == len(crossing)
   html = open(out["html"], encoding="utf-8").read()
   assert html.count("data:image/png;base64,") == len(figures.FIGURES)
+
+
+def test_learning_curves_and_the_budget_check(study):
+  workdir, result, out, _ = study
+  md = open(out["markdown"], encoding="utf-8").read()
+  assert "## Learning curves: does the budget bind?" in md and "learning_curves.png" in md
+  check = result.fits["budget_check"]["pretrain"]
+  m = max(result.curves["pretrain"]["figure"], key=lambda k: next(x.params for x in result.measured
+                                                                   if x.model == k))
+  # the synthetic curve falls by (0.95 - E)(1 - 0.7^2 ... ) : from 0.7 to the end, (0.95 - E)·0.09
+  final = [x.mean for x in result.measured if x.stage == "pretrain" and x.model == m and x.arm == "plain"
+           and x.dp == max(synthetic.DPS)][0]
+  assert check[m]["drop"] == pytest.approx((0.95 - final) * 0.09, abs=1e-6)
+  assert check[m]["text"] in md
+  n = figures.curves_numbers(result)
+  assert [p["title"] for p in n["panels"]] == [name for name, _, _ in synthetic.MODELS]
+  assert n["dp"] == [min(synthetic.DPS), max(synthetic.DPS)]
+  assert os.path.getsize(os.path.join(out["folder"], "learning_curves.png")) > 10_000
 
 
 def test_each_warning_is_logged_once(study):
@@ -140,9 +158,9 @@ def test_a_one_seed_study_reports_without_claims(tmp_path):
   """The smoke study's shape: one seed, two Dp; every verdict is 'cannot tell', no CI is invented."""
   from jaxscale.study import analysis
   rows = [r for r in synthetic.rows() if r["seed"] == 0 and r["model"] in ("vit_tiny_xs", "vit_tiny_m")
-          and r["dp"] in (250, 4000) and r["df"] in (0, 100, 1000)]
+          and r["dp"] in (160, 16000) and r["df"] in (0, 100, 1000)]
   c = synthetic.config(bootstrap=0)
-  c.study.update(models=("vit_tiny_xs", "vit_tiny_m"), dp=(250, 4000), df=(100, 1000), seeds=(0,))
+  c.study.update(models=("vit_tiny_xs", "vit_tiny_m"), dp=(160, 16000), df=(100, 1000), seeds=(0,))
   result = analysis.analyze_records(c, rows, progress=False)
   assert {p.verdict for p in result.paired} == {"cannot_tell"}
   assert all(p.fraction_crossing is None and p.crossing is None for p in result.paired)
@@ -150,7 +168,9 @@ def test_a_one_seed_study_reports_without_claims(tmp_path):
   out = render.write_report(result, str(tmp_path))
   md = open(out["markdown"], encoding="utf-8").read()
   assert "fewer than 3 paired seeds" in _first_screen(md)
-  assert all((tmp_path / f.name).exists() for f in figures.FIGURES)
+  # every figure but the learning curves (no curves.jsonl here: no figure, no budget section)
+  assert all((tmp_path / f.name).exists() == (f.name != "learning_curves.png") for f in figures.FIGURES)
+  assert "does the budget bind" not in md
 
 
 def test_the_law_section_shows_both_forms_and_why_one_is_reported(study):
@@ -165,7 +185,7 @@ def test_the_law_section_shows_both_forms_and_why_one_is_reported(study):
   law = md.split("## Fitted law")[1]
   assert "|  | transfer_additive | transfer_multiplicative |" in law
   for needle in ("R² (log), plain, seed-averaged cells", "R² (log), distilled, single runs",
-                 "backtest log-RMSE of the cell means, plain, largest Dp = 4,000 held out", "mean backtest log-RMSE",
+                 "backtest log-RMSE of the cell means, plain, largest Dp = 16,000 held out", "mean backtest log-RMSE",
                  "| reported | yes | no |", sel["reason"]):
     assert needle in law, needle
   assert "chosen over transfer_multiplicative by the backtests" in _first_screen(md)
@@ -194,7 +214,7 @@ def test_a_failing_backtest_is_shown_failing(study, tmp_path):
                             str(tmp_path))
   md = open(out["markdown"], encoding="utf-8").read()
   assert reason in _first_screen(md)
-  assert ("| backtest log-RMSE of the cell means, plain, largest Dp = 4,000 held out | "
+  assert ("| backtest log-RMSE of the cell means, plain, largest Dp = 16,000 held out | "
           "0.31 (FAILS: > 0.15; single runs 0.35) |") in md
   assert "| plain | backtest, largest Dp held out | 0.31 | log-RMSE ≤ 0.15 | FAILS |" in md
 

@@ -43,7 +43,8 @@ def test_next_round_continues_the_seeds_and_says_why(workdir):
   for a in additions:
     assert a.seeds[0] == max(c.study.seeds) + 1 and list(a.seeds) == list(range(a.seeds[0], a.seeds[0] + len(a.seeds)))
     assert len(a.seeds) == max(a.finetunes.values()) and a.why
-    assert all(4 + n in adaptive.sample_sizes(4, c.study.max_rounds) for n in a.finetunes.values())
+    n0 = len(c.study.seeds)
+    assert all(n0 + n in adaptive.sample_sizes(n0, c.study.max_rounds) for n in a.finetunes.values())
   # every undecided point whose need is known gets pairs at its (model, Dp)
   wanted = {(c_.model, p.dp) for c_ in cells for p in c_.points if p.verdict == "undecided" and p.pairs_needed}
   assert wanted == {(a.model, a.dp) for a in additions}

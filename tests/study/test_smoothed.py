@@ -191,11 +191,12 @@ def test_a_control_study_records_the_smoothed_arm_paired_with_the_others(data_di
       assert all(t["eval_loss"] != r["eval_loss"] for t in twins)
 
 
-def test_the_default_control_variant_adds_only_the_smoothed_arm():
+def test_the_default_control_variant_leaves_out_only_the_smoothed_arm():
   default = os.path.join(os.path.dirname(SMOKE), "default.py")
   full, control = load(default), load(default + ":control")
-  ids = {c.id for c in grid.expand(full)}
-  extra = [c for c in grid.expand(control) if c.id not in ids]
-  assert ids <= {c.id for c in grid.expand(control)}
-  assert {c.arm for c in extra} == {"smoothed"} and len(extra) == len(grid.expand(full)) // 2
+  ids = {c.id for c in grid.expand(control)}
+  missing = [c for c in grid.expand(full) if c.id not in ids]
+  assert ids <= {c.id for c in grid.expand(full)}
+  students = [c for c in grid.expand(full) if c.kind != grid.TEACHER]
+  assert {c.arm for c in missing} == {"smoothed"} and len(missing) == len(students) // 3
   assert grid.teacher_of(control.study) == grid.teacher_of(full.study)
