@@ -103,6 +103,27 @@ def _plan_groups(table, split_by, columns, target, floor, hold_mask, form):
   return plans
 
 
+def _checked_table(table: Mapping[str, np.ndarray], form: LawForm, inputs: Mapping[str, str],
+                   target: str, split_by: str | None, holdout: tuple[str, Any] | None):
+  """(the table as numpy columns with a "line" column, law input -> column, the held-out rows'
+  mask), every named column checked to exist."""
+  table = {k: np.asarray(v) for k, v in table.items()}
+  if table_lib.LINE not in table and table:  # not from a file: "line" i is row i - 1
+    table[table_lib.LINE] = table_lib.lines(table)
+  if not table_lib.data_columns(table):
+    raise JaxscaleError("the table has no columns")
+  columns = resolve_inputs(form, inputs)
+  for col in list(columns.values()) + [target] + ([split_by] if split_by else []):
+    table_lib.column(table, col)
+  hold_mask = np.zeros(table_lib.n_rows(table), bool)
+  if holdout is not None:
+    hold_mask = table_lib.matches(table, *holdout)
+    if not hold_mask.any():
+      raise JaxscaleError(f"no rows have {holdout[0]}={holdout[1]}; choose a holdout value present "
+                          f"in the data")
+  return table, columns, hold_mask
+
+
 def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, str], target: str,
             split_by: str | None = None, bootstrap: int = 0, boundary: str | None = None,
             at: Mapping[str, float] | None = None, holdout: tuple[str, Any] | None = None,
@@ -132,38 +153,21 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
   Every input problem is found before the first fit starts.
   """
   form = forms_lib.get(law).constrain(fix, bounds)
-  table = {k: np.asarray(v) for k, v in table.items()}
-  if table_lib.LINE not in table and table:  # not from a file: "line" i is row i - 1
-    table[table_lib.LINE] = table_lib.lines(table)
-  if not table_lib.data_columns(table):
-    raise JaxscaleError("the table has no columns")
-  columns = resolve_inputs(form, inputs)
-  for col in list(columns.values()) + [target] + ([split_by] if split_by else []):
-    table_lib.column(table, col)
-  hold_mask = np.zeros(table_lib.n_rows(table), bool)
-  if holdout is not None:
-    hold_mask = table_lib.matches(table, *holdout)
-    if not hold_mask.any():
-      raise JaxscaleError(f"no rows have {holdout[0]}={holdout[1]}; choose a holdout value present "
-                          f"in the data")
+  table, columns, hold_mask = _checked_table(table, form, inputs, target, split_by, holdout)
   plans = _plan_groups(table, split_by, columns, target, floor, hold_mask, form)
-  request = None
-  if boundary is not None:
-    request = _boundary_request(form, columns, split_by, len(plans), boundary, at or {})
+  request = (None if boundary is None
+             else _boundary_request(form, columns, split_by, len(plans), boundary, at or {}))
 
-  groups: dict[str, GroupFit] = {}
+  groups = {}
   for gi, (key, fitted, held) in enumerate(plans):
     name = group_name(key, split_by, group_labels)
     res = fit_lib.fit(form, fitted.x, fitted.y, loss=loss, delta=delta, max_starts=max_starts,
                       iters=iters, tol=tol, seed=seed + gi, columns=columns, target=target,
                       lines=fitted.lines, progress=progress, desc=f"fitting {name}")
-    boot = None
-    if bootstrap > 0:
-      boot = uncertainty.bootstrap(res, fitted.x, fitted.y, bootstrap, seed=seed + 1000 + gi,
-                                   progress=progress,
-                                   desc=f"bootstrapping {name} ({bootstrap} resamples)")
+    boot = None if bootstrap <= 0 else uncertainty.bootstrap(
+        res, fitted.x, fitted.y, bootstrap, seed=seed + 1000 + gi, progress=progress,
+        desc=f"bootstrapping {name} ({bootstrap} resamples)")
     groups[key] = GroupFit(key, res, boot, fitted, held)
-
   settings = dict(law=law, target=target, columns=columns, split_by=split_by, fix=fix,
                   bounds=bounds, loss=loss, delta=delta, max_starts=max_starts, iters=iters,
                   tol=tol, bootstrap=bootstrap, level=level, seed=seed, floor=floor,
@@ -175,9 +179,8 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
     rng, source = _boundary_range(table, columns, plans, inp, boundary_range)
     warnings = _at_warnings(at_c, groups, columns)
     solve = lambda a: _solve_boundary(form, groups, inp, a, rng, level, source, warnings)
-    head = solve(at_c)
-    extra = [solve(_boundary_request(form, columns, split_by, len(plans), boundary, a)[1])
-             for a in boundary_at]
+    head, extra = solve(at_c), [solve(_boundary_request(form, columns, split_by, len(plans), boundary, a)[1])
+                                for a in boundary_at]
   content["boundary"] = head
   return Analysis(content=sanitize(content), groups=groups, boundary=head, boundaries=extra,
                   warnings=warnings)

@@ -199,6 +199,27 @@ def layout(n: int, starts: int, memory_elems: int = MEMORY_ELEMS) -> tuple[int, 
   return per_call, rows, 1
 
 
+def _iterate(fn, u_c: np.ndarray, args: tuple, m: int, iters: int, block: int,
+             bar: Progress | None) -> tuple[np.ndarray, ...]:
+  """LM from the starts `u_c` [per_call, P] (the first `m` real), `block` steps per call of `fn`
+  until `iters` steps or every real start stopped; the final state as numpy arrays."""
+  z = np.zeros(len(u_c))
+  state = (jnp.asarray(u_c), jnp.asarray(z + np.inf), jnp.asarray(z + 1e-3), jnp.asarray(z + np.inf),
+           jnp.zeros(len(u_c), bool), jnp.zeros(len(u_c), bool), jnp.zeros(len(u_c), jnp.int32))
+  done = 0
+  while done < iters:
+    k = min(block, iters - done)
+    state = fn(state, *args, jnp.asarray(k, jnp.int32))
+    done += k
+    stopped = bool(np.all(np.asarray(state[5])[:m]))
+    if bar is not None:
+      bar.update(m * k + (m * (iters - done) if stopped else 0),
+                 **{"lowest loss": float(np.min(np.asarray(state[1])[:m]))})
+    if stopped:
+      break
+  return tuple(np.asarray(a) for a in state)
+
+
 def solve(form: LawForm, u0: np.ndarray, x: Mapping[str, np.ndarray], y: np.ndarray,
           w: np.ndarray, *, loss: str = DEFAULT_LOSS, delta: float = DEFAULT_DELTA,
           iters: int = DEFAULT_ITERS, tol: float = DEFAULT_TOL,
@@ -238,23 +259,9 @@ def solve(form: LawForm, u0: np.ndarray, x: Mapping[str, np.ndarray], y: np.ndar
         floor = 1e-12 * wc.sum(axis=1)
         w_c = jnp.asarray(np.concatenate([wc, np.zeros((per_call, pad))], axis=1)
                           .reshape((per_call,) + shape))
-      z = np.zeros(per_call)
-      state = (jnp.asarray(u_c), jnp.asarray(z + np.inf), jnp.asarray(z + 1e-3),
-               jnp.asarray(z + np.inf), jnp.zeros(per_call, bool), jnp.zeros(per_call, bool),
-               jnp.zeros(per_call, jnp.int32))
-      done = 0
-      while done < iters:
-        k = min(block, iters - done)
-        state = fn(state, xj, lyj, w_c, jnp.asarray(delta, jnp.float64),
-                   jnp.asarray(tol, jnp.float64), jnp.asarray(floor), jnp.asarray(k, jnp.int32))
-        done += k
-        stopped = bool(np.all(np.asarray(state[5])[:m]))
-        if bar is not None:
-          bar.update(m * k + (m * (iters - done) if stopped else 0),
-                     **{"lowest loss": float(np.min(np.asarray(state[1])[:m]))})
-        if stopped:
-          break
-      u, f, _, dec, conv, _, kk = (np.asarray(a) for a in state)
+      args = (xj, lyj, w_c, jnp.asarray(delta, jnp.float64), jnp.asarray(tol, jnp.float64),
+              jnp.asarray(floor))
+      u, f, _, dec, conv, _, kk = _iterate(fn, u_c, args, m, iters, block, bar)
       out["u"].append(u[:m])
       out["f"].append(f[:m])
       out["dec"].append(dec[:m])

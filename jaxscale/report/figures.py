@@ -257,6 +257,61 @@ def curves_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
           f"last on the whole test split.")
 
 
+# ----------------------------------------------------------------------------- which Dp images
+
+def exponent_label(sel: str, exponent: dict[str, float]) -> str:
+  """'prototypes_hard: Dp exponent 0.45 [0.41, 0.49]' (the fitted a of E = A·Dp^-a, 95% bootstrap CI)."""
+  return f"{sel}: Dp exponent {sections.exponent_text(exponent)}"
+
+
+def _selection_series(per_sel: dict[str, Any]) -> list[dict[str, Any]]:
+  """A series per selection: its means over seeds; bars of a pruned selection: random's mean plus the
+  paired interval of E_selection − E_random (none where it has no interval)."""
+  base = dict(zip(per_sel["random"]["dp"], per_sel["random"]["mean"])) if "random" in per_sel else {}
+  series = []
+  for sel, s in per_sel.items():
+    vs = {v["dp"]: v for v in s["vs_random"]}
+    lo, hi = [], []
+    for dp, m in zip(s["dp"], s["mean"]):
+      v = vs.get(dp)
+      ok = v is not None and dp in base and np.isfinite([v["ci_low"], v["ci_high"]]).all()
+      lo.append(base[dp] + v["ci_low"] if ok else m)
+      hi.append(base[dp] + v["ci_high"] if ok else m)
+    series.append({"key": sel, "arm": "plain", "x": s["dp"], "mean": s["mean"], "lo": lo, "hi": hi, "curve": None})
+  return series
+
+
+def selection_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
+  """Error against Dp per selection: a panel per model (downstream, then the pretraining task); None
+  for a study with random subsets only."""
+  eff = a.selection_effects
+  if not eff.get("finetune"):
+    return None
+  titles = {"finetune": "downstream, mean over Df", "pretrain": "pretraining task"}
+  panels = [{"title": f"{model}: {titles[stage]}", "series": _selection_series(per_sel),
+             "ylabel": "downstream top-1 error" if stage == "finetune" else "pretraining-task top-1 error"}
+            for stage in ("finetune", "pretrain") if stage in eff
+            for model, per_sel in eff[stage]["by_model"].items()]
+  pooled = eff["finetune"]["all"]
+  level = next((v["level"] for s in pooled.values() for v in s["vs_random"]), None)
+  return {"panels": panels, "ncols": len(eff["finetune"]["by_model"]),
+          "keys": [(sel, exponent_label(sel, s["exponent"])) for sel, s in pooled.items()],
+          "xticks": sorted({dp for s in pooled.values() for dp in s["dp"]}),
+          "xlabel": "pretraining images Dp", "level": level}
+
+
+def selection_caption(a: StudyAnalysis, n: dict[str, Any]) -> str:
+  level = f"at level {n['level']:.4f} (Bonferroni, see the section)" if n["level"] is not None else ""
+  return (f"Which Dp images: does choosing them by a data-pruning rule change the error? The plain arm, "
+          f"one line per selection of the pretraining images, one panel per model (downstream error "
+          f"averaged over Df first; the pretraining task's panels, when shown, below). Markers: mean over "
+          f"seeds; the bars of a pruned selection are random's mean plus the paired interval of "
+          f"E_selection − E_random over (model, seed) pairs of that model {level}, so a bar that "
+          f"crosses the random line reads 'cannot tell'. The legend gives each selection's Dp exponent "
+          f"(a of E = A·Dp^-a fitted to the mean over models and seeds, downstream) with its 95% "
+          f"bootstrap interval.")
+
+
 FIGURES = (
     Figure("delta_e.png", delta_numbers, plots.paired_differences, delta_caption),
     Figure("error_vs_dp.png", error_vs_dp_numbers, plots.measured_panels, error_vs_dp_caption),
@@ -265,4 +320,5 @@ FIGURES = (
     Figure("pretrain_error.png", pretrain_numbers, plots.measured_panels, pretrain_caption),
     Figure("predicted_vs_measured.png", predicted_numbers, plots.predicted_vs_measured, predicted_caption),
     Figure("learning_curves.png", curves_numbers, plots.learning_curves, curves_caption),
+    Figure("error_vs_dp_selection.png", selection_numbers, plots.selection_panels, selection_caption),
 )

@@ -250,3 +250,27 @@ def learning_curves(numbers: Mapping[str, Any], path: str) -> str:
   handles += [Line2D([], [], color="0.3", ls=ARM_STYLE[a]["ls"], marker=ARM_STYLE[a]["marker"], ms=3,
                      label=a) for a in arms]
   return _finish(fig, path, handles, ncol=len(handles))
+
+
+def selection_panels(numbers: Mapping[str, Any], path: str) -> str:
+  """Error against Dp, a line per selection of the Dp images, a panel per model (and stage).
+
+  numbers: {"panels": [{"title", "ylabel", "series": [{"key" (the selection), "arm", "x", "mean", "lo",
+  "hi"}]}], "keys": [(selection, label)], "xticks", "xlabel", "ncols"}. Random is drawn in near-black,
+  each pruned selection in a colour; series are shifted slightly along Dp.
+  """
+  panels = numbers["panels"]
+  fig, axes = _figure(len(panels), numbers.get("ncols", 3), sharey=False)
+  keys = [k for k, _ in numbers["keys"]]
+  rest = [k for k in keys if k != "random"]
+  color = {"random": "0.15", **dict(zip(rest, colors(len(rest) + 1)[1:]))}  # the darkest is near random's
+  for i, (ax, panel) in enumerate(zip(axes, panels)):
+    for s in panel["series"]:
+      _means(ax, s, color[s["key"]], 1.0 + 0.04 * (keys.index(s["key"]) - (len(keys) - 1) / 2))
+    _style_axes(ax, panel["title"], numbers["xlabel"], numbers["xticks"])
+    if i % max(1, min(numbers.get("ncols", 3), len(panels))) == 0:
+      ax.set_ylabel(panel["ylabel"], fontsize=FONT)
+  handles = [Line2D([], [], color=color[k], marker="o", lw=1.1, ms=5, label=label) for k, label in numbers["keys"]]
+  handles.append(Line2D([], [], color="0.5", marker="|", ls="none", ms=9,
+                        label="bars: random's mean + paired interval of the difference"))
+  return _finish(fig, path, handles, ncol=2)

@@ -92,6 +92,7 @@ def blocks_for(analysis: StudyAnalysis, imgs: dict[str, Block], rounds: dict | N
   return (sections.first_screen(analysis) + sections.verdict_table(analysis) + img("delta_e.png")
           + sections.setup_blocks(analysis) + sections.rounds_blocks(rounds) + sections.means_tables(analysis)
           + img("error_vs_dp.png", "error_vs_df.png", "error_vs_m.png", "pretrain_error.png")
+          + sections.pruning_blocks(analysis) + img("error_vs_dp_selection.png")
           + sections.budget_blocks(analysis) + img("learning_curves.png")
           + sections.law_blocks(analysis) + img("predicted_vs_measured.png")
           + sections.exponent_blocks(analysis))

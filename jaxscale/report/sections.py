@@ -499,3 +499,113 @@ def exponent_blocks(a: StudyAnalysis) -> list[Block]:
           ("p", "E(Dp) = E_inf + A·Dp^-alpha fitted per model, Df and arm."),
           ("table", ["arm", "model", "Df", "alpha", "E_inf", "R² (log)"],
            [[e.arm, e.model, fmt(e.df), fmt(e.alpha), fmt(e.E_inf), fmt(e.r2_log)] for e in ex])]
+
+
+# ----------------------------------------------------------------------------- which Dp images
+
+STAGE_WORDS = {"finetune": "downstream", "pretrain": "pretraining task"}
+
+
+def exponent_text(exponent: dict[str, Any]) -> str:
+  """'0.45 [0.41, 0.49]': a fitted Dp exponent with its bootstrap interval ('–' where missing)."""
+  value, low, high = (exponent.get(k) for k in ("value", "ci_low", "ci_high"))
+  known = lambda v: v is not None and v == v
+  ci = f" [{low:.2f}, {high:.2f}]" if known(low) and known(high) else ""
+  return (f"{value:.2f}" if known(value) else "–") + ci
+
+
+def _diff_ci(v: dict[str, Any]) -> str:
+  """'+0.041 [+0.012, +0.070]' (the paired difference to random and its interval)."""
+  if v["diff"] is None or v["diff"] != v["diff"]:
+    return "no pairs"
+  if v["ci_low"] is None or v["ci_low"] != v["ci_low"]:
+    return f"{v['diff']:+.3f}, no interval ({v['pairs']} pair{'s' * (v['pairs'] != 1)})"
+  return f"{v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+
+
+def _versus_words(v: dict[str, Any], first: bool) -> str:
+  word = {"better": "better than random", "worse": "worse than random"}.get(v["verdict"], "cannot tell")
+  return f"{word} at {'Dp ' if first else ''}{v['dp']:,} ({_diff_ci(v)})"
+
+
+def selection_sentence(sel: str, s: dict[str, Any]) -> str:
+  """One pruned selection against random in words: at the smallest and the largest Dp, the decided Dp
+  in between, and its Dp exponent ('cannot tell' wherever the interval includes 0)."""
+  vs = s["vs_random"]
+  if not vs:
+    return f"{sel}: no (model, seed) pairs with random; Dp exponent {exponent_text(s['exponent'])}."
+  text = f"{sel}: " + ", ".join(_versus_words(v, i == 0) for i, v in enumerate([vs[0], vs[-1]][:len(vs)]))
+  middle = vs[1:-1]
+  decided = [v for v in middle if v["verdict"] != "cannot tell"]
+  if decided:
+    text += "; in between, " + ", ".join(_versus_words(v, False) for v in decided)
+  elif middle:
+    text += f"; cannot tell at the Dp in between ({_list([v['dp'] for v in middle])})"
+  return text + f"; Dp exponent {exponent_text(s['exponent'])}."
+
+
+def _level_of(per_sel: dict[str, Any]) -> tuple[float | None, int]:
+  """The interval level of a stage's comparisons and their count m (level = 1 − 0.05 / m)."""
+  vs = [v for s in per_sel.values() for v in s["vs_random"]]
+  return (vs[0]["level"], len(vs)) if vs else (None, 0)
+
+
+def _selection_intro(a: StudyAnalysis, per_sel: dict[str, Any]) -> str:
+  level, m = _level_of(per_sel)
+  pairs = max((v["pairs"] for s in per_sel.values() for v in s["vs_random"]), default=0)
+  dps = per_sel[next(iter(per_sel))]["dp"]
+  how = (f"with a t-interval over up to {pairs} pairs at level {level:.4f}: Bonferroni over the {m} "
+         f"(selection, Dp) comparisons, so the chance that any 'better' or 'worse' below is wrong stays "
+         f"under 5%" if level is not None else "(no selection has pairs with random)")
+  return (f"The plain arm's pretraining images were chosen at random or by a data-pruning rule "
+          f"(config.study.selection: {', '.join(a.config.study.selection)}); nothing else changes: a "
+          f"(model, seed) pair shares its initialisation, data order and Df subset across selections. The "
+          f"difference E_selection − E_random is taken per pair (downstream: after averaging the pair's fine-tunes "
+          f"over Df) and averaged over the pairs (models × seeds), {how}. A selection is better or worse "
+          f"than random at a Dp only where that interval excludes 0; otherwise: cannot tell. Dp exponent: "
+          f"a of E = A·Dp^-a fitted by least squares on log error to the mean over models and seeds (an "
+          f"effective exponent over Dp {_list([min(dps), max(dps)]).replace(', ', '–')}, without an "
+          f"irreducible term), with the 95% percentile interval of refits to resampled pairs.")
+
+
+def _selection_tables(eff: dict[str, Any]) -> list[Block]:
+  stages = [st for st in ("finetune", "pretrain") if st in eff]
+  dps = sorted({dp for st in stages for s in eff[st]["all"].values() for dp in s["dp"]})
+  means, diffs = [], []
+  for st in stages:
+    for sel, s in eff[st]["all"].items():
+      mean = dict(zip(s["dp"], s["mean"]))
+      means.append([sel, STAGE_WORDS[st], exponent_text(s["exponent"])]
+                   + [f"{mean[d]:.3f}" if d in mean else "–" for d in dps])
+      vs = {v["dp"]: v for v in s["vs_random"]}
+      if vs:
+        diffs.append([sel, STAGE_WORDS[st]] + [f"{_diff_ci(vs[d])} ({vs[d]['pairs']}) {vs[d]['verdict']}"
+                                               if d in vs else "–" for d in dps])
+  level, _ = _level_of(eff["finetune"]["all"])
+  head = [f"Dp = {d:,}" for d in dps]
+  return [("h", 3, "Mean error per selection (plain arm; mean over models and seeds, downstream over Df "
+                   "first) and Dp exponent [95% bootstrap interval]"),
+          ("table", ["selection", "task", "Dp exponent"] + head, means),
+          ("h", 3, "Paired differences E_selection − E_random (mean [interval at level "
+                   + (f"{level:.4f}" if level is not None else "–") + "] (pairs) verdict; > 0: worse than random)"),
+          ("table", ["selection", "task"] + head, diffs)]
+
+
+def pruning_blocks(a: StudyAnalysis) -> list[Block]:
+  """"Which Dp images": each pruned selection against random, paired, at small and large Dp, its Dp
+  exponent, and the tables of means and differences (nothing for a study with random subsets only)."""
+  eff = a.selection_effects
+  if not eff.get("finetune"):
+    return []
+  down = eff["finetune"]["all"]
+  out: list[Block] = [("h", 2, "Which Dp images: pruning against random"), ("p", _selection_intro(a, down))]
+  if "random" in down:
+    out.append(("p", f"Downstream, against random subsets (Dp exponent {exponent_text(down['random']['exponent'])}):"))
+  out += [("p", selection_sentence(sel, s)) for sel, s in down.items() if sel != "random"]
+  if "pretrain" in eff:
+    pre = eff["pretrain"]["all"]
+    level, m = _level_of(pre)
+    rule = f" (the same rule, its own {m} comparisons at level {level:.4f})" if level is not None else ""
+    out.append(("p", f"Pretraining task{rule}: " + " ".join(
+        selection_sentence(sel, s) for sel, s in pre.items() if sel != "random")))
+  return out + _selection_tables(eff)

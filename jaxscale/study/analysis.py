@@ -22,6 +22,7 @@ from jaxscale import laws
 from jaxscale.errors import JaxscaleError
 from jaxscale.study import law_selection as selection_lib
 from jaxscale.study import records, verdicts
+from jaxscale.study.selection_effects import RANDOM, selection_effects
 from jaxscale.study.law_selection import ArmFit, Exponent, LawCrossing, LawSelection
 from jaxscale.study.verdicts import Measured, PairedCell
 
@@ -48,6 +49,10 @@ class StudyAnalysis:
   # Learning curves (curves.jsonl; empty without one): per stage, `curves.figure_curves` and
   # `curves.budget_check` of the plain arm (the report's figure and budget sentences).
   curves: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # Dp images chosen by a pruning rule (`config.study.selection` beyond random; empty otherwise): per
+  # stage, `selection_effects` of the plain arm over all models ("all") and per model ("by_model"),
+  # written to fits.json as "selection_effects" (`selection_summary`).
+  selection_effects: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _law_check_json(arms: Mapping[str, ArmFit]) -> dict[str, Any]:
@@ -112,6 +117,26 @@ def curve_summary(config: ConfigDict, lines: Sequence[Mapping[str, Any]], keep: 
           for stage in ("pretrain", "finetune") if any(c.get("stage") == stage for c in lines)}
 
 
+def selection_summary(config: ConfigDict, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """Per stage ("finetune", "pretrain"): `selection_effects` of the plain students' records over all
+  models ("all") and per model ("by_model"); {} when the records hold one selection only."""
+  students = [r for r in rows if not verdicts.is_teacher(r)]
+  if len({r.get("selection", RANDOM) for r in students}) < 2:
+    return {}
+  kw = dict(arm="plain", bootstrap=int(config.study.bootstrap), seed=int(config.seed))
+  out = {}
+  for stage in ("finetune", "pretrain"):
+    staged = [r for r in students if r.get("stage") == stage]
+    if not staged:
+      continue
+    models = sorted({r["model"] for r in staged}, key=lambda m: min(int(r.get("params") or 0)
+                                                                   for r in staged if r["model"] == m))
+    out[stage] = {"all": selection_effects(staged, stage=stage, **kw),
+                  "by_model": {m: selection_effects([r for r in staged if r["model"] == m], stage=stage, **kw)
+                               for m in models}}
+  return out
+
+
 def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                     progress: bool = True, curves: Sequence[Mapping[str, Any]] = ()) -> StudyAnalysis:
   """Everything the records of a study support (see the module docstring). Records of diverged
@@ -120,6 +145,7 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
   rows = [r for r in rows if r.get("diverged_at") is None]
   # Dp images chosen by a pruning rule are another axis (jaxscale.study.selection_effects): the
   # arms' means, pairs and laws are those of the random subsets.
+  chosen = selection_summary(config, rows)
   rows = [r for r in rows if r.get("selection", "random") == "random"]
   table = selection_lib.finetune_table(rows)
   forms = [laws.get(f) for f in selection_lib.law_candidates(str(config.study.law))]
@@ -142,6 +168,8 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
   summary = curve_summary(config, curves, {r.get("cell_id") for r in rows})
   if summary:
     content["budget_check"] = {stage: v["budget"] for stage, v in summary.items()}
+  if chosen:
+    content["selection_effects"] = chosen
   fits = laws.api.sanitize(content)
   form = laws.get(law)
   return StudyAnalysis(config=config, rows=tuple(rows), law=form.name, formula=form.formula,
@@ -149,7 +177,8 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                        diverged=tuple(r.get("cell_id") for r in diverged),
                        selection=selection_lib.selection_of(fits["law_selection"]),
                        crossings=selection_lib.crossings_of(fits["boundaries"]),
-                       exponents=selection_lib.exponents_of(fits["exponents"]), fits=fits, curves=summary)
+                       exponents=selection_lib.exponents_of(fits["exponents"]), fits=fits, curves=summary,
+                       selection_effects=chosen)
 
 
 def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> StudyAnalysis:

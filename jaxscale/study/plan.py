@@ -270,47 +270,51 @@ def capacity_table(config: ConfigDict, device_memory_bytes: int | None = None,
   ``flops_per_step`` being one run's),
   ``backend`` (``jax.default_backend()``), ``memory`` (raw memory_analysis fields).
   """
+  limit = device_memory(None) if device_memory_bytes is None else int(device_memory_bytes)
+  programs = _rows_of_groups(config)
+  rows = []
+  for i, ((model, stage, teacher), spec) in enumerate(programs.items()):
+    logger.info("compiling %s's %s step%s (%d of %d train programs)%s", model, stage, teacher and
+                f" distilled from {teacher}", i + 1, len(programs), "" if i else ": seconds to a minute each on a CPU")
+    rows.append(_capacity_row(config, model, stage, teacher, spec, limit, search))
+  return rows
+
+
+def _capacity_row(config: ConfigDict, model: str, stage: str, teacher: str, spec: dict[str, Any],
+                  limit: int | None, search: bool) -> dict[str, Any]:
+  """`capacity_table`'s row of one train program (`spec`: its largest group's runs and its cells)."""
   import jax
 
   from jaxscale.train import sharding as sharding_lib
   from jaxscale.train.steps import num_train_steps, runs_one_by_one
-  limit = device_memory(None) if device_memory_bytes is None else int(device_memory_bytes)
-  rows = []
-  programs = _rows_of_groups(config)
-  for i, ((model, stage, teacher), spec) in enumerate(programs.items()):
-    logger.info("compiling %s's %s step%s (%d of %d train programs)%s", model, stage, teacher and
-                f" distilled from {teacher}", i + 1, len(programs), "" if i else ": seconds to a minute each on a CPU")
-    mesh = sharding_lib.make_mesh(config.mesh, num_runs=spec["runs"])   # as the engine makes it
-    replicas = sharding_lib.data_parallel_size(mesh)
-    devices = mesh.devices.size
-    batch = int(config[stage].optim.batch_size)
-    sharding_lib.check_batch_size(batch, mesh, f"config.{stage}.optim.batch_size")
-    runs = sharding_lib.padded_runs(spec["runs"], mesh)   # as the engine pads the group
-    looped = int(mesh.shape["runs"]) if runs_one_by_one(mesh) else 0
+  mesh = sharding_lib.make_mesh(config.mesh, num_runs=spec["runs"])   # as the engine makes it
+  replicas = sharding_lib.data_parallel_size(mesh)
+  devices = mesh.devices.size
+  batch = int(config[stage].optim.batch_size)
+  sharding_lib.check_batch_size(batch, mesh, f"config.{stage}.optim.batch_size")
+  runs = sharding_lib.padded_runs(spec["runs"], mesh)   # as the engine pads the group
+  looped = int(mesh.shape["runs"]) if runs_one_by_one(mesh) else 0
+  costs: dict[int, Any] = {}     # this program's step cost per device batch, compiled once each
 
-    costs: dict[int, Any] = {}     # this program's step cost per device batch, compiled once each
+  def cost_at(device_batch):
+    if device_batch not in costs:
+      compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher, runs=runs)
+      costs[device_batch] = step_cost(compiled, devices, runs, looped)
+    return costs[device_batch]
 
-    def cost_at(device_batch, model=model, stage=stage, teacher=teacher, runs=runs, mesh=mesh,
-                replicas=replicas, devices=devices, looped=looped, cache=costs):
-      if device_batch not in cache:
-        compiled = compiled_step(config, stage, model, device_batch * replicas, mesh, teacher, runs=runs)
-        cache[device_batch] = step_cost(compiled, devices, runs, looped)
-      return cache[device_batch]
-
-    cost = cost_at(batch // replicas)
-    cells = spec["cells"]
-    steps = sum(num_train_steps(config[stage].optim, c.df if c.kind == grid.FINETUNE else c.dp)
-                for c in cells)
-    fits = None if limit is None else cost.memory_bytes <= limit
-    max_batch = largest_batch(cost_at, limit, max(batch // replicas, 1)) if (search and limit) else None
-    rows.append({"model": model, "stage": stage, "teacher": teacher, "batch": batch,
-                 "device_batch": batch // replicas, "replicas": replicas, "devices": devices,
-                 "group_runs": runs, "runs_per_device": runs // mesh.shape["runs"],
-                 "memory_bytes": cost.memory_bytes, "flops_per_step": cost.flops,
-                 "max_batch": max_batch, "fits": fits, "limit_bytes": limit, "cells": len(cells),
-                 "steps": steps, "grid_flops": steps * cost.flops, "backend": jax.default_backend(),
-                 "memory": cost.memory})
-  return rows
+  cost = cost_at(batch // replicas)
+  cells = spec["cells"]
+  steps = sum(num_train_steps(config[stage].optim, c.df if c.kind == grid.FINETUNE else c.dp)
+              for c in cells)
+  fits = None if limit is None else cost.memory_bytes <= limit
+  max_batch = largest_batch(cost_at, limit, max(batch // replicas, 1)) if (search and limit) else None
+  return {"model": model, "stage": stage, "teacher": teacher, "batch": batch,
+          "device_batch": batch // replicas, "replicas": replicas, "devices": devices,
+          "group_runs": runs, "runs_per_device": runs // mesh.shape["runs"],
+          "memory_bytes": cost.memory_bytes, "flops_per_step": cost.flops,
+          "max_batch": max_batch, "fits": fits, "limit_bytes": limit, "cells": len(cells),
+          "steps": steps, "grid_flops": steps * cost.flops, "backend": jax.default_backend(),
+          "memory": cost.memory}
 
 
 def check_fits(rows: list[dict[str, Any]]) -> None:

@@ -105,7 +105,9 @@ def test_paired_figure_has_a_panel_per_model_with_every_seed(study):
   assert len(crossing) >= len(result.paired) // 2
   assert sum(s["dp_star"] is not None for p in n["panels"] for s in p["series"]) == len(crossing)
   html = open(out["html"], encoding="utf-8").read()
-  assert html.count("data:image/png;base64,") == len(figures.FIGURES)
+  drawn = [f for f in figures.FIGURES if f.numbers(result) is not None]
+  assert len(drawn) == len(figures.FIGURES) - 1  # all but the pruning figure (random subsets only)
+  assert html.count("data:image/png;base64,") == len(drawn)
 
 
 def test_learning_curves_and_the_budget_check(study):
@@ -168,8 +170,10 @@ def test_a_one_seed_study_reports_without_claims(tmp_path):
   out = render.write_report(result, str(tmp_path))
   md = open(out["markdown"], encoding="utf-8").read()
   assert "fewer than 3 paired seeds" in _first_screen(md)
-  # every figure but the learning curves (no curves.jsonl here: no figure, no budget section)
-  assert all((tmp_path / f.name).exists() == (f.name != "learning_curves.png") for f in figures.FIGURES)
+  # every figure but the learning curves (no curves.jsonl here: no figure, no budget section) and the
+  # pruning figure (random subsets only)
+  absent = ("learning_curves.png", "error_vs_dp_selection.png")
+  assert all((tmp_path / f.name).exists() == (f.name not in absent) for f in figures.FIGURES)
   assert "does the budget bind" not in md
 
 
