@@ -72,7 +72,7 @@ def make_chunk(name: str, num_classes: int, image_size: int, batch: int, dtype, 
           "index": rs.integers(0, n, (k, runs, batch)).astype(np.int32)}
   consts = {"alpha": np.zeros(runs, np.float32), "key": np.zeros((runs, 2), np.uint32),
             "uniform": np.zeros(runs, np.bool_)}
-  lr, valid = np.full((k, runs), 1e-4, np.float32), np.ones(k, bool)
+  lr, valid = np.full((k, runs), 1e-4, np.float32), np.ones((k, runs), bool)   # per step and run
 
   def dispatch():
     box["state"], m = chunk(box["state"], consts, None, data, lr, valid)

@@ -91,7 +91,7 @@ def base_config() -> ConfigDict:
   # runs = 0 (auto): each group takes the largest number of devices that divides the device count
   # and does not exceed its run count (a group of one run is data parallel over `data` = -1).
   c.mesh = ConfigDict(dict(runs=0, data=-1, fsdp=1))
-  # The training engine: a group of runs that share a model shape and a step count is one program.
+  # The training engine: a group of runs of one model shape is one program (their step counts may differ).
   c.engine = ConfigDict(dict(
       group_size=64,          # most runs trained together (vmapped); larger groups are split
       steps_per_dispatch=50,  # K: train steps per compiled call (lax.scan); 1 = one step per call

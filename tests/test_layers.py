@@ -4,6 +4,8 @@ three middle packages, or round a cycle (a package's __init__ and its submodules
 
 Every import in a module counts, also one inside a function: an import deferred to break a cycle is
 still the cycle.
+
+And functions stay short: at most MAX_FUNCTION_LINES lines each (the config schema aside).
 """
 
 import ast
@@ -151,3 +153,33 @@ def test_commands_may_import_anything():
   graph = {"jaxscale.study.command": {"jaxscale.report.render", "jaxscale.study.analysis"},
            "jaxscale.cli": {"jaxscale.report.command"}}
   assert wrong_way(graph) == [] and cycles(graph) == []
+
+
+# ----------------------------------------------------------------------------- function length
+
+MAX_FUNCTION_LINES = 60
+LONG_BY_DESIGN = {("jaxscale/config.py", "base_config")}   # the config schema: one field a line
+
+
+def long_functions(root: pathlib.Path) -> list[tuple[str, str, int]]:
+  """(file, function, lines) of every function under `root` longer than MAX_FUNCTION_LINES."""
+  out = []
+  for path in sorted(root.rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        n = node.end_lineno - node.lineno + 1
+        if n > MAX_FUNCTION_LINES:
+          out.append((path.relative_to(root.parent).as_posix(), node.name, n))
+  return out
+
+
+def test_no_function_is_longer_than_the_limit():
+  found = [f for f in long_functions(ROOT) if f[:2] not in LONG_BY_DESIGN]
+  assert found == []
+
+
+def test_the_length_check_finds_a_long_function(tmp_path):
+  pkg = tmp_path / "pkg"
+  pkg.mkdir()
+  (pkg / "m.py").write_text("def f():\n" + "  x = 1\n" * MAX_FUNCTION_LINES + "\n\ndef g():\n  return 1\n")
+  assert long_functions(pkg) == [("pkg/m.py", "f", MAX_FUNCTION_LINES + 1)]

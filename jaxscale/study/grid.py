@@ -5,14 +5,16 @@ A study is ``models x Dp x Df x arms x seeds`` plus one teacher. Pretraining is 
 the teacher (by default the smallest rung trained on the largest Dp) is trained once and guides
 every distilled pretraining.
 
-Cells that share a stage, a model, a step count and whether they distil are trained together as
-one **group** (one compiled, vmapped program): pretraining per (model, steps, arm) over Dp x seeds
-(the smoothed control in the distilled arm's group: the same KD loss, its teacher's outputs uniform),
-the teacher joining the plain group of its model when its step count matches; fine-tuning per
-(model, steps) over Dp x Df x arms x seeds. A group's program runs the teacher's forward only when
-one of its runs distils, so plain runs never pay for it. With a fixed step budget (the default
-study) every Dp shares one group, so a model's pretraining is two programs and its fine-tuning one.
-``config.engine.group_size`` splits larger groups.
+Cells that share a stage, a model and whether they distil are trained together as one **group**
+(one compiled, vmapped program): pretraining per (model, arm) over Dp x seeds (the smoothed control
+in the distilled arm's group: the same KD loss, its teacher's outputs uniform), the teacher joining
+the plain group of its model; fine-tuning per model over Dp x Df x arms x seeds. A group's program
+runs the teacher's forward only when one of its runs distils, so plain runs never pay for it. Its
+cells need not share a step count (a budget set in epochs gives every subset size its own): the group
+trains as long as its longest cell and each run stops at its own last step, so a model's pretraining
+is two programs and its fine-tuning one whatever the budget rule. ``config.engine.group_size`` splits
+larger groups into equal parts, the cells sorted by step count first so that runs of similar length
+share a part (little of a part's length is spent on runs that have finished).
 """
 
 from __future__ import annotations
@@ -128,14 +130,14 @@ def expand(config: ConfigDict) -> list[Cell]:
 
 @dataclasses.dataclass(frozen=True)
 class Group:
-  """Cells trained together: one stage, one model, one step count, one program.
+  """Cells trained together: one stage, one model, one program.
 
   Attributes:
     stage: "pretrain" (teacher cells included) | "finetune".
     model: the model of every cell.
-    steps: the training steps of every cell.
+    steps: the group's training steps: its longest cell's (each cell trains its own, :func:`cell_steps`).
     distils: whether a cell has a KD weight > 0 (the program then runs the teacher's forward).
-    cells: the cells, in a fixed order.
+    cells: the cells, in a fixed order (by step count, then in the order given).
     part: which slice of a group split by ``config.engine.group_size`` (-1 = not split).
     scored: its cells pretrain on subsets chosen by difficulty scores (computed before it trains).
   """
@@ -164,21 +166,25 @@ def cell_steps(config: ConfigDict, cell: Cell) -> int:
 def groups(config: ConfigDict, cells: Iterable[Cell] | None = None) -> list[Group]:
   """The study's groups in dependency order: plain pretraining (with the teacher), distilled
   pretraining, fine-tuning; smaller models and step counts first within each. `cells`: pack these
-  instead of the config's grid (an adaptive round's cells, in the order `expand` would give them)."""
+  instead of the config's grid (an adaptive round's cells, in the order `expand` would give them).
+  A group's cells may differ in step count (:class:`Group`); they are sorted by it (stably)."""
   cells = expand(config) if cells is None else list(cells)
   limit = int(config.engine.group_size)
   packed: dict[tuple, list[Cell]] = {}
   for cell in cells:
-    key = (cell.stage, cell.model, cell_steps(config, cell), kd_alpha(config, cell) > 0, selects_by_scores(cell))
+    key = (cell.stage, cell.model, kd_alpha(config, cell) > 0, selects_by_scores(cell))
     packed.setdefault(key, []).append(cell)
   order = {m: i for i, m in enumerate(config.study.models)}
   out = []
-  for (stage, model, steps, distils, scored), members in packed.items():
+  for (stage, model, distils, scored), members in packed.items():
+    steps = {c: cell_steps(config, c) for c in members}
+    members = sorted(members, key=steps.__getitem__)   # shorter runs together: a part's length is its longest
     # Equal parts (96 runs at limit 64: 48 + 48, not 64 + 32) share one program shape: one compile.
     per = -(-len(members) // -(-len(members) // limit))
     parts = [members[i:i + per] for i in range(0, len(members), per)]
     for i, part in enumerate(parts):
-      out.append(Group(stage, model, steps, distils, tuple(part), i if len(parts) > 1 else -1, scored))
+      out.append(Group(stage, model, max(steps[c] for c in part), distils, tuple(part),
+                       i if len(parts) > 1 else -1, scored))
   # A distilling group needs the teacher, which is in a plain pretraining group, and so do subsets
   # chosen by the teacher's scores: plain pretraining first, then distilled or scored pretraining,
   # then fine-tuning (which needs its pretraining cells).

@@ -3,8 +3,9 @@
 
 A fraction ``f`` of the budget of T steps is evaluated at the dispatch boundary nearest ``f * T`` (a
 multiple of ``config.engine.steps_per_dispatch`` K, at least K): the train program keeps its one
-compiled shape and the only host syncs added are the evaluations themselves. A curve records the step
-it was measured at, so the rounding is visible. Points before the end use a fixed subset of the
+compiled shape and the only host syncs added are the evaluations themselves. T is the run's own step
+count (runs of one group may train different counts), so a run's points are those it has alone. A
+curve records the step it was measured at, so the rounding is visible. Points before the end use a fixed subset of the
 stage's eval split (``eval_subset`` images, drawn with a seed of their own: every run and arm sees the
 same images); the last point is the run's final evaluation on the whole split, the one its record holds.
 
@@ -95,18 +96,24 @@ class AlongBudget:
   saved only after a later call, so no saved step lacks an earlier point, and a point due at the
   restored step itself is measured on the restored state (:meth:`start`).
 
+  An evaluation at a step measures every run of the group; a run's curve keeps the steps of its own.
+
   Args:
-    steps: :func:`eval_steps` of the group.
+    steps: :func:`eval_steps` of each run (a list per run), or one list for every run.
     names: the group's run names (the padded copies left out).
     dispatch: ``dispatch(params) -> sums``, device values not waited for (:func:`totals` reads them).
-    group_dir: where the points are kept; resumed_step: the step training starts (or resumes) at.
-    total, batch: the group's step count and batch size.
+    group_dir: where the points are kept; resumed_step: the group's step training starts (or resumes) at.
+    total: each run's step count (a list), or one for every run; batch: the batch size.
   """
 
-  def __init__(self, steps: Sequence[int], names: Sequence[str], dispatch: Callable[[Any], Any],
-               group_dir: str, resumed_step: int, total: int, batch: int):
-    self.steps, self.names, self._dispatch = set(steps), list(names), dispatch
-    self.total, self.batch = int(total), int(batch)
+  def __init__(self, steps: Sequence[int] | Sequence[Sequence[int]], names: Sequence[str],
+               dispatch: Callable[[Any], Any], group_dir: str, resumed_step: int,
+               total: int | Sequence[int], batch: int):
+    self.names, self._dispatch, n = list(names), dispatch, len(names)
+    self.totals = [int(total)] * n if isinstance(total, (int, np.integer)) else [int(t) for t in total]
+    one = len(steps) == 0 or isinstance(steps[0], (int, np.integer))   # one list for every run
+    self.run_steps = [set(steps)] * n if one else [set(s) for s in steps]
+    self.steps, self.batch = set().union(*self.run_steps), int(batch)
     self._path = os.path.join(group_dir, POINTS_FILE)
     self.points, self._pending = [], None
     if resumed_step and os.path.exists(self._path):
@@ -139,9 +146,11 @@ class AlongBudget:
     group's evaluation result). Each point: ``step, examples`` (seen: step x batch), ``train_loss``
     (:func:`smoothed_loss`), ``eval_error, eval_loss, eval_count``."""
     self.flush()
-    pts = sorted((p["step"], p["eval_error"][i], p["eval_loss"][i], p["eval_count"]) for p in self.points)
-    pts.append((self.total, float(final["eval_error"][i]), float(final["eval_loss"][i]), int(final["eval_count"])))
-    return [{"step": s, "examples": s * self.batch, "train_loss": smoothed_loss(losses, s, self.total),
+    total = self.totals[i]
+    pts = sorted((p["step"], p["eval_error"][i], p["eval_loss"][i], p["eval_count"]) for p in self.points
+                 if p["step"] in self.run_steps[i])
+    pts.append((total, float(final["eval_error"][i]), float(final["eval_loss"][i]), int(final["eval_count"])))
+    return [{"step": s, "examples": s * self.batch, "train_loss": smoothed_loss(losses, s, total),
              "eval_error": e, "eval_loss": l, "eval_count": c} for s, e, l, c in pts]
 
 

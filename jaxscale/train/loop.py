@@ -1,7 +1,8 @@
 """Train a group of runs as one program: prepare, create or restore the state, train, evaluate.
 
-A **group** is R runs of one model on one stage (pretrain or fine-tune) that share a step count
-(their subset sizes may differ): in a study, e.g. the plain (or the distilled) pretraining runs of one
+A **group** is R runs of one model on one stage (pretrain or fine-tune), their subset sizes and step
+counts free (the group trains as long as its longest run; a run's steps past its own last one are
+masked and change nothing): in a study, e.g. the plain (or the distilled) pretraining runs of one
 model, or its fine-tunes (:mod:`jaxscale.study.grid`); a single ``jaxscale train`` run is a group of one. :func:`train_group`
 reads like a training script: :func:`prepare_inputs` draws every run's subset, example order and
 learning-rate table; :func:`initial_params` builds (or loads) the students; the loop dispatches
@@ -146,10 +147,12 @@ class GroupInputs:
 
   Attributes:
     num_classes, channels: of the stage's dataset.
-    total_steps: T, the runs' step count.
+    total_steps: T, the group's step count: its longest run's.
+    steps: [R] each run's own step count (:func:`jaxscale.train.steps.num_train_steps` of its size).
     hashes: [R] each run's subset manifest hash.
-    lr: float32 [R, T_pad], each run's learning rate per step (T_pad = T rounded up to whole dispatches).
-    valid: bool [T_pad], False on the padding steps.
+    lr: float32 [R, T_pad], each run's learning rate per step, its own schedule over its own steps and
+      0 after them (T_pad = T rounded up to whole dispatches).
+    valid: bool [T_pad, R], True on each run's own steps (False after its last one).
     on_device: the images are on the device (``device``), else read per dispatch (``reader``).
     device: ``images``, ``labels`` on device (or their shapes) and ``index`` int32 [R, T_pad, B]; or None.
     reader: a :class:`jaxscale.data.pipeline.DispatchReader`, or None.
@@ -157,6 +160,7 @@ class GroupInputs:
   num_classes: int
   channels: int
   total_steps: int
+  steps: list
   hashes: list
   lr: np.ndarray
   valid: np.ndarray
@@ -183,25 +187,23 @@ def prepare_inputs(config: ConfigDict, stage: str, runs: Sequence[Run], mesh, *,
   labels = sources.load_labels(name, s.train_split, data_dir)
   batch, k = int(s.optim.batch_size), int(e.steps_per_dispatch)
   _check_runs(config, stage, runs, len(labels))
-  steps = {steps_lib.num_train_steps(s.optim, r.size) for r in runs}
-  if len(steps) != 1:
-    raise ValueError(f"a group's runs must share a step count, got {sorted(steps)}")
-  total = steps.pop()
+  steps = [steps_lib.num_train_steps(s.optim, r.size) for r in runs]   # each run's own
+  total = max(steps)
   padded = -(-total // k) * k
-  order, hashes = [], []
-  for r in runs:
+  order, hashes, lr = [], [], []
+  peak = steps_lib.peak_lr(s.optim, config.model.name)
+  for r, n in zip(runs, steps):   # each run's tables as alone, padded to the group's length
     ranking = data_scores.load(r.scores) if r.selection != "random" else None
     idx = subsets.nested_subset(labels, r.size, derive_seed(r.seed, f"{stage}/subset"), r.selection, ranking)
     hashes.append(subsets.manifest_hash(idx, r.selection))
-    table = pipeline.example_order(idx, derive_seed(r.seed, f"{stage}/data"), batch, 0, total)
-    order.append(np.concatenate([table, np.repeat(table[-1:], padded - total, axis=0)]))
+    table = pipeline.example_order(idx, derive_seed(r.seed, f"{stage}/data"), batch, 0, n)
+    order.append(np.concatenate([table, np.repeat(table[-1:], padded - n, axis=0)]))
+    lr.append(np.concatenate([steps_lib.learning_rate_table(s.optim, n, r.lr or peak),
+                              np.zeros(padded - n, np.float32)]))
   order = np.stack(order)                                              # [R, T_pad, B]
-  pad = np.zeros(padded - total, np.float32)
-  peak = steps_lib.peak_lr(s.optim, config.model.name)
-  lr = np.stack([np.concatenate([steps_lib.learning_rate_table(s.optim, total, r.lr or peak), pad]) for r in runs])
   out = {"num_classes": int(sources.num_classes(name, data_dir)), "channels": pipeline.image_channels(source),
-         "total_steps": total, "hashes": hashes, "lr": np.ascontiguousarray(lr),
-         "valid": np.arange(padded) < total}   # the fields of the GroupInputs returned
+         "total_steps": total, "steps": steps, "hashes": hashes, "lr": np.ascontiguousarray(np.stack(lr)),
+         "valid": np.arange(padded)[:, None] < np.asarray(steps)[None, :]}   # the fields of the GroupInputs returned
   used = np.unique(order)
   need_mb = pipeline.images_mb(len(used), size_px, out["channels"])
   budget = float(e.device_data_mb)
@@ -391,16 +393,17 @@ def evaluate(config: ConfigDict, stage: str, graphdef, params, params_sharding, 
 
 def _along_budget(config: ConfigDict, stage: str, program: Program, inputs: GroupInputs, mesh, names: list[str],
                   group_dir: str, start: int, state) -> evals_lib.AlongBudget:
-  """The group's evaluations along its budget (``config.<stage>.eval_at``) on the eval subset, with the
-  eval program of :func:`evaluate`; the subset is placed on the device once."""
-  total, k = inputs.total_steps, int(config.engine.steps_per_dispatch)
-  steps = evals_lib.eval_steps(config[stage].eval_at, total, k)
+  """The group's evaluations along its budget (``config.<stage>.eval_at``, each run's at its own fractions
+  of its own steps) on the eval subset, with the eval program of :func:`evaluate`; the subset is placed
+  on the device once."""
+  k, totals = int(config.engine.steps_per_dispatch), inputs.steps[:len(names)]
+  steps = [evals_lib.eval_steps(config[stage].eval_at, total, k) for total in totals]
   repl = sharding_lib.replicated(mesh)
   chunks = [{key: sharding_lib.put(v, repl) for key, v in c.items()}
-            for c in (evals_lib.subset_chunks(config, stage, inputs.channels) if steps else ())]
+            for c in (evals_lib.subset_chunks(config, stage, inputs.channels) if any(steps) else ())]
   eval_chunk = steps_lib.make_eval_chunk(program.graphdef, mesh, program.state_sh.params)
   along = evals_lib.AlongBudget(steps, names, lambda params: [eval_chunk(params, c) for c in chunks], group_dir,
-                                start, total, int(config[stage].optim.batch_size))
+                                start, totals, int(config[stage].optim.batch_size))
   along.start(start, state)
   return along
 
@@ -424,11 +427,11 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
     config: a validated config; ``config.model.name`` is the group's model and
       ``config.distill.teacher_checkpoint`` the teacher of its runs with ``alpha > 0``.
     stage: ``"pretrain"`` or ``"finetune"``.
-    runs: the runs (equal step counts; subset sizes may differ).
+    runs: the runs (subset sizes and step counts may differ; each trains its own steps, as alone).
     group_dir: checkpoints and ``result.json``.
 
   Returns:
-    Per run, in order: ``name, eval_error, eval_loss, eval_count, steps, diverged_at`` (the step
+    Per run, in order: ``name, eval_error, eval_loss, eval_count, steps`` (its own), ``diverged_at`` (the step
     whose loss or gradient was not finite, or None), ``losses`` (per step), ``subset_hash``,
     ``params`` (count), ``num_classes``, ``init`` (the run.json it started from, fine-tuning),
     ``wall_s`` (its share of the group's time), ``group_size``, ``mesh`` (the group's devices along runs, data, fsdp).
@@ -450,10 +453,10 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   inputs = prepare_inputs(config, stage, runs, mesh)
   program, params = build_program(config, stage, runs, inputs, mesh)
   with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
-    state, losses, wall_before = _restore_or_init(program, params, ckpts, names, config, desc or stage)
+    state, losses, wall_before, start = _restore_or_init(program, params, ckpts, names, config, desc or stage)
     del params   # the host copy is no longer needed
-    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, len(losses[0]), state)
-    state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses,
+    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, start, state)
+    state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses, start,
                                 wall_before, t_start, show_progress, progress_delay_s, desc, at_boundary=along)
     result = evaluate(config, stage, program.graphdef, state.params, program.state_sh.params, mesh,
                       inputs.channels)
@@ -466,16 +469,23 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
       meta = {"stage": stage, "model": config.model.name, "num_classes": inputs.num_classes,
               "image_size": int(config.data.image_size), "dataset": config[stage].dataset, **dict(r.meta)}
       ckpt_lib.save_run(r.out_dir, jax.tree_util.tree_map(lambda x: x[i], host_params), meta)
-    results.append({
-        "name": r.name, "eval_error": float(result["eval_error"][i]), "eval_loss": float(result["eval_loss"][i]),
-        "eval_count": result["eval_count"], "steps": inputs.total_steps,
-        "diverged_at": int(diverged[i]) if diverged[i] else None, "losses": losses[i],
-        "subset_hash": inputs.hashes[i], "params": program.param_count,
-        "num_classes": inputs.num_classes, "init": program.init_metas[i],
-        "wall_s": round(wall / len(names), 3), "group_size": len(names),
-        "mesh": [int(mesh.shape[a]) for a in sharding_lib.AXES], "curve": along.curve(i, losses[i], result)})
+    results.append(_run_result(i, r.name, result, inputs, program, mesh, diverged, losses[i],
+                               round(wall / len(names), 3), len(names), along))
   atomic_write_text(os.path.join(group_dir, RESULT_FILE), json.dumps({"runs": results}, sort_keys=True))
   return results
+
+
+def _run_result(i: int, name: str, result: dict, inputs: GroupInputs, program: Program, mesh, diverged,
+                losses: list, wall_s: float, group_size: int, along) -> dict:
+  """Run `i`'s entry of `train_group`'s results (its keys are listed there)."""
+  return {
+      "name": name, "eval_error": float(result["eval_error"][i]), "eval_loss": float(result["eval_loss"][i]),
+      "eval_count": result["eval_count"], "steps": inputs.steps[i],
+      "diverged_at": int(diverged[i]) if diverged[i] else None, "losses": losses,
+      "subset_hash": inputs.hashes[i], "params": program.param_count,
+      "num_classes": inputs.num_classes, "init": program.init_metas[i], "wall_s": wall_s,
+      "group_size": group_size, "mesh": [int(mesh.shape[a]) for a in sharding_lib.AXES],
+      "curve": along.curve(i, losses, result)}
 
 
 def _dtype(config: ConfigDict):
@@ -573,7 +583,7 @@ def chunk_arguments(program: Program, num_runs: int, k: int, data: dict) -> tupl
           teacher,
           jax.tree_util.tree_map(lambda x, sh: x if isinstance(x, jax.Array) else _shaped(x, sh), data, in_sh["data"]),
           jax.ShapeDtypeStruct((k, num_runs), np.float32, sharding=in_sh["lr"]),
-          jax.ShapeDtypeStruct((k,), np.bool_, sharding=in_sh["valid"]))
+          jax.ShapeDtypeStruct((k, num_runs), np.bool_, sharding=in_sh["valid"]))
 
 
 def host_batch_shapes(k: int, num_runs: int, batch: int, image_size: int, channels: int) -> dict:
@@ -638,18 +648,18 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
   repl = sharding_lib.replicated(mesh)
   eval_chunk = steps_lib.make_eval_chunk(program.graphdef, mesh, program.state_sh.params)
   eval_chunk.lower(params, {name: _shaped(v, repl) for name, v in chunks[0].items()}).compile()
-  if evals_lib.eval_steps(s.eval_at, inputs.total_steps, k):  # the points' chunks may be smaller
+  if any(evals_lib.eval_steps(s.eval_at, n, k) for n in inputs.steps):  # the points' chunks may be smaller
     subset = evals_lib.subset_chunks(config, stage, channels)
     eval_chunk.lower(params, {name: _shaped(v, repl) for name, v in subset[0].items()}).compile()
 
 
 def _restore_or_init(program: Program, params: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
-  """(state, per-run losses so far, wall seconds so far): from the group's last checkpoint, or fresh
-  from the initial host `params`."""
+  """(state, per-run losses so far, wall seconds so far, the group's step to go on from): from the
+  group's last checkpoint, or fresh from the initial host `params`."""
   k = int(config.engine.steps_per_dispatch)
   if ckpts.latest_step() is None:
     init = steps_lib.make_init(program.settings, program.state_sh)
-    return init(jax.tree_util.tree_map(sharding_lib.put, params, program.param_sh)), [[] for _ in names], 0.0
+    return init(jax.tree_util.tree_map(sharding_lib.put, params, program.param_sh)), [[] for _ in names], 0.0, 0
   saved = ckpts.latest_meta()
   if saved.get("runs") != names:
     raise JaxscaleError(f"{ckpts.directory} holds a checkpoint of other runs; use a fresh --workdir")
@@ -665,20 +675,40 @@ def _restore_or_init(program: Program, params: dict, ckpts, names: list[str], co
         f"to train this group from its start")
   state, saved = ckpts.restore(program.abstract, program.state_sh)
   logger.info("resuming %s from step %d", desc, saved["step"])
-  # The state is at saved["step"]; a checkpoint written before the meta was copied on save may list
-  # losses of later steps, and training resumes at len(losses).
-  return state, [run[:saved["step"]] for run in saved["losses"]], float(saved["wall_s"])
+  # The state is at the group's step saved["step"] (a run shorter than the group has fewer losses); a
+  # checkpoint written before the meta was copied on save may list losses of later steps.
+  step = int(saved["step"])
+  return state, [run[:step] for run in saved["losses"]], float(saved["wall_s"]), step
 
 
-def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wall_before, t_start,
+def _dispatch(program: Program, inputs: GroupInputs, state, d: int, k: int, batch_iter):
+  """Queues dispatch `d` (steps d·K ... d·K + K - 1 of every run); returns (state, device losses [K, R])."""
+  in_sh = program.in_sh
+  data = jax.tree_util.tree_map(sharding_lib.put, _dispatch_data(inputs, d, k, batch_iter), in_sh["data"])
+  lr = sharding_lib.put(np.ascontiguousarray(inputs.lr[:, d * k:(d + 1) * k].T), in_sh["lr"])
+  valid = sharding_lib.put(np.ascontiguousarray(inputs.valid[d * k:(d + 1) * k]), in_sh["valid"])
+  return program.chunk(state, program.consts, program.teacher_params, data, lr, valid)
+
+
+def _append_losses(losses: list, got: np.ndarray, step0: int, k: int, steps: Sequence[int]) -> tuple[float, int]:
+  """Appends a dispatch's losses `got` [K, R] (from the group's step `step0`) to each run's `losses`, its
+  own steps only; returns (their mean, NaN left out, for the progress line; how many were appended)."""
+  taken = []
+  for i, run in enumerate(losses):
+    n = max(0, min(k, steps[i] - step0))
+    run.extend(float(v) for v in got[:n, i])
+    taken.append(got[:n, i])
+  part = np.concatenate(taken)
+  return (float(np.nanmean(part)) if part.size else float("nan")), int(part.size)
+
+
+def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, start, wall_before, t_start,
                 show_progress, progress_delay_s, desc, at_boundary=None):
-  """Dispatches K steps at a time until every run has trained; returns (state, per-run losses).
-  ``at_boundary(steps done, state)``, if given, is called after each dispatch is queued (evaluations along the budget)."""
-  chunk, in_sh = program.chunk, program.in_sh
-  consts, teacher_params = program.consts, program.teacher_params
+  """Dispatches K steps at a time from the group's step `start` until every run has trained its own
+  steps; returns (state, per-run losses). ``at_boundary(steps done, state)``, if given, is called after
+  each dispatch is queued (evaluations along the budget)."""
   k = int(config.engine.steps_per_dispatch)
-  total, batch = inputs.total_steps, int(config[stage].optim.batch_size)
-  start = len(losses[0])
+  total, batch = inputs.total_steps, int(config[stage].optim.batch_size)   # the group's step count
   every, last_save = int(config.checkpoint.every_steps), start
   batch_iter = None if inputs.on_device else inputs.reader.iterate(start // k)
   sync = bool(config.engine.sync_every_step)
@@ -688,12 +718,10 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
   def collect(item):
     step0, device_losses = item
     got = np.asarray(jax.device_get(device_losses))                  # [K, R]
-    n = min(k, total - step0)
+    loss, taken = _append_losses(losses, got, step0, k, inputs.steps)
     now = time.perf_counter()
-    clock["rate"], clock["t"] = len(names) * batch * n / max(now - clock["t"], 1e-9), now
-    for i in range(len(names)):
-      losses[i].extend(float(v) for v in got[:n, i])
-    return float(np.nanmean(got[:n, :len(names)]))
+    clock["rate"], clock["t"] = batch * taken / max(now - clock["t"], 1e-9), now
+    return loss
 
   def meta(step):  # what a resume checks and continues from (see `_restore_or_init`)
     return {"runs": names, "losses": losses, "step": step, "steps_per_dispatch": k,
@@ -710,11 +738,7 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, wal
         ckpts.save(step0, state, meta(step0))
         raise Preempted(f"{stage} stopped by SIGTERM at step {step0}; checkpoint saved in "
                         f"{ckpts.directory}; run again to resume")
-      d = step0 // k
-      data = jax.tree_util.tree_map(sharding_lib.put, _dispatch_data(inputs, d, k, batch_iter), in_sh["data"])
-      lr = sharding_lib.put(np.ascontiguousarray(inputs.lr[:, d * k:(d + 1) * k].T), in_sh["lr"])
-      state, device_losses = chunk(state, consts, teacher_params, data, lr,
-                                   sharding_lib.put(inputs.valid[d * k:(d + 1) * k], in_sh["valid"]))
+      state, device_losses = _dispatch(program, inputs, state, step0 // k, k, batch_iter)
       loss = collect(pending) if pending is not None else None
       pending = (step0, device_losses)
       if sync:

@@ -6,9 +6,10 @@ leading runs axis ``[R, ...]``; one train step is a function of one run (:func:`
 floats do not depend on its group) or ``jax.vmap``-ed over them (:func:`make_train_chunk`). Per-run scalars ride along: the KD weight ``alpha`` (a plain run is
 ``alpha = 0``), whether the run's teacher is uniform (``uniform``: the smoothed control, whose KD
 term is label smoothing), the augmentation key and, per step, the learning rate (read from a table computed
-on the host, :func:`learning_rate`, so every run gets exactly the same rates in or out of a group).
-A run whose loss or gradient stops being finite stops updating (its ``diverged_at`` is set) while
-the others go on.
+on the host, :func:`learning_rate`, so every run gets exactly the same rates in or out of a group)
+and whether the step is one of the run's own (runs of one group may train different step counts: a
+run's steps past its own last one change nothing). A run whose loss or gradient stops being finite
+stops updating (its ``diverged_at`` is set) while the others go on.
 """
 
 from __future__ import annotations
@@ -262,21 +263,23 @@ def _cache_key(*parts: Any) -> tuple:
 
 
 def chunk_input_shardings(spec: StepSpec, mesh) -> dict[str, Any]:
-  """Shardings of a train chunk's inputs: ``consts``, ``data``, ``lr`` and ``valid`` (see below)."""
+  """Shardings of a train chunk's inputs: ``consts``, ``data``, ``lr`` and ``valid`` (see below; ``lr`` and
+  ``valid`` are [K, R], split along the runs)."""
   runs = sharding_lib.runs_sharding(mesh)
   batch = NamedSharding(mesh, P(None, "runs", sharding_lib.BATCH_AXES))
   repl = sharding_lib.replicated(mesh)
   data = {"images": repl, "labels": repl, "index": batch} if spec.on_device else {"images": batch, "labels": batch}
   return {"consts": {"alpha": runs, "key": runs, "uniform": runs}, "data": data,
-          "lr": NamedSharding(mesh, P(None, "runs")), "valid": repl}
+          "lr": NamedSharding(mesh, P(None, "runs")), "valid": NamedSharding(mesh, P(None, "runs"))}
 
 
-def _run_chunk(spec: StepSpec, teacher_params: Any, data: dict, valid, carry: tuple, run_xs: tuple):
+def _run_chunk(spec: StepSpec, teacher_params: Any, data: dict, carry: tuple, run_xs: tuple):
   """The K steps of one dispatch of one run (a ``lax.scan``); returns (carry, losses [K]).
 
-  ``run_xs = (consts, lr [K], per_step)``: the run's own constants and learning rates, and its
-  gather indices [K, B] (on device) or its (images, labels) [K, B, ...]."""
-  consts, lr, per_step = run_xs
+  ``run_xs = (consts, lr [K], valid [K], per_step)``: the run's own constants, learning rates and
+  step mask (False past its own last step), and its gather indices [K, B] (on device) or its
+  (images, labels) [K, B, ...]."""
+  consts, lr, valid, per_step = run_xs
 
   def body(c, xs):
     if spec.on_device:
@@ -295,14 +298,14 @@ def _looped_chunk(spec: StepSpec, state: TrainState, consts: dict, teacher_param
   per_step = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), per_step)   # [R, K, ...]
   carry = (state.step, state.params, state.opt_state, state.diverged_at)
   (step, params, opt_state, diverged_at), loss = jax.lax.map(
-      lambda a: _run_chunk(spec, teacher_params, data, valid, *a), (carry, (consts, lr.T, per_step)))
+      lambda a: _run_chunk(spec, teacher_params, data, *a), (carry, (consts, lr.T, valid.T, per_step)))
   return TrainState(step=step, params=params, opt_state=opt_state, diverged_at=diverged_at), loss.T
 
 
 def _vmapped_chunk(spec: StepSpec, mesh, state: TrainState, consts: dict, teacher_params: Any, data: dict,
                    lr, valid):
   """The runs vmapped, the K steps scanned (an accelerator, or a run split over devices)."""
-  vstep = jax.vmap(functools.partial(_run_step, spec), in_axes=(None, 0, (0, 0, 0, None, 0)))
+  vstep = jax.vmap(functools.partial(_run_step, spec), in_axes=(None, 0, (0, 0, 0, 0, 0)))
 
   def body(carry, xs):
     if spec.on_device:
@@ -331,7 +334,9 @@ def make_train_chunk(spec: StepSpec, mesh, state_sharding: TrainState, teacher_s
     data: on device ``{"images": uint8 [N, S, S, C], "labels": int32 [N], "index": int32 [K, R, B]}``;
       else ``{"images": uint8 [K, R, B, S, S, C], "labels": int32 [K, R, B]}``.
     lr: float32 [K, R], each run's learning rate of each step.
-    valid: bool [K], False for the padding steps after a run's last one.
+    valid: bool [K, R], False on a run's steps after its own last one (a group's runs may train
+      different step counts; the padding steps of the last dispatch are masked too): such a step
+      keeps the run's parameters, optimizer state and step count as they are.
 
   Returns the new state and ``losses`` float32 [K, R] (each step's objective before its update).
 

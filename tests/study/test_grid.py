@@ -68,7 +68,7 @@ def _needs(config, group, owner):
 
 
 @pytest.mark.parametrize("budget", ["fixed", "epochs"])
-def test_groups_pack_cells_by_stage_model_steps_and_kd_in_dependency_order(budget):
+def test_groups_pack_cells_by_stage_model_and_kd_in_dependency_order(budget):
   config = study_config()
   if budget == "fixed":
     fixed_budget(config)
@@ -80,7 +80,9 @@ def test_groups_pack_cells_by_stage_model_steps_and_kd_in_dependency_order(budge
   owner = {c.id: g.id for g in groups for c in g.cells}
   position = {g.id: i for i, g in enumerate(groups)}
   for g in groups:
-    assert {(c.stage, c.model, grid.cell_steps(config, c)) for c in g.cells} == {(g.stage, g.model, g.steps)}
+    assert {(c.stage, c.model) for c in g.cells} == {(g.stage, g.model)}
+    steps = [grid.cell_steps(config, c) for c in g.cells]
+    assert g.steps == max(steps) and steps == sorted(steps)   # shorter runs first, the group as its longest
     assert {grid.kd_alpha(config, c) > 0 for c in g.cells} == {g.distils}  # plain runs skip the teacher
     assert all(position[d] < position[g.id] for d in _needs(config, g, owner))
   teacher = grid.teacher_of(config.study)
@@ -93,10 +95,31 @@ def test_groups_pack_cells_by_stage_model_steps_and_kd_in_dependency_order(budge
     s = config.study
     assert len(groups[-1].cells) == len(s.dp) * len(s.df) * len(s.arms) * len(s.seeds)
   else:
-    # 1 epoch of batch 10: Dp 100 and 300 train 10 and 30 steps, the teacher (Dp 300) joins the latter
+    # 1 epoch of batch 10: Dp 100 and 300 train 10 and 30 steps, in one group per model and arm (Dp 100
+    # first); the teacher (Dp 300) joins its model's plain group
     pt = [g for g in groups if g.stage == "pretrain"]
-    assert sorted({g.steps for g in pt}) == [10, 30] and len(pt) == 8
-    assert {c.dp for c in next(g for g in pt if g.id == "pt-vit_tiny_xs-30steps").cells} == {300}
+    assert [g.id for g in pt] == ["pt-vit_tiny_xs-30steps", "pt-vit_tiny_s-30steps", "pt-vit_tiny_xs-kd-30steps",
+                                  "pt-vit_tiny_s-kd-30steps"]
+    assert owner[teacher.id] == "pt-vit_tiny_xs-30steps"
+    assert [c.dp for c in pt[1].cells] == [100, 100, 300, 300]
+    assert [grid.cell_steps(config, c) for c in pt[1].cells] == [10, 10, 30, 30]
+
+
+def test_an_epoch_budget_packs_every_dp_into_one_group_or_equal_parts_by_length():
+  """Budgets in epochs give each Dp its own step count; a (stage, model, KD) key is still one group,
+  split into equal parts of runs of similar length, each cell keeping its own steps."""
+  config = study_config(dp=(100, 400, 200, 300), seeds=(0, 1, 2), arms=("plain",))
+  config.pretrain.optim.update(epochs=1.0, min_steps=1, max_steps=0, batch_size=10)
+  own = {c.id: grid.cell_steps(config, c) for c in grid.expand(config)}
+  assert {own[c.id] for c in grid.expand(config) if c.kind == grid.PRETRAIN} == {10, 20, 30, 40}
+  pt = [g for g in grid.groups(config) if g.stage == grid.PRETRAIN]
+  assert [(g.id, len(g.cells)) for g in pt] == [("pt-vit_tiny_xs-40steps", 12), ("pt-vit_tiny_s-40steps", 12)]
+  assert [c.dp for c in pt[1].cells] == [100] * 3 + [200] * 3 + [300] * 3 + [400] * 3
+  config.engine.group_size = 6   # 12 runs per model: two parts of 6, the shorter runs together
+  pt = [g for g in grid.groups(config) if g.stage == grid.PRETRAIN and g.model == "vit_tiny_s"]
+  assert [(g.id, g.steps) for g in pt] == [("pt-vit_tiny_s-20steps-part0", 20), ("pt-vit_tiny_s-40steps-part1", 40)]
+  assert [sorted({c.dp for c in g.cells}) for g in pt] == [[100, 200], [300, 400]]
+  assert {grid.cell_steps(config, c) for g in pt for c in g.cells} == {10, 20, 30, 40}
 
 
 def test_teacher_seed_is_independent_of_the_study_seeds():

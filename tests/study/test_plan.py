@@ -39,7 +39,7 @@ def direct_compile(config, stage, batch, runs=1):
   consts = {"alpha": sds((runs,), np.float32), "key": sds((runs, 2), np.uint32), "uniform": sds((runs,), np.bool_)}
   return chunk.lower(state, consts, None,
                      {"images": sds((1, runs, batch, 16, 16, 3), np.uint8), "labels": sds((1, runs, batch), np.int32)},
-                     sds((1, runs), np.float32), sds((1,), np.bool_)).compile()
+                     sds((1, runs), np.float32), sds((1, runs), np.bool_)).compile()
 
 
 def test_plan_numbers_equal_a_direct_compile():
@@ -49,22 +49,22 @@ def test_plan_numbers_equal_a_direct_compile():
       ("vit_tiny_xs", "pretrain", ""), ("vit_tiny_xs", "pretrain", "vit_tiny_xs"), ("vit_tiny_xs", "finetune", "")]
   plain, distilled, finetune = rows
   config.model.name = "vit_tiny_xs"
-  compiled = direct_compile(config, "pretrain", 64, runs=2)
+  compiled = direct_compile(config, "pretrain", 64, runs=3)
   m = compiled.memory_analysis()
   assert plain["memory_bytes"] == (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
                                    - m.alias_size_in_bytes + m.generated_code_size_in_bytes)
   assert plain["memory_bytes"] > 0 and plain["fits"] is None and plain["max_batch"] is None
-  # one run of the two: on a CPU each device loops over its runs, and XLA counts a loop's body once
-  looped = steps_lib.runs_one_by_one(sharding.make_mesh(config.mesh, num_runs=2))
-  assert plain["flops_per_step"] == compiled.cost_analysis()["flops"] / (1 if looped else 2)
+  # one run of the three: on a CPU each device loops over its runs, and XLA counts a loop's body once
+  looped = steps_lib.runs_one_by_one(sharding.make_mesh(config.mesh, num_runs=3))
+  assert plain["flops_per_step"] == compiled.cost_analysis()["flops"] / (1 if looped else 3)
   analytic = 3 * models.flops_per_image("vit_tiny_xs", 52, 16) * 64   # one run: fwd + bwd, batch 64
   assert 0.8 < plain["flops_per_step"] / analytic < 1.3
   assert distilled["flops_per_step"] > plain["flops_per_step"]          # + the teacher's forward
-  # Rows follow the engine's groups: the plain runs of both Dp (8 steps each) in one program (R = 2),
-  # the teacher (16 steps) in a program of its own with the same row; the distilled runs in one program
+  # Rows follow the engine's groups: the plain runs of both Dp (8 steps each) and the teacher (16 steps)
+  # in one program (R = 3; the students' steps past their 8th are masked); the distilled runs in one program
   # that carries the teacher (R = 2); all 2 Dp x 2 Df x 2 arms fine-tunes (6 steps each) together (R = 8).
   steps = [num_train_steps(config.pretrain.optim, dp) for dp in config.study.dp]
-  assert plain["cells"] == 3 and plain["group_runs"] == 2
+  assert plain["cells"] == 3 and plain["group_runs"] == 3
   assert plain["steps"] == sum(steps) + num_train_steps(config.pretrain.optim, config.study.teacher_dp)
   assert distilled["cells"] == 2 and distilled["group_runs"] == 2
   assert distilled["grid_flops"] == sum(steps) * distilled["flops_per_step"]

@@ -37,7 +37,7 @@ with ckpt_lib.GroupCheckpoints(ckpt_dir) as ckpts:
     data = {"images": sharding.put(images[i:i + 1], sh["data"]["images"]),
             "labels": sharding.put(labels[i:i + 1], sh["data"]["labels"])}
     state, loss = chunk(state, consts, None, data, sharding.put(np.full((1, 2), 3e-3, np.float32), sh["lr"]),
-                        sharding.put(np.ones(1, bool), sh["valid"]))
+                        sharding.put(np.ones((1, 2), bool), sh["valid"]))
     losses.append(sharding.to_host(loss)[0].tolist())
     if i == 2:
       ckpts.save(3, state, {"at": 3})

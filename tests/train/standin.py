@@ -92,7 +92,7 @@ def train(mesh_shape, dispatches: int = 3, k: int = 2, runs: int = 2, teacher: b
   for d in range(dispatches):
     sl = slice(d * k, (d + 1) * k)
     state, loss = chunk(state, consts, t_params, {"images": images[sl], "labels": labels[sl]},
-                        np.full((k, runs), 3e-3, np.float32), np.ones(k, bool))
+                        np.full((k, runs), 3e-3, np.float32), np.ones((k, runs), bool))
     losses.append(np.asarray(loss))
   kernel = state.params["kernel"]
   return np.concatenate(losses), np.asarray(kernel), str(kernel.sharding.spec)

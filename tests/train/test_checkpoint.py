@@ -16,7 +16,7 @@ import standin  # noqa: E402
 
 def _step(chunk, state, consts, images, labels, i):
   return chunk(state, consts, None, {"images": images[i:i + 1], "labels": labels[i:i + 1]},
-               np.full((1, 2), 1e-2, np.float32), np.ones(1, bool))[0]
+               np.full((1, 2), 1e-2, np.float32), np.ones((1, 2), bool))[0]
 
 
 def test_round_trip_keep_and_identical_continuation(tmp_path):

@@ -54,7 +54,7 @@ def _train(chunk, state, consts, teacher, images, labels, k, lr=3e-3, valid=None
     sl = slice(d * k, (d + 1) * k)
     state, loss = chunk(state, consts, teacher, {"images": images[sl], "labels": labels[sl]},
                         np.full((k, images.shape[1]), lr, np.float32),
-                        np.ones(k, bool) if valid is None else valid[sl])
+                        np.ones((k, images.shape[1]), bool) if valid is None else valid[sl])
     losses.append(np.asarray(loss))
   return state, np.concatenate(losses)
 
@@ -76,10 +76,26 @@ def test_padding_steps_change_nothing():
   images, labels = standin.make_images(4, 16, 2)
   _, _, state, _, chunk, consts, _ = standin.group(runs=2)
   before = jax.device_get(state.params)
-  state, _ = _train(chunk, state, consts, None, images, labels, k=4, valid=np.zeros(4, bool))
+  state, _ = _train(chunk, state, consts, None, images, labels, k=4, valid=np.zeros((4, 2), bool))
   assert list(np.asarray(state.step)) == [0, 0]
   for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(jax.device_get(state.params))):
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_runs_steps_past_its_own_last_one_change_nothing():
+  """The mask is per run: run 1 stops after 2 of the 4 steps, and its state is the one 2 steps give it."""
+  images, labels = standin.make_images(4, 16, 2)
+  _, _, state, _, chunk, consts, _ = standin.group(runs=2)
+  valid = np.stack([np.ones(4, bool), np.arange(4) < 2], axis=1)   # [K, R]
+  state, _ = _train(chunk, state, consts, None, images, labels, k=4, valid=valid)
+  _, _, short, _, chunk, consts, _ = standin.group(runs=2)
+  short, _ = _train(chunk, short, consts, None, images[:2], labels[:2], k=2)
+  assert list(np.asarray(state.step)) == [4, 2]
+  pairs = list(zip(jax.tree_util.tree_leaves(jax.device_get(state.params)),
+                   jax.tree_util.tree_leaves(jax.device_get(short.params))))
+  for a, b in pairs:
+    np.testing.assert_allclose(a[1], b[1], rtol=0, atol=1e-6)
+  assert not all(np.allclose(a[0], b[0], rtol=0, atol=1e-6) for a, b in pairs)   # run 0 trained on
 
 
 def test_kd_gradient_vanishes_with_alpha_one_and_identical_teacher():
