@@ -7,13 +7,12 @@ The study's config comes from study.json and its runs from records.jsonl; nothin
 from __future__ import annotations
 
 import argparse
-import os
 
 from ml_collections import ConfigDict
 
 from jaxscale import config as config_lib
 from jaxscale.report import render, sections
-from jaxscale.study import analysis
+from jaxscale.study import analysis, records
 
 HELP = "rebuild a study's fits.json and report (md, html, PNG figures) from its records.jsonl"
 
@@ -32,8 +31,9 @@ def build(config: ConfigDict, workdir: str, progress: bool = True) -> str:
   """Analyses the study, writes fits.json and report/; returns the verdict lines and the paths."""
   from jaxscale.study import rounds
   result = analysis.analyze_study(config, workdir, progress=progress)
-  out = render.write_report(result, os.path.join(workdir, "report"), rounds.read_log(workdir))
-  return "\n".join(sections.verdict_lines(result) + [f"fits: {os.path.join(workdir, 'fits.json')}",
+  where = records.workdir_paths(workdir)
+  out = render.write_report(result, where["report"], rounds.read_log(workdir))
+  return "\n".join(sections.verdict_lines(result) + [f"fits: {where['fits']}",
                               f"report: {out['html']} (and {out['markdown']})"])
 
 

@@ -13,7 +13,6 @@ schema and the meaning of every key are in docs/laws.md ("fits.json of a study")
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Mapping, Sequence
 
 from ml_collections import ConfigDict
@@ -183,12 +182,13 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
 
 def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> StudyAnalysis:
   """Analyses the study in `workdir` (its records.jsonl) and writes its fits.json."""
-  path = os.path.join(workdir, "records.jsonl")
+  where = records.workdir_paths(workdir)
+  path = where["records"]
   rows = records.read(path)
   if not verdicts.student_rows(rows, "finetune"):
     raise JaxscaleError(f"{path} has no fine-tune records; run `jaxscale study` on this workdir first")
   lines = [c for c in records.read(records.curves_path(path)) if c.get("stage") in ("pretrain", "finetune")]
   result = analyze_records(config, rows, progress=progress, curves=lines)
   # fits.json is derived from the records, so it is rebuilt (atomically) every time.
-  laws.write_fits(os.path.join(workdir, "fits.json"), result.fits, force=True)
+  laws.write_fits(where["fits"], result.fits, force=True)
   return result

@@ -55,6 +55,19 @@ CURVE_FIELDS = ("stage", "cell_id", "model", "params", "dp", "df", "arm", "selec
                 "steps", "batch_size")
 
 
+def workdir_paths(workdir: str) -> dict[str, str]:
+  """The files and folders of a study's workdir, by role (the one place their names are spelled)."""
+  return {
+      "study": os.path.join(workdir, "study.json"),
+      "records": os.path.join(workdir, "records.jsonl"),
+      "curves": os.path.join(workdir, "curves.jsonl"),
+      "cells": os.path.join(workdir, "cells"),
+      "groups": os.path.join(workdir, "groups"),
+      "fits": os.path.join(workdir, "fits.json"),
+      "report": os.path.join(workdir, "report"),
+  }
+
+
 def curves_path(records_path: str) -> str:
   """curves.jsonl, beside records.jsonl."""
   return os.path.join(os.path.dirname(os.path.abspath(records_path)), "curves.jsonl")

@@ -41,7 +41,6 @@ from jaxscale.fileio import atomic_write_text
 from jaxscale.progress import Progress
 from jaxscale.study import grid, pruning, records, tb_events
 from jaxscale.train import evals, loop
-from jaxscale.train import steps as steps_lib
 
 logger = logging.getLogger("jaxscale")
 
@@ -64,15 +63,7 @@ def study_hash(config: ConfigDict) -> str:
   return config_lib.config_hash(c, exclude=EXECUTION_GROUPS)
 
 
-def paths(workdir: str) -> dict[str, str]:
-  return {
-      "study": os.path.join(workdir, "study.json"),
-      "records": os.path.join(workdir, "records.jsonl"),
-      "cells": os.path.join(workdir, "cells"),
-      "groups": os.path.join(workdir, "groups"),
-      "fits": os.path.join(workdir, "fits.json"),
-      "report": os.path.join(workdir, "report"),
-  }
+paths = records.workdir_paths   # the workdir's files by role (defined in records)
 
 
 def read_study(workdir: str) -> dict[str, Any]:
@@ -187,17 +178,8 @@ def check_sizes(config: ConfigDict, dry_run: bool) -> None:
 
 def cell_flops(config: ConfigDict, cell: grid.Cell) -> float:
   """Estimated training FLOPs of a cell (:func:`jaxscale.train.steps.run_flops`)."""
-  from jaxscale import models
-  from jaxscale.data import sources
-  stage = config[cell.stage]
-  size = cell.df if cell.kind == grid.FINETUNE else cell.dp
-  classes = sources.num_classes(stage.dataset, config.data.data_dir)
-  image_size = config.data.image_size
-  images = steps_lib.num_train_steps(stage.optim, size) * stage.optim.batch_size
-  teacher = 0.0
-  if grid.kd_alpha(config, cell) > 0:
-    teacher = models.flops_per_image(grid.teacher_of(config.study).model, classes, image_size)
-  return steps_lib.run_flops(models.flops_per_image(cell.model, classes, image_size), teacher, images)
+  teacher = grid.teacher_of(config.study).model if grid.kd_alpha(config, cell) > 0 else ""
+  return loop.stage_flops(config, cell.stage, cell.model, teacher, grid.cell_steps(config, cell))
 
 
 def grid_status(config: ConfigDict, workdir: str | None = None) -> dict[str, Any]:

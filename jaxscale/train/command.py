@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def single_run(config, stage: str, workdir: str):
   """The one run of `jaxscale train`: (Run, record fields) from the config."""
   from jaxscale.train import checkpoint, loop
-  distil = bool(config.distill.teacher_checkpoint) and config.distill.stage in (stage, "both")
+  distil = bool(config.distill.teacher_checkpoint) and loop.distils_in(config, stage)
   alpha = float(config.distill.alpha) if distil else 0.0
-  teacher = (config.distill.teacher_model or config.model.name) if distil else ""
+  teacher = loop.teacher_model(config) if distil else ""
   stage_dir = os.path.join(workdir, stage)
   if stage == "pretrain":
     run = loop.Run("run", int(config.seed), int(config.pretrain.size), alpha=alpha, out_dir=stage_dir,
@@ -47,15 +47,14 @@ def run(args: argparse.Namespace) -> int:
   config = load_config(args)
   import jax
 
-  from jaxscale import fileio, models
-  from jaxscale.data import sources
+  from jaxscale import fileio
   from jaxscale.study import records
-  from jaxscale.train import loop, sharding, steps
+  from jaxscale.train import loop, sharding
   sharding.initialize_distributed()
   sharding.enable_compilation_cache()
   if jax.process_index() == 0:
     fileio.lock_workdir(args.workdir, "jaxscale train")  # one writer per workdir
-  path = os.path.join(args.workdir, "records.jsonl")
+  path = records.workdir_paths(args.workdir)["records"]
   done = [r for r in records.read(path) if r.get("stage") == args.stage and r.get("cell_id") == "run"]
   if done:
     print(f"{args.stage} in {args.workdir} is already finished; not retraining (use a new --workdir to train again)",
@@ -69,12 +68,8 @@ def run(args: argparse.Namespace) -> int:
   except loop.Preempted as e:
     print(f"jaxscale: {e}", file=sys.stderr)
     return EXIT_PREEMPTED
-  s = config[args.stage]
-  size_px = int(config.data.image_size)
-  classes = sources.num_classes(s.dataset, config.data.data_dir)
-  teacher = models.flops_per_image(fields["teacher"], classes, size_px) if fields["alpha"] > 0 else 0.0
-  flops = steps.run_flops(models.flops_per_image(config.model.name, classes, size_px), teacher,
-                          result["steps"] * int(s.optim.batch_size))
+  flops = loop.stage_flops(config, args.stage, config.model.name,
+                          fields["teacher"] if fields["alpha"] > 0 else "", result["steps"])
   record = records.build(config, args.stage, result, cell_id="run", seed=int(config.seed), flops=flops, **fields)
   if jax.process_index() == 0:
     records.append(path, record)

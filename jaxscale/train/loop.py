@@ -349,7 +349,7 @@ def load_teacher(config: ConfigDict, stage: str, num_classes: int, dtype) -> dic
   """The distillation teacher of `stage`, checked against the stage's data."""
   d = config.distill
   graphdef, params, meta = _load_run(d.teacher_checkpoint, "teacher checkpoint", dtype)
-  want = d.teacher_model or config.model.name
+  want = teacher_model(config)
   if meta["model"] != want:
     raise JaxscaleError(f"incompatible teacher: {d.teacher_checkpoint} holds model {meta['model']!r} but "
                         f"config.distill.teacher_model asks for {want!r}; fix one of them")
@@ -492,13 +492,33 @@ def _dtype(config: ConfigDict):
   return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.dtype]
 
 
+def distils_in(config: ConfigDict, stage: str) -> bool:
+  """Whether `stage` is one in which runs with a KD weight distil (``config.distill.stage``)."""
+  return config.distill.stage in (stage, "both")
+
+
+def teacher_model(config: ConfigDict) -> str:
+  """The teacher's model name: ``config.distill.teacher_model``, else the student's own."""
+  return config.distill.teacher_model or config.model.name
+
+
+def stage_flops(config: ConfigDict, stage: str, model: str, teacher: str, steps: int) -> float:
+  """Estimated training FLOPs of one run of `model` for `steps` steps of `stage`'s batch, with the
+  forward of `teacher` ("" = none) on every image (:func:`jaxscale.train.steps.run_flops`)."""
+  classes = sources.num_classes(config[stage].dataset, config.data.data_dir)
+  size = int(config.data.image_size)
+  t = models.flops_per_image(teacher, classes, size) if teacher else 0.0
+  return steps_lib.run_flops(models.flops_per_image(model, classes, size), t,
+                             int(steps) * int(config[stage].optim.batch_size))
+
+
 def _distils(config: ConfigDict, stage: str, runs: Sequence[Run]) -> bool:
-  return config.distill.stage in (stage, "both") and any(r.alpha > 0 for r in runs)
+  return distils_in(config, stage) and any(r.alpha > 0 for r in runs)
 
 
 def _teacher_model(config: ConfigDict, stage: str, runs: Sequence[Run]) -> str:
   """The model whose forward the group's program runs for KD ("" when no run distils)."""
-  return (config.distill.teacher_model or config.model.name) if _distils(config, stage, runs) else ""
+  return teacher_model(config) if _distils(config, stage, runs) else ""
 
 
 @dataclasses.dataclass(frozen=True)
