@@ -9,7 +9,7 @@ Model code never names a device layout. Every parameter carries a tuple of *logi
   largest dimension whose logical name is in `rules` and whose size the `fsdp` axis divides;
 * every other parameter (small ones, or ones with no divisible dimension) is replicated.
 
-So any model shards on any `fsdp` size. The batch is split over `data` (:func:`batch_sharding`).
+So any model shards on any `fsdp` size. The trainer splits the batch over `data`.
 The same function also works on an optimizer state: optax moments inherit the annotations.
 Meshes use Auto axis types (the `jax.sharding.Mesh` default): XLA's partitioner inserts the
 all-gathers of the sharded weights.
@@ -115,13 +115,3 @@ def param_shardings(state: nnx.State, mesh: Mesh, fsdp_axis: str = "fsdp", *,
     return NamedSharding(mesh, P())
 
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
-def batch_sharding(mesh: Mesh, batch_axes: str | Sequence[str] = "data") -> NamedSharding:
-  """Sharding of a batch array: leading (batch) dimension split over `batch_axes`, rest whole.
-
-  The default keeps the batch on ``data`` (each fsdp group sees the same examples); pass
-  ``("data", "fsdp")`` to also split it over the fsdp axis (ZeRO-3 style).
-  """
-  axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes)
-  return NamedSharding(mesh, P(axes if len(axes) > 1 else axes[0]))

@@ -339,18 +339,6 @@ def law_checks(statistics: Mapping[str, Any], params: Mapping[str, float], r2_ce
   return out
 
 
-def law_check(statistics: Mapping[str, Any], params: Mapping[str, float], r2_cells: float | None = None,
-              holdouts: Mapping[str, float | None] | None = None) -> tuple[str, ...]:
-  """Why a fitted joint law fails `law_checks`; () if it passes. Without `r2_cells` the R² of
-  the fit's rows is used; without `holdouts` the backtest checks are left out."""
-  if r2_cells is None:
-    r2_cells = statistics.get("r2_log")
-  checks = law_checks(statistics, params, r2_cells, holdouts or {})
-  if holdouts is None:
-    checks = [c for c in checks if not c["check"].startswith("backtest")]
-  return tuple(c["reason"] for c in checks if not c["passed"])
-
-
 def _grid_points(table: Mapping[str, np.ndarray]) -> list[dict[str, float]]:
   """Every (M, Df) of the grid, the headline one (largest M, smallest Df) first."""
   ms = sorted({float(v) for v in table["params"]}, reverse=True)

@@ -173,17 +173,6 @@ def with_runs_axis(shardings: Any) -> Any:
   return jax.tree_util.tree_map(lambda s: NamedSharding(s.mesh, P("runs", *s.spec)), shardings)
 
 
-def to_host(tree: Any) -> Any:
-  """Fetches a (possibly sharded across processes) pytree to NumPy on every process."""
-  from jax.experimental import multihost_utils
-
-  def fetch(x):
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)
-  return jax.tree_util.tree_map(fetch, tree)
-
-
 def enable_compilation_cache(directory: str | None = None) -> str | None:
   """Keeps compiled programs on disk so a rerun (or a test worker) does not compile them again.
 

@@ -74,7 +74,7 @@ SCRIPT = textwrap.dedent("""
     assert any(len(a.sharding.device_set) == 8 and not a.sharding.is_fully_replicated
                for a in jax.tree.leaves(sharded))
     fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
-    xs = jax.device_put(x, partitioning.batch_sharding(mesh, axes))
+    xs = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axes)))
     got = fwd(sharded, xs)
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
     print(name, "split", n_split, "of", len(specs), "max diff", float(np.abs(np.asarray(got) - want).max()))

@@ -24,6 +24,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import standin  # noqa: E402
 from jaxscale.train import checkpoint as ckpt_lib, sharding, steps as steps_lib  # noqa: E402
 
+
+def to_host(tree):
+  """A (possibly process-sharded) pytree as NumPy on every process."""
+  from jax.experimental import multihost_utils
+  fetch = lambda x: (np.asarray(multihost_utils.process_allgather(x, tiled=True))
+                     if isinstance(x, jax.Array) and not x.is_fully_addressable else np.asarray(x))
+  return jax.tree_util.tree_map(fetch, tree)
+
+
 mesh, graphdef, state, state_sh, chunk, consts, _ = standin.group((1, 2, 2), runs=2)
 spec = steps_lib.StepSpec(graphdef=graphdef, settings=standin.SETTINGS, batch_size=16, on_device=False)
 sh = steps_lib.chunk_input_shardings(spec, mesh)
@@ -38,12 +47,12 @@ with ckpt_lib.GroupCheckpoints(ckpt_dir) as ckpts:
             "labels": sharding.put(labels[i:i + 1], sh["data"]["labels"])}
     state, loss = chunk(state, consts, None, data, sharding.put(np.full((1, 2), 3e-3, np.float32), sh["lr"]),
                         sharding.put(np.ones((1, 2), bool), sh["valid"]))
-    losses.append(sharding.to_host(loss)[0].tolist())
+    losses.append(to_host(loss)[0].tolist())
     if i == 2:
       ckpts.save(3, state, {"at": 3})
   restored, meta = ckpts.restore(abstract, state_sh)
-kernel = sharding.to_host(state.params["kernel"])
+kernel = to_host(state.params["kernel"])
 if jax.process_index() == 0:
   with open(out, "w") as f:
-    json.dump({"losses": losses, "kernel": kernel.tolist(), "restored_step": sharding.to_host(restored.step).tolist(),
+    json.dump({"losses": losses, "kernel": kernel.tolist(), "restored_step": to_host(restored.step).tolist(),
                "meta": meta, "processes": jax.process_count(), "devices": jax.device_count()}, f)
