@@ -108,3 +108,34 @@ if __name__ == "__main__":
                     "devices": jax.device_count()}
   with open(sys.argv[1], "w") as f:
     json.dump(result, f)
+
+
+def run_params(run_dir):
+  """A finished run's parameters as {path: numpy}."""
+  from jaxscale.train import checkpoint as ckpt_lib, loop
+  meta = ckpt_lib.open_finished(run_dir, "run")
+  _, state = loop._abstract_params(meta["model"], meta["num_classes"], meta["image_size"], np.float32)
+  flat = {}
+
+  def walk(tree, prefix):
+    for k, v in tree.items():
+      walk(v, f"{prefix}{k}/") if isinstance(v, dict) else flat.setdefault(f"{prefix}{k}", np.asarray(v))
+  walk(ckpt_lib.load_params(run_dir, state.to_pure_dict()), "")
+  return flat
+
+
+def run_group_script(tmp_path, config, runs, group_dir, *extra, env=None):
+  """Trains `runs` as one pretraining group in a child process (tests/train/group_script.py), which
+  can be killed part-way; returns (the CompletedProcess, its results or None)."""
+  import json
+  import os
+  import subprocess
+  script = os.path.join(os.path.dirname(__file__), "group_script.py")
+  cfg, spec, out = tmp_path / "c.json", tmp_path / "spec.json", tmp_path / "out.json"
+  cfg.write_text(json.dumps(config.to_dict()))
+  spec.write_text(json.dumps({"stage": "pretrain", "group_dir": str(group_dir),
+                              "runs": [dict(name=r.name, seed=r.seed, size=r.size, out_dir=r.out_dir,
+                                            meta=list(r.meta)) for r in runs]}))
+  proc = subprocess.run([sys.executable, script, str(cfg), str(spec), str(out), *map(str, extra)],
+                        env=dict(os.environ, **(env or {})), capture_output=True, text=True, timeout=600)
+  return proc, (json.loads(out.read_text()) if out.exists() else None)

@@ -10,23 +10,13 @@ import sys
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+import standin  # noqa: E402
 from jaxscale import config as config_lib, models
 from jaxscale.errors import JaxscaleError
 from jaxscale.train import checkpoint as ckpt_lib, loop
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "group_script.py")
-
-
-def _params(run_dir):
-  """A finished run's parameters as {path: numpy}."""
-  meta = ckpt_lib.open_finished(run_dir, "run")
-  _, state = loop._abstract_params(meta["model"], meta["num_classes"], meta["image_size"], np.float32)
-  flat = {}
-  def walk(tree, prefix):
-    for k, v in tree.items():
-      walk(v, f"{prefix}{k}/") if isinstance(v, dict) else flat.setdefault(f"{prefix}{k}", np.asarray(v))
-  walk(ckpt_lib.load_params(run_dir, state.to_pure_dict()), "")
-  return flat
 
 
 def _assert_same_params(a, b, atol=1e-5):
@@ -80,7 +70,7 @@ def test_a_run_alone_equals_the_run_in_its_group(group, config, tmp_path, engine
   config.engine.update(engine)
   (alone,) = loop.train_group(config, "pretrain", _runs(str(tmp_path), seeds=(1,)), str(tmp_path / "g"),
                               show_progress=False)
-  _assert_same_params(_params(str(tmp_path / "s1")), _params(os.path.join(root, "s1")))
+  _assert_same_params(standin.run_params(str(tmp_path / "s1")), standin.run_params(os.path.join(root, "s1")))
   assert alone["eval_error"] == results[1]["eval_error"]
   assert alone["eval_loss"] == pytest.approx(results[1]["eval_loss"], abs=1e-6)
   np.testing.assert_allclose(alone["losses"], results[1]["losses"], atol=1e-5)
@@ -107,7 +97,7 @@ def test_finetune_starts_from_each_runs_backbone(group, config):
   graphdef, params, metas = loop.initial_params(config, "finetune", runs, 10, np.float32)
   assert [m["dp"] for m in metas] == [208, 208]
   for i, s in enumerate((0, 2)):
-    pre = _params(os.path.join(root, f"s{s}"))
+    pre = standin.run_params(os.path.join(root, f"s{s}"))
     np.testing.assert_array_equal(params["blocks"][0]["mlp"]["fc1"]["kernel"][i], pre["blocks/0/mlp/fc1/kernel"])
     assert params["head"]["kernel"].shape[-1] == 10
   assert not np.array_equal(params["blocks"][0]["mlp"]["fc1"]["kernel"][0], params["blocks"][0]["mlp"]["fc1"]["kernel"][1])
@@ -119,7 +109,7 @@ def test_kd_alpha_zero_in_a_distilled_group_equals_plain(group, config, tmp_path
   runs = [loop.Run("plain", 1, 208, alpha=0.0, out_dir=str(tmp_path / "plain")),
           loop.Run("kd", 1, 208, alpha=0.5, out_dir=str(tmp_path / "kd"))]
   plain, kd = loop.train_group(config, "pretrain", runs, str(tmp_path / "g"), show_progress=False)
-  _assert_same_params(_params(str(tmp_path / "plain")), _params(os.path.join(root, "s1")))
+  _assert_same_params(standin.run_params(str(tmp_path / "plain")), standin.run_params(os.path.join(root, "s1")))
   assert plain["eval_loss"] == pytest.approx(results[1]["eval_loss"], abs=1e-6)
   assert kd["eval_loss"] != pytest.approx(plain["eval_loss"], abs=1e-4)
 
@@ -166,7 +156,7 @@ def test_a_diverging_run_stops_alone(group, config, tmp_path):
   bad, good = loop.train_group(config, "pretrain", runs, str(tmp_path / "g"), show_progress=False)
   assert bad["diverged_at"] is not None and 1 <= bad["diverged_at"] <= 20
   assert good["diverged_at"] is None
-  _assert_same_params(_params(str(tmp_path / "good")), _params(os.path.join(root, "s1")))
+  _assert_same_params(standin.run_params(str(tmp_path / "good")), standin.run_params(os.path.join(root, "s1")))
 
 
 def test_user_errors_are_one_line(group, config, tmp_path):
@@ -241,17 +231,6 @@ def test_device_fields_are_checked(config, section, field, value, message):
     config_lib.validate(config)
 
 
-def _script(tmp_path, config, runs, group_dir, *extra, env=None):
-  cfg, spec, out = tmp_path / "c.json", tmp_path / "spec.json", tmp_path / "out.json"
-  cfg.write_text(json.dumps(config.to_dict()))
-  spec.write_text(json.dumps({"stage": "pretrain", "group_dir": str(group_dir),
-                              "runs": [dict(name=r.name, seed=r.seed, size=r.size, out_dir=r.out_dir,
-                                            meta=list(r.meta)) for r in runs]}))
-  proc = subprocess.run([sys.executable, SCRIPT, str(cfg), str(spec), str(out), *map(str, extra)],
-                        env=dict(os.environ, **(env or {})), capture_output=True, text=True, timeout=600)
-  return proc, (json.loads(out.read_text()) if out.exists() else None)
-
-
 @pytest.mark.parametrize("signal_name,at,code", [("KILL", 3, -9), ("TERM", 2, 143)])
 def test_killed_group_resumes_to_the_same_results(group, config, tmp_path, signal_name, at, code):
   """SIGKILL after dispatch 3 (checkpoints at steps 5, 10, 15 are asynchronous; each waits for the one
@@ -261,7 +240,7 @@ def test_killed_group_resumes_to_the_same_results(group, config, tmp_path, signa
   config.engine.steps_per_dispatch = 5
   config.checkpoint.every_steps = 5
   runs, g = _runs(str(tmp_path / "w")), tmp_path / "w" / "g"
-  proc, _ = _script(tmp_path, config, runs, g, at, signal_name)
+  proc, _ = standin.run_group_script(tmp_path, config, runs, g, at, signal_name)
   assert proc.returncode == code, proc.stderr[-2000:]
   latest = ckpt_lib.GroupCheckpoints(str(g)).latest_step()
   assert loop.finished(str(g)) is None and latest in (10, 15)
@@ -269,12 +248,12 @@ def test_killed_group_resumes_to_the_same_results(group, config, tmp_path, signa
   # writer runs; a resume starts at len(losses))
   meta = json.loads((g / str(latest) / "meta" / "metadata").read_text())
   assert meta["step"] == latest and {len(run) for run in meta["losses"]} == {latest}
-  proc, again = _script(tmp_path, config, runs, g)
+  proc, again = standin.run_group_script(tmp_path, config, runs, g)
   assert proc.returncode == 0, proc.stderr[-2000:]
   for a, b in zip(again, results):
     assert a["eval_error"] == b["eval_error"] and abs(a["eval_loss"] - b["eval_loss"]) <= 1e-6
     np.testing.assert_allclose(a["losses"], b["losses"], atol=1e-6)
-  _assert_same_params(_params(str(tmp_path / "w" / "s2")), _params(os.path.join(root, "s2")), atol=1e-6)
+  _assert_same_params(standin.run_params(str(tmp_path / "w" / "s2")), standin.run_params(os.path.join(root, "s2")), atol=1e-6)
 
 
 def test_eight_devices_match_one(group, config, tmp_path):
@@ -290,7 +269,7 @@ def test_eight_devices_match_one(group, config, tmp_path):
     config.mesh.update(mesh)
     work = tmp_path / str(i)
     work.mkdir()
-    proc, got = _script(work, config, _runs(str(work / "w")), work / "w" / "g", env=env)
+    proc, got = standin.run_group_script(work, config, _runs(str(work / "w")), work / "w" / "g", env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert [a["mesh"] for a in got] == [shape] * 3 and results[0]["mesh"] == [1, 1, 1]
     for a, b in zip(got, results):

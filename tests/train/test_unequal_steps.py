@@ -5,16 +5,16 @@ the same results."""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+sys.path.insert(0, os.path.dirname(__file__))
+import standin  # noqa: E402
 from jaxscale import config as config_lib
 from jaxscale.train import checkpoint as ckpt_lib, evals, loop, sharding, steps as steps_lib
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "group_script.py")
 SIZES = (208, 312, 416)   # 4, 6 and 8 images per class
 STEPS = (33, 49, 65)      # 5 epochs of batch 32: ceil(5 * size / 32)
 K = 10                    # none of the step counts is a whole number of dispatches
@@ -33,26 +33,14 @@ def _runs(root):
           for seed, size in enumerate(SIZES)]
 
 
-def _params(run_dir):
-  """A finished run's parameters as {path: numpy}."""
-  meta = ckpt_lib.open_finished(run_dir, "run")
-  _, state = loop._abstract_params(meta["model"], meta["num_classes"], meta["image_size"], np.float32)
-  flat = {}
-
-  def walk(tree, prefix):
-    for k, v in tree.items():
-      walk(v, f"{prefix}{k}/") if isinstance(v, dict) else flat.setdefault(f"{prefix}{k}", np.asarray(v))
-  walk(ckpt_lib.load_params(run_dir, state.to_pure_dict()), "")
-  return flat
-
-
 def _assert_same_runs(got, want, got_dir, want_dir):
   """Bit for bit (==): every field a record or curve reads, and the saved parameters."""
   for a, b in zip(got, want, strict=True):
     for field in ("name", "steps", "losses", "eval_error", "eval_loss", "eval_count", "subset_hash",
                   "diverged_at", "curve"):
       assert a[field] == b[field], (a["name"], field)
-    pa, pb = _params(os.path.join(str(got_dir), a["name"])), _params(os.path.join(str(want_dir), b["name"]))
+    pa = standin.run_params(os.path.join(str(got_dir), a["name"]))
+    pb = standin.run_params(os.path.join(str(want_dir), b["name"]))
     assert pa.keys() == pb.keys()
     for key in pa:
       np.testing.assert_array_equal(pa[key], pb[key], err_msg=f"{a['name']} {key}")
@@ -97,17 +85,6 @@ def test_each_run_of_a_group_trains_its_own_steps_as_alone(trained):
   _assert_same_runs(group, alone, root / "group", root / "alone")
 
 
-def _script(tmp_path, config, runs, group_dir, *extra):
-  cfg, spec, out = tmp_path / "c.json", tmp_path / "spec.json", tmp_path / "out.json"
-  cfg.write_text(json.dumps(config.to_dict()))
-  spec.write_text(json.dumps({"stage": "pretrain", "group_dir": str(group_dir),
-                              "runs": [dict(name=r.name, seed=r.seed, size=r.size, out_dir=r.out_dir,
-                                            meta=list(r.meta)) for r in runs]}))
-  proc = subprocess.run([sys.executable, SCRIPT, str(cfg), str(spec), str(out), *map(str, extra)],
-                        capture_output=True, text=True, timeout=600)
-  return proc, (json.loads(out.read_text()) if out.exists() else None)
-
-
 def test_a_group_stopped_after_its_shortest_run_resumes_to_the_same_results(trained, data_dir, make_config,
                                                                             tmp_path):
   """SIGTERM after dispatch 3 saves the group at its step 40, when the 33-step run has ended (its
@@ -116,11 +93,11 @@ def test_a_group_stopped_after_its_shortest_run_resumes_to_the_same_results(trai
   config = _config(data_dir, make_config)
   config.checkpoint.every_steps = K
   runs, g = _runs(tmp_path / "w"), tmp_path / "w" / "g"
-  proc, _ = _script(tmp_path, config, runs, g, 3, "TERM")
+  proc, _ = standin.run_group_script(tmp_path, config, runs, g, 3, "TERM")
   assert proc.returncode == 143, proc.stderr[-2000:]
   assert loop.finished(str(g)) is None and ckpt_lib.GroupCheckpoints(str(g)).latest_step() == 40
   meta = json.loads((g / "40" / "meta" / "metadata").read_text())
   assert meta["step"] == 40 and [len(run) for run in meta["losses"]] == [33, 40, 40]
-  proc, again = _script(tmp_path, config, runs, g)
+  proc, again = standin.run_group_script(tmp_path, config, runs, g)
   assert proc.returncode == 0, proc.stderr[-2000:]
   _assert_same_runs(again, group, tmp_path / "w", root / "group")
