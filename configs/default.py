@@ -178,7 +178,7 @@ def _pruning(c) -> None:
   every selection is ranked by the same model). Two widths, 24 and 48 (4x apart in FLOPs), and 4
   paired seeds: a seed fixes the init, the data order and the Df subset in every selection, so
   E_pruned - E_random is taken per seed; no adaptive rounds (they compare distillation arms). Cost:
-  `jaxscale study --config configs/default.py:pruning --dry-run` (not measured).
+  385 runs, 41.7 training TFLOPs; 9m29s and 1.3 GB on an idle 2-core machine (README).
   """
   c.study.models = ("vit_tiny_xs", "vit_tiny_m")
   c.study.arms = ("plain",)

@@ -33,7 +33,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -453,11 +453,13 @@ def train_group(config: ConfigDict, stage: str, runs: Sequence[Run], group_dir: 
   inputs = prepare_inputs(config, stage, runs, mesh)
   program, params = build_program(config, stage, runs, inputs, mesh)
   with ckpt_lib.GroupCheckpoints(group_dir, keep=int(config.checkpoint.keep)) as ckpts:
-    state, losses, wall_before, start = _restore_or_init(program, params, ckpts, names, config, desc or stage)
+    resumed = _restore_or_init(program, params, ckpts, names, config, desc or stage)
     del params   # the host copy is no longer needed
-    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, start, state)
-    state, losses = _train_loop(config, stage, program, state, inputs, ckpts, names, losses, start,
-                                wall_before, t_start, show_progress, progress_delay_s, desc, at_boundary=along)
+    wall_before = resumed.wall_s
+    along = _along_budget(config, stage, program, inputs, mesh, names, group_dir, resumed.step, resumed.state)
+    job = GroupJob(config, stage, tuple(names), program, inputs, t_start)
+    state, losses = _train_loop(job, resumed, ckpts, Display(show_progress, progress_delay_s, desc),
+                                at_boundary=along)
     result = evaluate(config, stage, program.graphdef, state.params, program.state_sh.params, mesh,
                       inputs.channels)
     host_params = jax.device_get(state.params)
@@ -673,13 +675,44 @@ def compile_ahead(config: ConfigDict, stage: str, runs: Sequence[Run]) -> None:
     eval_chunk.lower(params, {name: _shaped(v, repl) for name, v in subset[0].items()}).compile()
 
 
-def _restore_or_init(program: Program, params: dict, ckpts, names: list[str], config: ConfigDict, desc: str):
-  """(state, per-run losses so far, wall seconds so far, the group's step to go on from): from the
-  group's last checkpoint, or fresh from the initial host `params`."""
+@dataclasses.dataclass
+class Resumed:
+  """Where a group (re)starts: its train `state`, each run's `losses` so far, the wall seconds `wall_s`
+  it took before this process, and the group's `step` to go on from. The train loop takes the state
+  over (sets it to None), so no second reference keeps the donated buffers' arrays alive."""
+  state: Any
+  losses: list
+  wall_s: float
+  step: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupJob:
+  """What the train loop works on: the group's config and stage, its runs' `names` (padding left out),
+  its compiled `program`, its `inputs`, and `t_start` (time.time() when this process took it up)."""
+  config: ConfigDict
+  stage: str
+  names: tuple
+  program: Program
+  inputs: GroupInputs
+  t_start: float
+
+
+class Display(NamedTuple):
+  """The group's progress line: shown or not, after how many seconds, and its label."""
+  show: bool = True
+  delay_s: float = 0.0
+  desc: str = ""
+
+
+def _restore_or_init(program: Program, params: dict, ckpts, names: list[str], config: ConfigDict,
+                     desc: str) -> Resumed:
+  """The group's :class:`Resumed` start: from its last checkpoint, or fresh from the initial host `params`."""
   k = int(config.engine.steps_per_dispatch)
   if ckpts.latest_step() is None:
     init = steps_lib.make_init(program.settings, program.state_sh)
-    return init(jax.tree_util.tree_map(sharding_lib.put, params, program.param_sh)), [[] for _ in names], 0.0, 0
+    return Resumed(init(jax.tree_util.tree_map(sharding_lib.put, params, program.param_sh)),
+                   [[] for _ in names], 0.0, 0)
   saved = ckpts.latest_meta()
   if saved.get("runs") != names:
     raise JaxscaleError(f"{ckpts.directory} holds a checkpoint of other runs; use a fresh --workdir")
@@ -698,7 +731,7 @@ def _restore_or_init(program: Program, params: dict, ckpts, names: list[str], co
   # The state is at the group's step saved["step"] (a run shorter than the group has fewer losses); a
   # checkpoint written before the meta was copied on save may list losses of later steps.
   step = int(saved["step"])
-  return state, [run[:step] for run in saved["losses"]], float(saved["wall_s"]), step
+  return Resumed(state, [run[:step] for run in saved["losses"]], float(saved["wall_s"]), step)
 
 
 def _dispatch(program: Program, inputs: GroupInputs, state, d: int, k: int, batch_iter):
@@ -722,11 +755,13 @@ def _append_losses(losses: list, got: np.ndarray, step0: int, k: int, steps: Seq
   return (float(np.nanmean(part)) if part.size else float("nan")), int(part.size)
 
 
-def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, start, wall_before, t_start,
-                show_progress, progress_delay_s, desc, at_boundary=None):
-  """Dispatches K steps at a time from the group's step `start` until every run has trained its own
-  steps; returns (state, per-run losses). ``at_boundary(steps done, state)``, if given, is called after
-  each dispatch is queued (evaluations along the budget)."""
+def _train_loop(job: GroupJob, resumed: Resumed, ckpts, display: Display, at_boundary=None):
+  """Dispatches K steps at a time from the group's step `resumed.step` until every run has trained its
+  own steps; returns (state, per-run losses). ``at_boundary(steps done, state)``, if given, is called
+  after each dispatch is queued (evaluations along the budget)."""
+  config, stage, program, inputs, names = job.config, job.stage, job.program, job.inputs, list(job.names)
+  state, losses, start = resumed.state, resumed.losses, resumed.step
+  resumed.state = None   # the loop owns the state now (its buffers are donated step after step)
   k = int(config.engine.steps_per_dispatch)
   total, batch = inputs.total_steps, int(config[stage].optim.batch_size)   # the group's step count
   every, last_save = int(config.checkpoint.every_steps), start
@@ -746,10 +781,10 @@ def _train_loop(config, stage, program, state, inputs, ckpts, names, losses, sta
   def meta(step):  # what a resume checks and continues from (see `_restore_or_init`)
     return {"runs": names, "losses": losses, "step": step, "steps_per_dispatch": k,
             "optimizer_state": steps_lib.optimizer_layout(program.settings),
-            "wall_s": wall_before + time.time() - t_start}
+            "wall_s": resumed.wall_s + time.time() - job.t_start}
 
-  bar = Progress(total, desc=desc or stage, unit="step", initial=start,
-                 enabled=show_progress and jax.process_index() == 0, delay_s=progress_delay_s)
+  bar = Progress(total, desc=display.desc or stage, unit="step", initial=start,
+                 enabled=display.show and jax.process_index() == 0, delay_s=display.delay_s)
   with _sigterm_flag() as sigterm, bar:
     for step0 in range(start, total, k):
       if sigterm.is_set():
