@@ -99,20 +99,17 @@ class AlongBudget:
   An evaluation at a step measures every run of the group; a run's curve keeps the steps of its own.
 
   Args:
-    steps: :func:`eval_steps` of each run (a list per run), or one list for every run.
+    steps: :func:`eval_steps` of each run (a list per run).
     names: the group's run names (the padded copies left out).
     dispatch: ``dispatch(params) -> sums``, device values not waited for (:func:`totals` reads them).
     group_dir: where the points are kept; resumed_step: the group's step training starts (or resumes) at.
-    total: each run's step count (a list), or one for every run; batch: the batch size.
+    total: each run's step count; batch: the batch size.
   """
 
-  def __init__(self, steps: Sequence[int] | Sequence[Sequence[int]], names: Sequence[str],
-               dispatch: Callable[[Any], Any], group_dir: str, resumed_step: int,
-               total: int | Sequence[int], batch: int):
-    self.names, self._dispatch, n = list(names), dispatch, len(names)
-    self.totals = [int(total)] * n if isinstance(total, (int, np.integer)) else [int(t) for t in total]
-    one = len(steps) == 0 or isinstance(steps[0], (int, np.integer))   # one list for every run
-    self.run_steps = [set(steps)] * n if one else [set(s) for s in steps]
+  def __init__(self, steps: Sequence[Sequence[int]], names: Sequence[str], dispatch: Callable[[Any], Any],
+               group_dir: str, resumed_step: int, total: Sequence[int], batch: int):
+    self.names, self._dispatch = list(names), dispatch
+    self.totals, self.run_steps = [int(t) for t in total], [set(s) for s in steps]
     self.steps, self.batch = set().union(*self.run_steps), int(batch)
     self._path = os.path.join(group_dir, POINTS_FILE)
     self.points, self._pending = [], None

@@ -137,7 +137,7 @@ def test_a_point_due_at_the_restored_step_is_measured_on_the_restored_state(tmp_
   kept = {"runs": ["a", "b"], "points": [{"step": 5, "eval_error": [0.5, 0.5], "eval_loss": [1, 1], "eval_count": 4},
                                          {"step": 15, "eval_error": [9, 9], "eval_loss": [1, 1], "eval_count": 4}]}
   (tmp_path / evals.POINTS_FILE).write_text(json.dumps(kept))
-  along = evals.AlongBudget([5, 10, 15], ["a", "b"], dispatch, str(tmp_path), 10, 20, 8)
+  along = evals.AlongBudget([[5, 10, 15]] * 2, ["a", "b"], dispatch, str(tmp_path), 10, [20, 20], 8)
   along.start(10, state(0.25))           # 10 is due and missing: measured now; 15 (after the restore) dropped
   along(15, state(0.125))
   along(20, state(1.0))
