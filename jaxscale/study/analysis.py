@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 
 from jaxscale import laws
 from jaxscale.errors import JaxscaleError
+from jaxscale.study import curves as curves_lib
 from jaxscale.study import law_selection as selection_lib
 from jaxscale.study import records, verdicts
 from jaxscale.study.selection_effects import RANDOM, selection_effects
@@ -106,7 +107,6 @@ def grid_need(rows: Sequence[Mapping[str, Any]], cells: Sequence[PairedCell]) ->
 def curve_summary(config: ConfigDict, lines: Sequence[Mapping[str, Any]], keep: set[str]) -> dict[str, Any]:
   """The learning curves' figure numbers and budget checks per stage ({} without curves), of the
   students' runs in `keep` (the cell ids analysed: random subsets, not diverged)."""
-  from jaxscale.study import curves as curves_lib
   lines = [c for c in lines if c.get("cell_id") in keep and not verdicts.is_teacher(c)]
   if not lines:
     return {}
@@ -145,7 +145,7 @@ def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
   # Dp images chosen by a pruning rule are another axis (jaxscale.study.selection_effects): the
   # arms' means, pairs and laws are those of the random subsets.
   chosen = selection_summary(config, rows)
-  rows = [r for r in rows if r.get("selection", "random") == "random"]
+  rows = [r for r in rows if r.get("selection", RANDOM) == RANDOM]
   table = selection_lib.finetune_table(rows)
   forms = [laws.get(f) for f in selection_lib.law_candidates(str(config.study.law))]
   need = max(len(f.params) for f in forms)
@@ -187,7 +187,7 @@ def analyze_study(config: ConfigDict, workdir: str, progress: bool = True) -> St
   rows = records.read(path)
   if not verdicts.student_rows(rows, "finetune"):
     raise JaxscaleError(f"{path} has no fine-tune records; run `jaxscale study` on this workdir first")
-  lines = [c for c in records.read(records.curves_path(path)) if c.get("stage") in ("pretrain", "finetune")]
+  lines = [c for c in records.read(where["curves"]) if c.get("stage") in ("pretrain", "finetune")]
   result = analyze_records(config, rows, progress=progress, curves=lines)
   # fits.json is derived from the records, so it is rebuilt (atomically) every time.
   laws.write_fits(where["fits"], result.fits, force=True)

@@ -55,12 +55,15 @@ CURVE_FIELDS = ("stage", "cell_id", "model", "params", "dp", "df", "arm", "selec
                 "steps", "batch_size")
 
 
+CURVES_FILE = "curves.jsonl"   # beside records.jsonl: every run's points along its budget
+
+
 def workdir_paths(workdir: str) -> dict[str, str]:
   """The files and folders of a study's workdir, by role (the one place their names are spelled)."""
   return {
       "study": os.path.join(workdir, "study.json"),
       "records": os.path.join(workdir, "records.jsonl"),
-      "curves": os.path.join(workdir, "curves.jsonl"),
+      "curves": os.path.join(workdir, CURVES_FILE),
       "cells": os.path.join(workdir, "cells"),
       "groups": os.path.join(workdir, "groups"),
       "fits": os.path.join(workdir, "fits.json"),
@@ -70,7 +73,7 @@ def workdir_paths(workdir: str) -> dict[str, str]:
 
 def curves_path(records_path: str) -> str:
   """curves.jsonl, beside records.jsonl."""
-  return os.path.join(os.path.dirname(os.path.abspath(records_path)), "curves.jsonl")
+  return os.path.join(os.path.dirname(os.path.abspath(records_path)), CURVES_FILE)
 
 
 def curve(record: dict[str, Any], points: Sequence[dict]) -> dict[str, Any]:
