@@ -19,7 +19,6 @@ the curves law predicts at the runs' final images seen). A table of both, and th
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -38,11 +37,16 @@ def _final_rows(rows, arm):
   return x, np.array([float(r["eval_error"]) for r in ok]), {r["cell_id"] for r in ok}
 
 
-def _curve_rows(lines, keep, burn_in):
-  pts = [(c, p) for c in lines if c["cell_id"] in keep for p in c["points"] if p["step"] / c["steps"] >= burn_in]
-  x = {k: np.array([float(c[col]) for c, _ in pts]) for k, col in INPUTS.items()}
-  x["T"] = np.array([float(p["examples"]) for _, p in pts])
-  return x, np.array([float(p["eval_error"]) for _, p in pts])
+def _curve_rows(curves, keep):
+  """The points of the runs in `keep` (a `curve_table.read_curves` table, burn-in applied): inputs with
+  T = images seen, errors, and each run's images seen at its end."""
+  m = np.isin(curves["cell_id"], sorted(keep))
+  x = {k: curves[col][m].astype(float) for k, col in INPUTS.items()}
+  x["T"] = curves["examples"][m].astype(float)
+  seen: dict[str, float] = {}
+  for cid, t in zip(curves["cell_id"][m], x["T"]):
+    seen[cid] = max(seen.get(cid, 0.0), float(t))
+  return x, curves["eval_error"][m].astype(float), seen
 
 
 def _score(form, params, x, y):
@@ -51,19 +55,18 @@ def _score(form, params, x, y):
   return holdout_metrics(forms.predict(form, params, points), means)
 
 
-def backtest(rows, lines, arm, name, burn_in, starts, seed=0):
+def backtest(rows, curves, arm, name, starts, seed=0):
   """{"final": metrics, "curves": metrics} with the runs at the largest `name` held out."""
   x, y, keep = _final_rows(rows, arm)
   held = x[name] == x[name].max()
   res = fit_lib.fit(forms.get("transfer_additive"), {k: v[~held] for k, v in x.items()}, y[~held],
                     max_starts=starts, seed=seed)
   final = _score("transfer_additive", res.params, {k: v[held] for k, v in x.items()}, y[held])
-  xc, yc = _curve_rows(lines, keep, burn_in)
+  xc, yc, seen = _curve_rows(curves, keep)
   train = xc[name] < x[name].max()
   res_c = fit_lib.fit(forms.get(curve_table.CURVE_LAW), {k: v[train] for k, v in xc.items()}, yc[train],
                       max_starts=starts, seed=seed)
   # the held-out runs' final points: T = the images each fine-tune saw in all
-  seen = {c["cell_id"]: float(c["points"][-1]["examples"]) for c in lines if c["cell_id"] in keep}
   ids = [r["cell_id"] for r in verdicts.student_rows(rows, "finetune") if r["cell_id"] in keep]
   xt = {k: v[held] for k, v in x.items()}
   xt["T"] = np.array([seen[i] for i in ids])[held]
@@ -78,15 +81,16 @@ def main(argv=None) -> None:
   ap.add_argument("--burn-in", type=float, default=0.1)
   ap.add_argument("--starts", type=int, default=1024)
   args = ap.parse_args(argv)
-  rows = records.read(os.path.join(args.workdir, "records.jsonl"))
-  lines = [c for c in records.read(os.path.join(args.workdir, "curves.jsonl")) if c.get("stage") == "finetune"]
+  where = records.workdir_paths(args.workdir)
+  rows = records.read(where["records"])
+  curves = curve_table.read_curves(where["curves"], args.burn_in)
   arms = [a for a in ("plain", "distilled", "smoothed") if any(verdicts.arm_of(r) == a for r in rows)]
   start = time.time()
   print(f"backtest log-RMSE of the held-out cells' seed-mean final error (fine-tunes; burn-in {args.burn_in:g})")
   print(f"{'arm':<10} {'held out':<12} {'final points':>14} {'curves':>14} {'curves/final':>13} {'fit rows':>16}")
   for arm in arms:
     for name in ("Dp", "M"):
-      b = backtest(rows, lines, arm, name, args.burn_in, args.starts)
+      b = backtest(rows, curves, arm, name, args.starts)
       f, c = b["final"]["log_rmse"], b["curves"]["log_rmse"]
       print(f"{arm:<10} {'largest ' + name:<12} {f:>8.3f}±{b['final']['log_rmse_se'] or 0:.3f} "
             f"{c:>8.3f}±{b['curves']['log_rmse_se'] or 0:.3f} {c / f:>13.2f} "
