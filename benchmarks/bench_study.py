@@ -34,6 +34,10 @@ one table.
    study`` on the same config file, the same way. ``--ways study,commit`` compares them (their wall
    times include startup, fitting and the report); the config must load in both versions.
 
+``--set KEY=VALUE`` (repeatable) overrides the config for every way, e.g. the reduced grid the per-cell
+engine of c020453 was timed on: ``--ways study,commit --fraction full --set
+study.models=vit_tiny_xs,vit_tiny_s --set study.dp=100,300,1000 --set study.df=100,300``.
+
 ``--rounds N`` runs the ways N times in turn (each round's ``engine`` starts from an empty cache) and
 ends the table with each way's median ratio over the rounds and its range. On a small shared machine
 wall times vary by a fifth from one run to the next; a ratio is judged by its median, with the
@@ -156,13 +160,13 @@ JAX_WAYS = {
 }
 
 
-def study_process(repo: str, config_path: str, fraction: str, data_dir: str) -> dict:
+def study_process(repo: str, config_path: str, fraction: str, data_dir: str, extra: tuple[str, ...] = ()) -> dict:
   """One whole ``jaxscale study`` process of the package in `repo` (a checkout of any commit, run
   with this interpreter and `repo` first on the path) on `config_path`, in a fresh workdir with an
   empty compilation cache (the variable read by the commit's code, and JAX's own); its row from the
   records it wrote. Wall time includes startup, fit and report. `fraction` "half" passes the
-  :func:`shrink` grid as overrides."""
-  overrides = [f"--config.data.data_dir={data_dir}"] if data_dir else []
+  :func:`shrink` grid as overrides; `extra` are more overrides."""
+  overrides = ([f"--config.data.data_dir={data_dir}"] if data_dir else []) + list(extra)
   if fraction == "half":
     c = shrink(config_lib.load(config_path, overrides), "half").study   # today's loader: the grid's values
     overrides += [f"--config.study.{k}={','.join(map(str, c[k]))}" for k in ("models", "dp", "df", "seeds")]
@@ -197,6 +201,7 @@ def worktree(rev: str):
 def child(args, way: str, cache_dir: str = "") -> dict:
   """Runs JAX way `way` in a fresh process (with a compilation cache in `cache_dir`, if any); returns its row."""
   cmd = [sys.executable, os.path.abspath(__file__), "--child", way, "--config", args.config,
+         *(f"--set={kv}" for kv in args.set),
          "--fraction", args.fraction, "--data-dir", args.data_dir, "--cache-dir", cache_dir]
   out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
   return json.loads(out.strip().splitlines()[-1])
@@ -212,13 +217,16 @@ def main(argv=None) -> int:
   ap.add_argument("--commit", default="c020453", help="the earlier engine the 'commit' way runs")
   ap.add_argument("--commit-config", default="configs/default.py",
                   help="'commit' and 'study' ways: the config, a path inside the commit's tree (both ways run it)")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="a config override for every way (e.g. study.dp=100,300,1000), as --config.KEY=VALUE")
   ap.add_argument("--child", default=None, help=argparse.SUPPRESS)   # run one JAX way, print its row
   ap.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)  # the child's compilation cache
   args = ap.parse_args(argv)
   if args.rounds < 1:
     ap.error(f"--rounds must be a positive integer, got {args.rounds}")
-  config = shrink(config_lib.load(args.config, [f"--config.data.data_dir={args.data_dir}"] if args.data_dir else []),
-                  args.fraction)
+  args.overrides = tuple(f"--config.{kv}" for kv in args.set)
+  config = shrink(config_lib.load(args.config, ([f"--config.data.data_dir={args.data_dir}"] if args.data_dir else [])
+                                  + list(args.overrides)), args.fraction)
   if args.child:
     engine = JAX_WAYS[args.child]
     sharding.use_cpu_devices(int(engine.get("cpu_devices", config.engine.cpu_devices)))  # as the CLI does
@@ -283,7 +291,8 @@ def run_ways(args, config, ways: list[str], cache: str, peak: float, round_: int
       r = rows[name] = child(args, name, cache if name.startswith("engine") else "")
     elif name in ("commit", "study"):   # whole study processes: the earlier commit's package, or this one
       repo = args.tree if name == "commit" else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-      r = rows[name] = study_process(repo, os.path.join(args.tree, args.commit_config), args.fraction, args.data_dir)
+      r = rows[name] = study_process(repo, os.path.join(args.tree, args.commit_config), args.fraction, args.data_dir,
+                                          args.overrides)
     else:
       r = rows[name] = {**run_torch(config), "devices": 1}
     base = rows.get("unbatched")

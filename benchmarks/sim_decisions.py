@@ -17,9 +17,8 @@ Printed, one table:
   4. whole-study (16 cells) any-wrong-verdict rate at zero effect (target <= 5%).
 
 The adaptive policy is `jaxscale.study.adaptive.next_pairs` (what `jaxscale suggest` prints): round
-1 the design's pairs at every point; then each undecided point whose estimated need
-(`pairs_needed` at the adaptive level, times OVERSHOOT) moves to the next allowed pair count at or
-above it (n0 · 2^k, k < rounds); after every round all points are judged again as one family,
+1 the design's pairs at every point; then each undecided point moves to the next allowed pair
+count (n0 · 2^k, k < rounds); after every round all points are judged again as one family,
 Benjamini-Hochberg at FAMILY_ALPHA / rounds (`verdicts.study_levels`).
 
   python benchmarks/sim_decisions.py [--sims 1000] [--spread 0.04] [--seed 0]
@@ -68,7 +67,7 @@ def run_study(rng, truth, spread, margin, n0, rounds, adaptive):
     grew = False
     for i in range(CELLS):
       for j in range(DPS):
-        add = adaptive_lib.next_pairs(len(deltas[i][j]), points[i][j][2], points[i][j][3], sizes)
+        add = adaptive_lib.next_pairs(len(deltas[i][j]), points[i][j][2], sizes)
         if add:
           deltas[i][j] = np.concatenate([deltas[i][j], truth[j] + draw(rng, add, spread)])
           grew = True

@@ -24,7 +24,6 @@ Ray is optional: nothing here is imported by the in-process engine.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -273,7 +272,7 @@ def _schedule(ray, config: ConfigDict, workdir: str, show_progress: bool) -> Non
       group = inflight.pop(ref)
       out = _result(ray, inflight, ref, group)
       cfg = grid.group_config(config, group, p["cells"])
-      records.add_results(p["records"], done, group.cells, out["results"], functools.partial(runner.record_of, cfg))
+      runner.keep_results(cfg, workdir, group, done, out["results"])
       finished.add(group.id)
       status.finished(group, _group_images(cfg, group, out["results"]) if out["trained"] else 0)
     started = ray.get(board.snapshot.remote())

@@ -66,12 +66,13 @@ def cells_of(config: ConfigDict, addition: adaptive.Addition) -> list[grid.Cell]
 def _entry(a: adaptive.Addition, runs: int) -> dict[str, Any]:
   return {"model": a.model, "dp": int(a.dp), "seeds": [int(s) for s in a.seeds],
           "finetunes": [[int(df), int(n)] for df, n in sorted(a.finetunes.items())], "runs": runs,
-          "why": list(a.why)}
+          "why": list(a.why), "undecided": [[c, int(df)] for c, df in a.undecided]}
 
 
 def _addition(e: dict[str, Any]) -> adaptive.Addition:
   return adaptive.Addition(e["model"], int(e["dp"]), tuple(e["seeds"]),
-                           {int(df): int(n) for df, n in e["finetunes"]}, tuple(e["why"]))
+                           {int(df): int(n) for df, n in e["finetunes"]}, tuple(e["why"]),
+                           tuple((str(c), int(df)) for c, df in e.get("undecided", ())))
 
 
 def round_cells(config: ConfigDict, entry: dict[str, Any]) -> list[grid.Cell]:

@@ -45,7 +45,7 @@ from jaxscale.train import evals, loop
 logger = logging.getLogger("jaxscale")
 
 # Fields that change only the analysis, not any cell: editing them keeps the study's identity.
-ANALYSIS_FIELDS = ("law", "bootstrap")
+ANALYSIS_FIELDS = ("law", "bootstrap", "law_points", "burn_in")
 # Groups that say how cells are run, not what they compute: editing them keeps the study's identity.
 EXECUTION_GROUPS = ("engine", "mesh")
 
@@ -127,19 +127,22 @@ def check_law(config: ConfigDict) -> None:
   """Refuses, before any cell trains, a study law its grid cannot fit: an unknown name, a law reading
   an input the study does not vary (`law_selection.INPUTS`), an input whose grid axis has one value
   (the fit refuses an input that is constant over the rows: its exponent is not identified), or
-  fewer fine-tune runs per arm than the law's free parameters + 1."""
+  fewer fine-tune runs per arm than the law's free parameters + 1. With config.study.law_points =
+  "curves" the law also reads T, the examples seen, which varies along each run (no grid axis)."""
   from jaxscale import laws
   from jaxscale.study import law_selection
   s = config.study
   runs = len(s.models) * len(s.dp) * len(s.df) * len(s.seeds)
-  usable = [n for n in laws.names() if set(laws.get(n).inputs) == set(LAW_AXES)]
-  for name in law_selection.law_candidates(str(s.law)):
+  curves = s.law_points == "curves"
+  inputs = law_selection.CURVE_INPUTS if curves else law_selection.INPUTS
+  usable = [n for n in laws.names() if set(laws.get(n).inputs) == set(inputs)]
+  for name in law_selection.law_candidates(str(s.law), str(s.law_points)):
     form = laws.get(name)
-    other = [i for i in form.inputs if i not in law_selection.INPUTS]
+    other = [i for i in form.inputs if i not in inputs]
     if other:
       raise JaxscaleError(f"config.study.law '{name}' reads input {other[0]}, which a study does not have "
-                          f"(it fits E(Dp, M, Df)); use 'auto' or one of: {', '.join(usable)}")
-    for given in form.inputs:
+                          f"(it fits E({', '.join(inputs)})); use 'auto' or one of: {', '.join(usable)}")
+    for given in (i for i in form.inputs if i in LAW_AXES):
       field = LAW_AXES[given]
       if len(s[field]) < 2:
         raise JaxscaleError(
@@ -215,6 +218,19 @@ def record_of(config: ConfigDict, cell: grid.Cell, result: dict[str, Any]) -> di
   return records.build(config, cell.stage, result, cell_id=cell.id, dp=cell.dp, df=cell.df,
                        distilled=distilled, teacher=teacher, alpha=grid.kd_alpha(config, cell),
                        seed=cell.seed, flops=cell_flops(config, cell), arm=cell.arm, selection=cell.selection)
+
+
+def keep_results(cfg: ConfigDict, workdir: str, group: grid.Group, done: dict, results: list[dict[str, Any]],
+                 write: bool = True) -> None:
+  """A finished group's results kept, by whichever engine trained it: its records (and curves)
+  appended to records.jsonl (`records.add_results`; `done` updated) and, by the one writer
+  (`write`), its runs' TensorBoard event files (`tb_events.write_group`). `cfg` is the group's
+  config (`grid.group_config`)."""
+  p = paths(workdir)
+  records.add_results(p["records"], done, group.cells, results, functools.partial(record_of, cfg), write=write)
+  if write:
+    tb_events.write_group(workdir, group.stage, group.model, group.cells, results,
+                          int(cfg[group.stage].optim.batch_size))
 
 
 def _compile_ahead(config: ConfigDict, group: grid.Group, cells_dir: str) -> threading.Thread:
@@ -312,11 +328,7 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True, cell
         pruning.prepare(config, group, p["cells"])
         new = sum(c.id not in done for c in group.cells)  # a resumed group's finished cells are counted already
         results = _train_group(config, cfg, group, p, show_progress, len(done))
-        records.add_results(p["records"], done, group.cells, results, functools.partial(record_of, cfg),
-                            write=main)
-        if main:
-          tb_events.write_group(workdir, group.stage, group.model, group.cells, results,
-                                int(cfg[group.stage].optim.batch_size))
+        keep_results(cfg, workdir, group, done, results, write=main)
         errors = [r["eval_error"] for r in results]
         bar.update(new, group=group.id, err=round(float(np.mean(errors)), 4),
                    s=round(time.time() - t0, 1))

@@ -16,12 +16,20 @@ import synthetic  # noqa: E402
 def test_next_pairs_rule():
   sizes = adaptive.sample_sizes(4, 5)
   assert sizes == (4, 8, 16, 32, 64)
-  assert adaptive.next_pairs(4, "undecided", 3, sizes) == 4        # to the next allowed count, 8
-  assert adaptive.next_pairs(4, "undecided", 6, sizes) == 12       # 10 wanted: 16
-  assert adaptive.next_pairs(16, "undecided", 500, sizes) == 48    # past the largest: 64
-  assert adaptive.next_pairs(64, "undecided", 1, sizes) == 0       # at the largest
-  assert adaptive.next_pairs(4, "helps", 3, sizes) == 0            # decided
-  assert adaptive.next_pairs(4, "undecided", None, sizes) == 4     # need unknown: the next count
+  assert adaptive.next_pairs(4, "undecided", sizes) == 4        # one size up: 8
+  assert adaptive.next_pairs(16, "undecided", sizes) == 16      # 32
+  assert adaptive.next_pairs(5, "undecided", sizes) == 3        # off the sizes (a budget cut): the next, 8
+  assert adaptive.next_pairs(64, "undecided", sizes) == 0       # at the largest
+  assert adaptive.next_pairs(4, "helps", sizes) == 0            # decided
+  assert adaptive.next_pairs(4, "no_practical_difference", sizes) == 0
+  assert adaptive.next_pairs(1, "undecided", (1, 2, 4)) == 3    # 2 pairs cannot decide: to 4
+
+
+def test_short_why_groups_points_by_comparison():
+  text = adaptive.short_why([("distilled_vs_plain", 0), ("distilled_vs_plain", 1000),
+                             ("distilled_vs_plain", 100), ("distilled_vs_smoothed", 300)])
+  assert text == ("distilled vs plain: pretraining task, Df 100, Df 1,000; "
+                  "distilled vs smoothed: Df 300 undecided")
 
 
 @pytest.fixture()
@@ -42,11 +50,12 @@ def test_next_round_continues_the_seeds_and_says_why(workdir):
   assert additions and k and alpha == pytest.approx(0.05 / c.study.max_rounds * k / 64)
   for a in additions:
     assert a.seeds[0] == max(c.study.seeds) + 1 and list(a.seeds) == list(range(a.seeds[0], a.seeds[0] + len(a.seeds)))
-    assert len(a.seeds) == max(a.finetunes.values()) and a.why
+    assert len(a.seeds) == max(a.finetunes.values()) and a.why and len(a.undecided) == len(a.why)
     n0 = len(c.study.seeds)
     assert all(n0 + n in adaptive.sample_sizes(n0, c.study.max_rounds) for n in a.finetunes.values())
-  # every undecided point whose need is known gets pairs at its (model, Dp)
-  wanted = {(c_.model, p.dp) for c_ in cells for p in c_.points if p.verdict == "undecided" and p.pairs_needed}
+  # every undecided point below the largest size gets pairs at its (model, Dp)
+  top = adaptive.sample_sizes(len(c.study.seeds), c.study.max_rounds)[-1]
+  wanted = {(c_.model, p.dp) for c_ in cells for p in c_.points if p.verdict == "undecided" and p.n_pairs < top}
   assert wanted == {(a.model, a.dp) for a in additions}
   text = adaptive.describe(additions, cells, alpha, tuple(c.study.arms))
   assert "Next round (not run)" in text and f"{adaptive.round_runs(additions, c.study.arms):,} runs" in text

@@ -180,6 +180,9 @@ def test_ray_study_survives_a_killed_worker_and_a_killed_driver(local_records, d
     assert (workdir / "groups" / group_id / "result.json").stat().st_mtime_ns == mtime, group_id
   assert_same_records(records.read(str(workdir / "records.jsonl")), local_records)
   assert json.loads((workdir / "fits.json").read_text())["boundary"] is not None
+  # the driver wrote every run's TensorBoard event file (tensorboardX is in the test extra)
+  boards = {p.parent.name for p in (workdir / "tb").glob("*/*/*/events.out.tfevents.*")}
+  assert boards == {r["cell_id"] for r in local_records}
 
 
 def test_user_error_in_a_task_is_one_line(data_dir, tmp_path):
