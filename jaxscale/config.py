@@ -33,6 +33,9 @@ ARMS = ("plain", "distilled", "smoothed")
 # How a study's Dp images are chosen (jaxscale.data.subsets): at random, or by prototype difficulty
 # scores, keeping the hardest (farthest from their prototype) or the easiest.
 SELECTIONS = ("random", "prototypes_hard", "prototypes_easy")
+# What a study's joint law is fitted on (config.study.law_points): each fine-tune's final error, or
+# every point along its budget at or after config.study.burn_in, with examples seen T as an input.
+LAW_POINTS = ("final", "curves")
 
 
 def optim_config(**overrides) -> ConfigDict:
@@ -148,6 +151,13 @@ def base_config() -> ConfigDict:
                                 # transfer_multiplicative, report the one with the lower mean backtest
                                 # log-RMSE (both arms, every held-out input)
       bootstrap=200,            # bootstrap resamples for CIs
+      # What the law is fitted on (LAW_POINTS): "final", each fine-tune's final error; "curves", every
+      # point along each fine-tune's budget at or after `burn_in` (a fraction of its steps), with examples
+      # seen T as a 4th input (transfer_additive_seen, docs/laws.md). "final" is the default: on the
+      # default study's own records the curve law backtested worse in 5 of 6 backtests (e.g. plain arm,
+      # largest Dp held out: log-RMSE 0.099 final against 0.121 curves; benchmarks/laws_on_curves.py).
+      law_points="final",
+      burn_in=0.1,              # law_points="curves": points before this fraction of a run's steps are dropped
       # δ, in error units (top-1 error as a fraction): a paired difference whose interval lies
       # inside [−margin, +margin] is "no practical difference". Choose the smallest difference you
       # would act on; configs/default.py states the default's reason.
@@ -233,6 +243,13 @@ def _check(cond: bool, message: str) -> None:
     raise JaxscaleError(message)
 
 
+def check_burn_in(burn_in: float, what: str = "--burn-in") -> None:
+  """The burn-in rule, wherever it is set (`what`): a fraction of a run's budget in [0, 1); the points
+  before it are dropped from a fit on learning curves (at 1 only a run's final point would be left)."""
+  _check(0 <= burn_in < 1, f"{what} must be a fraction of the budget in [0, 1) (e.g. 0.1: drop the first "
+                           f"10% of each run's points), got {burn_in:g}")
+
+
 def _validate_stage(c: ConfigDict, stage: str) -> None:
   """The checks of one training stage's fields (``config.pretrain`` or ``config.finetune``)."""
   s = c[stage]
@@ -300,6 +317,7 @@ def validate(config: ConfigDict) -> ConfigDict:
   _check(c.checkpoint.every_steps >= 1, "config.checkpoint.every_steps must be >= 1")
   _validate_study(c.study)
   _validate_selection(c.study)
+  _validate_law_points(c)
   return config
 
 
@@ -331,6 +349,23 @@ def _validate_study(s: ConfigDict) -> None:
          f"config.study.max_rounds must be an integer >= 1, got {s.max_rounds!r}")
   _check(isinstance(s.max_runs, int) and not isinstance(s.max_runs, bool) and s.max_runs >= 0,
          f"config.study.max_runs must be an integer >= 0 (0: no run budget), got {s.max_runs!r}")
+
+
+def _validate_law_points(c: ConfigDict) -> None:
+  """What the study's law is fitted on: one of LAW_POINTS; with "curves", a burn-in in [0, 1) and
+  fine-tune evaluations along the budget at or after it (`finetune.eval_at` fractions below 1.0; the
+  final point alone leaves examples seen T fixed per Df, so its exponent could not be fitted). The
+  law's form (one with a T input) is checked with the other law checks (`study.runner.check_law`)."""
+  s = c.study
+  _check(s.law_points in LAW_POINTS, f"config.study.law_points must be one of {', '.join(map(repr, LAW_POINTS))} "
+         f"(fit the law on each fine-tune's final error, or on the points along its budget), got {s.law_points!r}")
+  check_burn_in(s.burn_in, "config.study.burn_in")
+  if s.law_points == "curves":
+    along = [f for f in c.finetune.eval_at if s.burn_in <= f < 1]
+    _check(bool(along), f"config.study.law_points='curves' fits the law on the fine-tunes' points along their "
+           f"budget, but config.finetune.eval_at {tuple(c.finetune.eval_at)} has none at or after "
+           f"config.study.burn_in={s.burn_in:g} before the end; add such fractions (e.g. (0.1, 0.3, 0.7, 1.0)), "
+           f"lower burn_in, or set law_points='final'")
 
 
 def _validate_selection(s: ConfigDict) -> None:

@@ -134,14 +134,16 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
             bounds: Mapping[str, tuple[float, float]] | None = None, level: float = 0.95,
             boundary_range: tuple[float, float] | None = None,
             boundary_at: Sequence[Mapping[str, float]] = (), rows: bool = True,
-            progress: bool = True, group_labels: Mapping[str, str] | None = None) -> Analysis:
+            progress: bool = True, group_labels: Mapping[str, str] | None = None,
+            cluster_by: Sequence[str] | None = None) -> Analysis:
   """Fits `law` per group of `split_by`; returns an `Analysis` (fits.json in `.content`).
 
   inputs: law input name -> column (e.g. {"Dp": "dp", "M": "params", "Df": "df"}; names match
     case-insensitively, "params"/"N" also name M). target: the column fitted (> 0).
   loss/delta: "huber" (delta on log residuals) or "squared". max_starts/iters/tol: the effort
     (`fit.fit`). fix: parameters held at values; bounds: hard limits (lo, hi) per parameter.
-  bootstrap: number of cluster-bootstrap refits for CIs (0: none).
+  bootstrap: number of cluster-bootstrap refits for CIs (0: none); a cluster is the rows with equal
+    values of every input, or of the inputs in `cluster_by` (e.g. the points of one run's curve).
   boundary: the input (or its column) along which to solve E(first group) = E(second group);
     needs `split_by` with exactly two values and `at` giving every other input. Its range is
     `boundary_range` or the input's range over all rows of both groups (held-out rows included);
@@ -164,9 +166,7 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
     res = fit_lib.fit(form, fitted.x, fitted.y, loss=loss, delta=delta, max_starts=max_starts,
                       iters=iters, tol=tol, seed=seed + gi, columns=columns, target=target,
                       lines=fitted.lines, progress=progress, desc=f"fitting {name}")
-    boot = None if bootstrap <= 0 else uncertainty.bootstrap(
-        res, fitted.x, fitted.y, bootstrap, seed=seed + 1000 + gi, progress=progress,
-        desc=f"bootstrapping {name} ({bootstrap} resamples)")
+    boot = _bootstrap(res, fitted, bootstrap, seed + 1000 + gi, progress, name, cluster_by)
     groups[key] = GroupFit(key, res, boot, fitted, held)
   settings = dict(law=law, target=target, columns=columns, split_by=split_by, fix=fix,
                   bounds=bounds, loss=loss, delta=delta, max_starts=max_starts, iters=iters,
@@ -184,6 +184,17 @@ def analyze(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, s
   content["boundary"] = head
   return Analysis(content=sanitize(content), groups=groups, boundary=head, boundaries=extra,
                   warnings=warnings)
+
+
+def _bootstrap(res: fit_lib.FitResult, rows: Rows, n: int, seed: int, progress: bool, name: str,
+               cluster_by: Sequence[str] | None) -> uncertainty.Bootstrap | None:
+  """`n` cluster-bootstrap refits of one group's fit (None for n <= 0); clusters by `cluster_by`'s
+  inputs (None: all)."""
+  if n <= 0:
+    return None
+  clusters = None if cluster_by is None else uncertainty.cluster_ids({k: rows.x[k] for k in cluster_by})
+  return uncertainty.bootstrap(res, rows.x, rows.y, n, seed=seed, clusters=clusters, progress=progress,
+                               desc=f"bootstrapping {name} ({n} resamples)")
 
 
 def group_name(key: str, split_by: str | None, labels: Mapping[str, str] | None = None) -> str:

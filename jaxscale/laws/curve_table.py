@@ -14,8 +14,11 @@ E = E_inf + A * Dp^-alpha + B * M^-beta + C * Df^-gamma + G * T^-delta, with T t
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 
+from jaxscale.config import check_burn_in
 from jaxscale.errors import JaxscaleError
 from jaxscale.laws import forms
 from jaxscale.laws import table as table_lib
@@ -43,10 +46,14 @@ if CURVE_LAW not in forms.names():
       aliases={"M": ("N", "params"), "T": ("examples",)}))
 
 
-def check_burn_in(burn_in: float) -> None:
-  if not 0 <= burn_in < 1:
-    raise JaxscaleError(f"--burn-in must be a fraction of the budget in [0, 1) (e.g. 0.1: drop the first "
-                        f"10% of each run's points), got {burn_in:g}")
+def points(line: Mapping[str, Any], burn_in: float = 0.0) -> list[dict[str, Any]]:
+  """The points of one curves.jsonl line at or after `burn_in` of its budget, in step order: each the
+  line's run fields (all but ``points``) with the point's, and ``frac`` = step / the run's steps
+  (kept when frac >= burn_in; the last point, frac = 1, is the run's final evaluation)."""
+  run = {k: v for k, v in line.items() if k != "points"}
+  steps = float(line["steps"])
+  out = [{**run, **p, "frac": float(p["step"]) / steps} for p in line.get("points") or ()]
+  return [p for p in out if p["frac"] >= burn_in]
 
 
 def read_curves(path: str, burn_in: float = 0.0) -> table_lib.Table:
@@ -56,14 +63,10 @@ def read_curves(path: str, burn_in: float = 0.0) -> table_lib.Table:
   if "points" not in table or "steps" not in table:
     raise JaxscaleError(f"{path} has no 'points' and 'steps' columns: --curves reads a curves.jsonl "
                         "(written beside records.jsonl by jaxscale study)")
-  runs = [k for k in table if k not in ("points", table_lib.LINE)]
+  runs = [k for k in table if k != table_lib.LINE]
   lines, rows = table_lib.lines(table), []
   for i in range(table_lib.n_rows(table)):
-    steps = float(table["steps"][i])
-    for point in table["points"][i] or ():
-      frac = float(point["step"]) / steps
-      if frac >= burn_in:
-        rows.append((int(lines[i]), {**{k: table[k][i] for k in runs}, **point, "frac": frac}))
+    rows += [(int(lines[i]), p) for p in points({k: table[k][i] for k in runs}, burn_in)]
   if not rows:
     raise JaxscaleError(f"no points of {path} are at or after --burn-in {burn_in:g} of their budget; "
                         "lower --burn-in")

@@ -67,7 +67,8 @@ def _fit_and_score(form, x, y, train, test, columns, target, max_starts, seed, m
 def backtest(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, str], target: str,
              split_by: str | None = None, by: tuple[str, ...] | None = None,
              leave_one_out: bool = True, floor: float | None = None,
-             max_starts: int = BACKTEST_MAX_STARTS, seed: int = 0, means: bool = False) -> dict:
+             max_starts: int = BACKTEST_MAX_STARTS, seed: int = 0, means: bool = False,
+             score_by: str | None = None) -> dict:
   """Largest-scale holdout by each input and leave-one-scale-out, per group of `split_by`.
 
   For every input (or those in `by`): "largest" fits on rows below the input's largest value and
@@ -75,7 +76,10 @@ def backtest(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, 
   training rows cannot be fitted (e.g. the input becomes constant) gets an "error" string instead
   of metrics. With `means`, the fit still uses every row, but the metrics compare the prediction
   with the mean target of each held-out input point (:func:`replicate_means`, e.g. the seeds of a
-  cell); the rows' own ``log_rmse_rows`` and the point count ``n_points`` are added. Returns
+  cell); the rows' own ``log_rmse_rows`` and the point count ``n_points`` are added. With `score_by`
+  (a boolean column), the fit still leaves out every row at the held-out value, but only those held-out
+  rows where it is true are predicted (e.g. each run's final point of a table of learning-curve
+  points: ``n_test`` counts them). Returns
   {"law", "target", "inputs", "rows": [{"group", "kind", "input", "column", "value", "n_train",
   "n_test", "log_rmse", "are" | "error"}]}, JSON-serialisable.
   """
@@ -90,17 +94,18 @@ def backtest(table: Mapping[str, np.ndarray], *, law: str, inputs: Mapping[str, 
     sub = table_lib.select(table, gmask)
     x = {n: table_lib.numeric(sub, c) for n, c in columns.items()}
     y, _ = target_values(sub, target, floor)
+    scored = np.asarray(sub[score_by], bool) if score_by else np.ones(len(y), bool)
     for name in names:
       values = np.unique(x[name])
       cases = [("largest", values[-1])]
       if leave_one_out:
         cases += [("leave_one_out", v) for v in values]
       for kind, v in cases:
-        test = x[name] == v
+        held = x[name] == v
         row = {"group": gkey, "kind": kind, "input": name, "column": columns[name],
-               "value": float(v), "n_train": int(np.sum(~test)), "n_test": int(np.sum(test))}
+               "value": float(v), "n_train": int(np.sum(~held)), "n_test": int(np.sum(held & scored))}
         try:
-          metrics, _ = _fit_and_score(form, x, y, ~test, test, columns, target, max_starts,
+          metrics, _ = _fit_and_score(form, x, y, ~held, held & scored, columns, target, max_starts,
                                       seed + gi, means)
           row.update(metrics)
         except JaxscaleError as e:

@@ -41,14 +41,22 @@ def _value(m: Measured, axis: str) -> int:
 
 def _law_curve(a: StudyAnalysis, arm: str, axis: str, fixed: dict[str, float],
                values: list[int]) -> dict[str, list[float]] | None:
-  """The fitted law of `arm` along `axis` over the measured range; None when it failed its checks."""
+  """The fitted law of `arm` along `axis` over the measured range; None when it failed its checks.
+  A law on examples seen is drawn at the fine-tunes' final T at each Df (`law_selection.seen_at`)."""
   fit = a.arms.get(arm)
   if fit is None or fit.failed or len(values) < 2:
     return None
   x = np.geomspace(min(values), max(values), CURVE_POINTS)
   inputs = {AXIS_NAME[k]: np.full_like(x, v) for k, v in fixed.items()}
   inputs[AXIS_NAME[axis]] = x
+  if law_selection.reads_seen(a.law):
+    inputs["T"] = law_selection.seen_at(_final_table(a), inputs["Df"])
   return {"x": x.tolist(), "y": laws.predict(a.law, fit.params, inputs).tolist()}
+
+
+def _final_table(a: StudyAnalysis) -> dict[str, np.ndarray]:
+  """The fine-tunes' final errors, with each run's examples seen where the reported law reads them."""
+  return law_selection.finetune_table(a.rows, seen=law_selection.reads_seen(a.law))
 
 
 def _failed_note(a: StudyAnalysis) -> str | None:
@@ -204,7 +212,7 @@ def predicted_numbers(a: StudyAnalysis) -> dict[str, Any] | None:
   (prediction, mean error over seeds), the law being the reported one."""
   panels = []
   for arm, fit in a.arms.items():
-    table = law_selection.arm_table(law_selection.finetune_table(a.rows), arm)
+    table = law_selection.arm_table(_final_table(a), arm)
     if not len(table["dp"]):
       continue
     pred = laws.predict(a.law, fit.params, law_selection.law_inputs(table))

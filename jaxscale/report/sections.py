@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
+from jaxscale.study import adaptive
 from jaxscale.study.analysis import StudyAnalysis
 from jaxscale.study.law_selection import (BACKTEST_MAX, CHECKED_HOLDOUTS, EXPONENT_RANGE, R2_MIN,
                                           Backtest)
@@ -144,7 +145,8 @@ def rounds_blocks(log: dict[str, Any] | None) -> list[Block]:
       seeds = e["seeds"]
       where = f"{e['model']}, Dp = {e['dp']:,}, seed{'s' * (len(seeds) > 1)} {seeds[0]}" + (
           f"-{seeds[-1]}" if len(seeds) > 1 else "")
-      rows.append([str(r["round"]), f"{e['runs']:,}", where, "; ".join(e["why"])])
+      why = adaptive.short_why(e["undecided"]) if e.get("undecided") else "; ".join(e["why"])
+      rows.append([str(r["round"]), f"{e['runs']:,}", where, why])
   added = sum(r["runs"] for r in log["rounds"][1:])
   budget = "" if log.get("max_runs") is None else f" of a budget of {log['max_runs']:,}"
   stopped = f" The rounds stopped: {log['stopped']}." if log.get("stopped") else " The rounds have not finished."
@@ -421,6 +423,8 @@ def selection_blocks(a: StudyAnalysis) -> list[Block]:
   if sel.mode == "auto":
     why = (f"Both transfer forms were fitted per arm; {sel.chosen} is reported: {sel.reason}. "
            f"Rule: {sel.rule}.")
+  elif sel.mode == "only":
+    why = f"{sel.chosen} is reported as {sel.reason}; no other form was fitted."
   else:
     why = ("config.study.law names this form, so no other form was fitted (set it to 'auto' to fit "
            "both transfer forms and report the one the backtests favour).")
@@ -451,6 +455,17 @@ def check_blocks(a: StudyAnalysis) -> list[Block]:
           ("table", ["arm", "check", "value", "rule", "result"], rows)]
 
 
+def _points_sentence(a: StudyAnalysis) -> str:
+  """With config.study.law_points = "curves": what the law was fitted on, in one sentence ("" else)."""
+  sel = a.selection
+  if sel.law_points != "curves":
+    return ""
+  n = sum(int(f.statistics.get("n") or 0) for f in a.arms.values())
+  return (f" It was fitted on {n:,} curve points after burn-in {sel.burn_in:g} (each fine-tune's "
+          f"evaluations from that fraction of its steps on, its final one included), with T the examples "
+          f"seen; its checks, backtests and Dp* are read at the runs' final T.")
+
+
 def law_blocks(a: StudyAnalysis) -> list[Block]:
   names = list(next(iter(a.arms.values())).params)
   rows = []
@@ -461,7 +476,7 @@ def law_blocks(a: StudyAnalysis) -> list[Block]:
                 + [fmt(f.r2_cells), fmt(st.get("r2_log")), fmt(st.get("converged")),
                    fmt(st.get("n_best_basin")), fmt(st.get("n"))])
   blocks: list[Block] = [
-      ("h", 2, f"Fitted law: {a.law}"), ("p", f"{a.formula} ({a.selection.origin()})."),
+      ("h", 2, f"Fitted law: {a.law}"), ("p", f"{a.formula} ({a.selection.origin()}).{_points_sentence(a)}"),
       *selection_blocks(a), *check_blocks(a),
       ("h", 3, f"Parameters of {a.law}"),
       ("table", ["arm", "status"] + names

@@ -139,18 +139,21 @@ def selection_summary(config: ConfigDict, rows: Sequence[Mapping[str, Any]]) -> 
 def analyze_records(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
                     progress: bool = True, curves: Sequence[Mapping[str, Any]] = ()) -> StudyAnalysis:
   """Everything the records of a study support (see the module docstring). Records of diverged
-  runs (a non-null `diverged_at`) are left out of the means, the pairs and the laws."""
+  runs (a non-null `diverged_at`) are left out of the means, the pairs and the laws. `curves`: the
+  study's curves.jsonl lines (the learning-curve summary; the law's points with
+  config.study.law_points = "curves", `law_selection.law_table`)."""
   diverged = tuple(r for r in rows if r.get("diverged_at") is not None)
   rows = [r for r in rows if r.get("diverged_at") is None]
   # Dp images chosen by a pruning rule are another axis (jaxscale.study.selection_effects): the
   # arms' means, pairs and laws are those of the random subsets.
   chosen = selection_summary(config, rows)
   rows = [r for r in rows if r.get("selection", RANDOM) == RANDOM]
-  table = selection_lib.finetune_table(rows)
-  forms = [laws.get(f) for f in selection_lib.law_candidates(str(config.study.law))]
+  forms = [laws.get(f) for f in selection_lib.law_candidates(str(config.study.law), str(config.study.law_points))]
+  table = selection_lib.law_table(config, rows, curves)   # final errors, or curve points (study.law_points)
   need = max(len(f.params) for f in forms)
-  if len(table["dp"]) < need + 1:
-    raise JaxscaleError(f"only {len(table['dp'])} fine-tune records; the law "
+  n_runs = len(selection_lib.final_rows(table)["dp"])
+  if n_runs < need + 1:
+    raise JaxscaleError(f"only {n_runs} fine-tune records; the law "
                         f"'{'/'.join(f.name for f in forms)}' needs more than {need} per arm: run "
                         f"more cells or use a smaller law")
   law, selection, bts = selection_lib.select_law(config, table, progress)

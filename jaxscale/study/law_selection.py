@@ -7,6 +7,15 @@
   largest value of each input that has at least `MIN_BACKTEST_VALUES` values. The chosen form alone
   is bootstrapped; its boundary Dp* along Dp at every (M, Df) of the grid, its figures and tables
   use its fit. 1-D laws E(Dp) per (arm, model, Df).
+* Points (`config.study.law_points`, `law_table`): "final" fits each run's final error. "curves" fits
+  E(Dp, M, Df, T), T = examples seen, on every point along each kept fine-tune's budget at or after
+  `config.study.burn_in` of its steps (`points_table`: the same runs as the final table, each run's
+  final point included), with a form that reads T (`law_candidates`; `transfer_additive_seen`).
+  Everything judged on final errors stays so: the backtests fit the points of the runs below the
+  held-out value and score the held-out runs' final errors (seed means per cell) at each run's final
+  T; R² of the cell means, the checks and the 1-D laws use the final errors at each run's own T; the
+  boundaries Dp* take T = `seen_at` (the fine-tunes' final T at that Df). The bootstrap resamples
+  cells (a cell's seeds and all their points together: the points of one run are not independent).
 * The law check (`law_checks`, per arm): R² (log) of the law against the seed-averaged cell means
   (`cell_r2`: a cell is (arm, M, Dp, Df); the law describes the expected error, and seed noise caps
   the R² of single runs, which is reported too) >= `R2_MIN`; the best start converged with more
@@ -32,12 +41,16 @@ from ml_collections import ConfigDict
 
 from jaxscale import laws
 from jaxscale.errors import JaxscaleError
+from jaxscale.laws import curve_table
 from jaxscale.laws import fit as fit_lib
 from jaxscale.study.verdicts import TARGET, arm_of, student_rows
 
 logger = logging.getLogger("jaxscale")
 
 INPUTS = {"Dp": "dp", "M": "params", "Df": "df"}
+SEEN = "examples"        # the column of T, the examples seen, in a table of curve points
+CURVE_INPUTS = {**INPUTS, "T": SEEN}
+FINAL = "final"          # a curve table's column: true on each run's final point (its record)
 ERROR_FLOOR = 1e-3       # errors of exactly 0 are clipped up to this before taking logs
 ARMS = {"false": "plain", "true": "distilled"}
 R2_MIN = 0.9             # a joint law with a lower R² (log) is reported as failed
@@ -57,7 +70,7 @@ SELECTION_RULE = (
     "least 3 values); the form with the lower mean log-RMSE over both arms and every held-out "
     "input is reported (ties: transfer_additive; no backtest possible: the higher mean R² (log) "
     "of the cell means)")
-EXPONENTS = ("alpha", "beta", "gamma", "c", "c0", "c1")
+EXPONENTS = ("alpha", "beta", "gamma", "delta", "c", "c0", "c1")
 
 
 # ----------------------------------------------------------------------------- typed results
@@ -121,14 +134,18 @@ class FormFit:
 @dataclasses.dataclass(frozen=True)
 class LawSelection:
   """Which forms were fitted and why `chosen` is reported (fits.json "law_selection")."""
-  mode: str        # "auto" | "given"
+  mode: str        # "auto" | "given" | "only" (the one form that reads T, for law_points "curves")
   rule: str
   reason: str
   chosen: str
   forms: tuple[FormFit, ...]
+  law_points: str = "final"         # config.study.law_points
+  burn_in: float | None = None      # config.study.burn_in with "curves"; None with "final"
 
   def origin(self) -> str:
     """How the reported form was picked, in a few words."""
+    if self.mode == "only":
+      return "the only form with examples seen T as an input"
     if self.mode != "auto":
       return "named by config.study.law"
     others = [f.name for f in self.forms if f.name != self.chosen]
@@ -168,7 +185,8 @@ def selection_of(block: Mapping[str, Any]) -> LawSelection:
                          r.get("log_rmse"), r.get("log_rmse_rows"), r.get("log_rmse_se"),
                          r.get("passed"), r.get("error")) for r in f["backtests"])
     forms.append(FormFit(name, f["formula"], bool(f["chosen"]), f["mean_log_rmse"], arms, bts))
-  return LawSelection(block["mode"], block["rule"], block["reason"], block["chosen"], tuple(forms))
+  return LawSelection(block["mode"], block["rule"], block["reason"], block["chosen"], tuple(forms),
+                      block.get("law_points", "final"), block.get("burn_in"))
 
 
 def crossings_of(rows: Sequence[Mapping[str, Any]]) -> tuple[LawCrossing, ...]:
@@ -186,19 +204,106 @@ def exponents_of(rows: Sequence[Mapping[str, Any]]) -> tuple[Exponent, ...]:
 
 # ----------------------------------------------------------------------------- records
 
-def finetune_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+RUN_COLUMNS = ("dp", "params", "df", "distilled", "eval_error", "model", "seed")
+
+
+def _law_runs(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+  """The records the laws are fitted on: the plain and distilled arms' fine-tunes (students)."""
+  return [r for r in student_rows(rows, "finetune") if arm_of(r) in ("plain", "distilled")]
+
+
+def final_seen(record: Mapping[str, Any]) -> int:
+  """T of a run's final error: the examples it saw in all, steps × batch_size (its curve's last point)."""
+  if record.get("steps") is None or record.get("batch_size") is None:
+    raise JaxscaleError(f"record {record.get('cell_id')} has no steps or batch_size, so its examples seen "
+                        f"are unknown; fit its study with config.study.law_points='final'")
+  return int(record["steps"]) * int(record["batch_size"])
+
+
+def finetune_table(rows: Sequence[Mapping[str, Any]], seen: bool = False) -> dict[str, np.ndarray]:
   """Named columns of the plain and distilled arms' fine-tune records (the laws are fitted per those
-  two arms): dp, params, df, distilled, eval_error, model, seed."""
-  ft = [r for r in student_rows(rows, "finetune") if arm_of(r) in ("plain", "distilled")]
-  cols = ("dp", "params", "df", "distilled", "eval_error", "model", "seed")
-  return {c: np.asarray([r[c] for r in ft]) for c in cols}
+  two arms): dp, params, df, distilled, eval_error, model, seed; with `seen`, also examples (T,
+  `final_seen`)."""
+  ft = _law_runs(rows)
+  out = {c: np.asarray([r[c] for r in ft]) for c in RUN_COLUMNS}
+  if seen:
+    out[SEEN] = np.asarray([final_seen(r) for r in ft], np.int64)
+  return out
+
+
+def points_table(rows: Sequence[Mapping[str, Any]], lines: Sequence[Mapping[str, Any]],
+                 burn_in: float) -> dict[str, np.ndarray]:
+  """The table a law on learning curves is fitted on: `finetune_table(rows, seen=True)` (each run's
+  final error at T = its examples seen in all; FINAL true) and, of those same runs (matched by
+  cell_id, so the same students, arms and selection as the final table), every point of their
+  curves.jsonl `lines` before the end at or after `burn_in` of the run's steps
+  (`curve_table.points`: step / steps >= burn_in; FINAL false): the run's columns with the point's
+  eval_error and T = its examples seen (step × batch)."""
+  runs = {r["cell_id"]: r for r in _law_runs(rows)}
+  early = [(runs[c["cell_id"]], p) for c in lines if c.get("stage") == "finetune" and c.get("cell_id") in runs
+           for p in curve_table.points(c, burn_in) if p["frac"] < 1]
+  if not early:
+    raise JaxscaleError(
+        f"config.study.law_points='curves' fits the law on the fine-tunes' points along their budget, but "
+        f"curves.jsonl has none at or after config.study.burn_in={burn_in:g} before a run's end; lower "
+        f"burn_in, or set law_points='final' (a study written before curves.jsonl has none)")
+  final = finetune_table(rows, seen=True)
+  out = {c: np.concatenate([final[c], np.asarray([r[c] for r, _ in early])]) for c in RUN_COLUMNS if c != TARGET}
+  out[TARGET] = np.concatenate([np.asarray(final[TARGET], np.float64), [p[TARGET] for _, p in early]])
+  out[SEEN] = np.concatenate([final[SEEN], np.asarray([p[SEEN] for _, p in early], np.int64)])
+  out[FINAL] = np.arange(len(out[TARGET])) < len(final[TARGET])
+  return out
+
+
+def law_table(config: ConfigDict, rows: Sequence[Mapping[str, Any]],
+              lines: Sequence[Mapping[str, Any]] = ()) -> dict[str, np.ndarray]:
+  """What config.study.law_points fits the law on: "final", `finetune_table(rows)`; "curves",
+  `points_table(rows, lines, config.study.burn_in)` (`lines`: the study's curves.jsonl lines)."""
+  if config.study.law_points == "curves":
+    return points_table(rows, lines, float(config.study.burn_in))
+  return finetune_table(rows)
+
+
+def final_rows(table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The runs' final errors of a law table: all of a final table, the FINAL rows of a points table."""
+  if FINAL not in table:
+    return dict(table)
+  keep = np.asarray(table[FINAL], bool)
+  return {k: np.asarray(v)[keep] for k, v in table.items()}
+
+
+def seen_at(table: Mapping[str, np.ndarray], df: float | np.ndarray) -> np.ndarray:
+  """T at which a law read on examples seen is evaluated at fine-tune size(s) `df` (the boundaries,
+  the report's curves): the median final examples seen of the table's fine-tunes at each measured Df
+  (`final_rows`), log-linear in Df between them. A fine-tune's budget (steps × batch) is set by its
+  Df (config.finetune.optim), not by Dp or M, so the runs at one Df share it; where they do not, the
+  cell means, R² and backtests still use each run's own T (`law_inputs`)."""
+  final = final_rows(table)
+  dfs = np.unique(np.asarray(final["df"], np.float64))
+  ts = [np.median(np.asarray(final[SEEN], np.float64)[final["df"] == d]) for d in dfs]
+  return np.exp(np.interp(np.log(np.asarray(df, np.float64)), np.log(dfs), np.log(ts)))
 
 
 
 # ----------------------------------------------------------------------------- laws
 
-def law_candidates(law: str) -> tuple[str, ...]:
-  """The forms a study fits: both transfer forms for "auto", else the one form named."""
+def reads_seen(law: str) -> bool:
+  """Whether a form has examples seen T as an input (a law on learning curves)."""
+  return "T" in laws.get(law).inputs
+
+
+def law_candidates(law: str, law_points: str = "final") -> tuple[str, ...]:
+  """The forms a study fits: both transfer forms for "auto", else the one form named. With
+  law_points "curves" the form must read T (and only the study's inputs): "auto" gives those forms
+  (`transfer_additive_seen`); a named form without T is refused."""
+  if law_points == "curves":
+    seen = tuple(n for n in laws.names() if reads_seen(n) and set(laws.get(n).inputs) <= set(CURVE_INPUTS))
+    if law == AUTO:
+      return seen
+    if law in laws.names() and not reads_seen(law):
+      raise JaxscaleError(f"config.study.law_points='curves' fits a law with examples seen T as an input, but "
+                          f"config.study.law '{law}' has no T; set config.study.law to '{AUTO}' or "
+                          f"{' / '.join(seen)}, or law_points to 'final'")
   if law == AUTO:
     return LAW_FORMS
   if law not in laws.names():
@@ -211,16 +316,23 @@ def _arm_mask(table: Mapping[str, np.ndarray], arm: str) -> np.ndarray:
   return table["distilled"].astype(bool) == (arm == "distilled")
 
 
+def columns(t: Mapping[str, np.ndarray]) -> dict[str, str]:
+  """Law input -> column of a table: INPUTS, and T -> SEEN where the table has examples seen."""
+  return dict(CURVE_INPUTS) if SEEN in t else dict(INPUTS)
+
+
 def law_inputs(t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The law's inputs (Dp, M, Df) of a table's columns, float64."""
-  return {name: np.asarray(t[col], np.float64) for name, col in INPUTS.items()}
+  """The law's inputs (Dp, M, Df; T where the table has examples seen) of a table's columns, float64."""
+  return {name: np.asarray(t[col], np.float64) for name, col in columns(t).items()}
 
 
 def cell_means(table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """One row per (arm, M, Dp, Df) cell, sorted: its columns (float64), the mean error over its
-  seeds (each value clipped up to ERROR_FLOOR first, as the fit sees it) and n, the seeds averaged."""
+  seeds (each value clipped up to ERROR_FLOOR first, as the fit sees it) and n, the seeds averaged.
+  A table with examples seen keys the cells by T too (each run's own final T, `final_seen`)."""
   y = np.maximum(np.asarray(table[TARGET], np.float64), ERROR_FLOOR)
-  points, means, counts = laws.validate.replicate_means({c: table[c] for c in CELL_COLUMNS}, y)
+  keys = CELL_COLUMNS + ((SEEN,) if SEEN in table else ())
+  points, means, counts = laws.validate.replicate_means({c: table[c] for c in keys}, y)
   return {**points, TARGET: means, "n": counts}
 
 
@@ -229,8 +341,9 @@ def cell_r2(law: str, params: Mapping[str, float], table: Mapping[str, np.ndarra
 
   The law describes the expected error of a cell; one run's error adds seed noise (SD up to 0.06
   per cell in the default study) that no law can explain, so the law is judged on the cell means.
+  Of a points table only the runs' final errors count (`final_rows`), at each run's own final T.
   """
-  cells = cell_means(table)
+  cells = cell_means(final_rows(table))
   pred = laws.predict(law, params, law_inputs(cells))
   y = np.asarray(cells[TARGET], np.float64)
   return fit_lib.r2_log(np.log(y), np.log(np.asarray(pred, np.float64))), len(y)
@@ -244,12 +357,17 @@ def backtest_inputs(table: Mapping[str, np.ndarray]) -> tuple[str, ...]:
 
 def backtests(config: ConfigDict, table: Mapping[str, np.ndarray], law: str) -> dict[str, Any]:
   """Largest-value holdouts of each input with >= MIN_BACKTEST_VALUES values, per arm
-  (`laws.validate.backtest`; each row gains "passed": log-RMSE <= BACKTEST_MAX)."""
+  (`laws.validate.backtest`; each row gains "passed": log-RMSE <= BACKTEST_MAX).
+
+  Of a points table (`points_table`) the fit uses every point of the runs below the held-out value
+  and the score only the held-out runs' final errors, seed-averaged per cell, at each run's final
+  T: log-RMSE = sqrt(mean over held-out cells of (log E_law(Dp, M, Df, T) - log mean E)^2)."""
   two_arms = len({bool(v) for v in table["distilled"]}) == 2
-  out = laws.validate.backtest(table, law=law, inputs=INPUTS, target=TARGET,
+  out = laws.validate.backtest(table, law=law, inputs=columns(table), target=TARGET,
                                split_by="distilled" if two_arms else None,
                                by=backtest_inputs(table), floor=ERROR_FLOOR, leave_one_out=False,
-                               seed=int(config.seed), means=True)
+                               seed=int(config.seed), means=True,
+                               score_by=FINAL if FINAL in table else None)
   for r in out["rows"]:
     r["arm"] = _arm_name(r["group"], table)
     if r.get("error") is None:
@@ -340,24 +458,28 @@ def law_checks(statistics: Mapping[str, Any], params: Mapping[str, float], r2_ce
 
 
 def _grid_points(table: Mapping[str, np.ndarray]) -> list[dict[str, float]]:
-  """Every (M, Df) of the grid, the headline one (largest M, smallest Df) first."""
+  """Every (M, Df) of the grid, the headline one (largest M, smallest Df) first; with T = `seen_at`
+  Df where the table has examples seen."""
   ms = sorted({float(v) for v in table["params"]}, reverse=True)
   dfs = sorted({float(v) for v in table["df"]})
-  return [{"M": m, "Df": df} for m in ms for df in dfs]
+  seen = {df: float(seen_at(table, df)) for df in dfs} if SEEN in table else {}
+  return [{"M": m, "Df": df, **({"T": seen[df]} if seen else {})} for m in ms for df in dfs]
 
 
 def fit_law(config: ConfigDict, table: Mapping[str, np.ndarray], law: str, bootstrap: int,
             boundaries: bool, progress: bool) -> laws.Analysis:
-  """`laws.analyze` of one form per arm; with `boundaries`, its crossing along Dp at every (M, Df)."""
+  """`laws.analyze` of one form per arm; with `boundaries`, its crossing along Dp at every (M, Df)
+  (at T = `seen_at` Df for a points table, whose bootstrap resamples cells: (Dp, M, Df))."""
   two_arms = len({bool(v) for v in table["distilled"]}) == 2
   cross = boundaries and two_arms
   points = _grid_points(table)
-  return laws.analyze(table, law=law, inputs=INPUTS, target=TARGET,
+  return laws.analyze(table, law=law, inputs=columns(table), target=TARGET,
                       split_by="distilled" if two_arms else None, bootstrap=bootstrap,
                       boundary="Dp" if cross else None, at=points[0] if cross else None,
                       boundary_at=points[1:] if cross else (), floor=ERROR_FLOOR,
                       seed=int(config.seed), progress=progress,
-                      group_labels={k: f"the {arm} arm" for k, arm in ARMS.items()})
+                      group_labels={k: f"the {arm} arm" for k, arm in ARMS.items()},
+                      cluster_by=tuple(INPUTS) if SEEN in table else None)
 
 
 def _form_summary(law: str, result: laws.Analysis, table: Mapping[str, np.ndarray],
@@ -390,7 +512,8 @@ def select_law(config: ConfigDict, table: Mapping[str, np.ndarray], progress: bo
 
   Returns (chosen form, the "law_selection" block of fits.json, {form: its backtests}).
   """
-  forms = law_candidates(str(config.study.law))
+  curves = config.study.law_points == "curves"
+  forms = law_candidates(str(config.study.law), str(config.study.law_points))
   summaries, bts = {}, {}
   for law in forms:
     bts[law] = backtests(config, table, law)
@@ -399,8 +522,12 @@ def select_law(config: ConfigDict, table: Mapping[str, np.ndarray], progress: bo
   chosen, means, why = choose_law({f: _scores(bts[f]) for f in forms}, r2c)
   for f in forms:
     summaries[f].update(mean_log_rmse=means[f], chosen=f == chosen)
-  block = {"mode": "auto" if len(forms) > 1 else "given", "rule": SELECTION_RULE,
-           "backtest_max_log_rmse": BACKTEST_MAX, "chosen": chosen, "reason": why, "forms": summaries}
+  mode = "auto" if len(forms) > 1 else "only" if str(config.study.law) == AUTO else "given"
+  if mode == "only":
+    why = "the only form with examples seen T as an input (config.study.law_points = 'curves')"
+  block = {"mode": mode, "rule": SELECTION_RULE, "backtest_max_log_rmse": BACKTEST_MAX, "chosen": chosen,
+           "reason": why, "forms": summaries, "law_points": str(config.study.law_points),
+           "burn_in": float(config.study.burn_in) if curves else None}
   return chosen, block, bts
 
 
@@ -435,14 +562,17 @@ def fit_arms(config: ConfigDict, table: Mapping[str, np.ndarray], law: str,
 
 def _boundary_row(b: Mapping[str, Any]) -> dict[str, Any]:
   """The fitted laws' crossing at one (M, Df): what the report's law table shows."""
-  return {"M": b["at"]["M"], "Df": b["at"]["Df"], "roots": b["roots"],
+  return {"M": b["at"]["M"], "Df": b["at"]["Df"], **({"T": b["at"]["T"]} if "T" in b["at"] else {}),
+          "roots": b["roots"],
           "boot_crossing_frac": b.get("boot_crossing_frac"), "verdict": b.get("verdict"),
           "text": b.get("text"),
           "sign_below": {1: "distillation helps", -1: "distillation hurts", 0: "equal"}[b["sign_below"]]}
 
 
 def exponents(config: ConfigDict, table: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-  """1-D laws E(Dp) = E_inf + A·Dp^-alpha per (arm, model, Df) with at least 4 distinct Dp."""
+  """1-D laws E(Dp) = E_inf + A·Dp^-alpha per (arm, model, Df) with at least 4 distinct Dp, on the
+  runs' final errors (`final_rows`)."""
+  table = final_rows(table)
   out = []
   keys = sorted({(bool(d), str(m), int(p), int(f)) for d, m, p, f in
                  zip(table["distilled"], table["model"], table["params"], table["df"])},
