@@ -155,7 +155,8 @@ def base_config() -> ConfigDict:
       # point along each fine-tune's budget at or after `burn_in` (a fraction of its steps), with examples
       # seen T as a 4th input (transfer_additive_seen, docs/laws.md). "final" is the default: on the
       # default study's own records the curve law backtested worse in 5 of 6 backtests (e.g. plain arm,
-      # largest Dp held out: log-RMSE 0.099 final against 0.121 curves; benchmarks/laws_on_curves.py).
+      # largest Dp held out: log-RMSE 0.099 final against 0.121 curves; benchmarks/laws_on_curves.py as of
+      # commit 4deab20, which fitted both laws without the study's law selection and cell bootstrap).
       law_points="final",
       burn_in=0.1,              # law_points="curves": points before this fraction of a run's steps are dropped
       # δ, in error units (top-1 error as a fraction): a paired difference whose interval lies
