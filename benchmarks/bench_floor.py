@@ -137,15 +137,24 @@ def _walk(jaxpr, times: float, devices: int, found: list, meshes: list) -> None:
   """Appends (eqn, times it runs per dispatch, devices) for every matmul under `jaxpr`.
 
   A ``scan`` multiplies by its length, a ``shard_map`` by its mesh's size (its body is one device's
-  program, run on each); other sub-jaxprs (jit, custom_jvp/vjp calls, remat) run once. A ``while`` or
-  ``cond`` (unknown trip count or branch) is refused: the engine's train program has none."""
+  program, run on each); other sub-jaxprs (jit, custom_jvp/vjp calls, remat) run once. Of a ``cond``
+  the branch with the most matmuls counts (the engine's: a run trains its dispatch, or, past its own
+  last step, skips it; the floor is that of a run that trains). A ``while`` (unknown trip count) is
+  refused: the engine's train program has none."""
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
     if name in MATMUL_PRIMITIVES:
       found.append((eqn, times, devices))
       continue
-    if name in ("while", "cond"):
+    if name == "while":
       raise ValueError(f"a {name} in the train program: its matmuls' counts are not known statically")
+    if name == "cond":
+      branches = []
+      for sub in _sub_jaxprs(eqn.params):
+        branches.append([])
+        _walk(sub, times, devices, branches[-1], meshes)
+      found.extend(max(branches, key=len))
+      continue
     inner_times, inner_devices = times, devices
     if name == "scan":
       inner_times = times * eqn.params["length"]

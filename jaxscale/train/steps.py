@@ -278,7 +278,7 @@ def _run_chunk(spec: StepSpec, teacher_params: Any, data: dict, carry: tuple, ru
 
   ``run_xs = (consts, lr [K], valid [K], per_step)``: the run's own constants, learning rates and
   step mask (False past its own last step), and its gather indices [K, B] (on device) or its
-  (images, labels) [K, B, ...]."""
+  (images, labels) [K, B, ...]. A dispatch with none of the run's own steps is skipped (``lax.cond``)."""
   consts, lr, valid, per_step = run_xs
 
   def body(c, xs):
@@ -289,7 +289,14 @@ def _run_chunk(spec: StepSpec, teacher_params: Any, data: dict, carry: tuple, ru
       (images, labels), lr_k, valid_k = xs
     return _run_step(spec, teacher_params, c, (images, labels, lr_k, valid_k, consts))
 
-  return jax.lax.scan(body, carry, (per_step, lr, valid))
+  def train():
+    return jax.lax.scan(body, carry, (per_step, lr, valid))
+
+  # A run past its own last step (a group trains as long as its longest run) skips the dispatch: its
+  # state is kept, as the mask would keep it, and its losses (never read: `loop._append_losses` takes
+  # a run's own steps only) are 0. Run one after the other, a skipped run costs nothing.
+  losses = jax.eval_shape(train)[1]
+  return jax.lax.cond(jnp.any(valid), train, lambda: (carry, jnp.zeros(losses.shape, losses.dtype)))
 
 
 def _looped_chunk(spec: StepSpec, state: TrainState, consts: dict, teacher_params: Any, data: dict, lr, valid):
