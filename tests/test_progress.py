@@ -201,3 +201,25 @@ def test_log_lines_follow_a_replaced_stderr(monkeypatch):
   progress.setup_logging()
   progress.logger.info("two")
   assert second.getvalue() == "[jaxscale] two\n"
+
+
+def test_the_timed_program_trains_every_step_it_is_timed_on():
+  # the engine skips a run's dispatch when none of its steps is its own (valid all False), so the
+  # ETA's timing call must mark every step valid, or it times an empty call (an absurd rate)
+  import jax
+  import numpy as np
+
+  from jaxscale.study import plan
+  seen = []
+
+  class Chunk:
+    def lower(self, *args):
+      return self
+
+    def compile(self):
+      return lambda state, *rest: (seen.append(rest[-1]) or state,)
+
+  valid = jax.ShapeDtypeStruct((4, 3), np.bool_)
+  args = (jax.ShapeDtypeStruct((2,), np.float32), {}, None, {}, jax.ShapeDtypeStruct((4, 3), np.float32), valid)
+  plan.time_program(Chunk(), args, min_s=0.0)
+  assert seen and all(np.asarray(v).shape == (4, 3) and np.asarray(v).all() for v in seen)

@@ -149,15 +149,20 @@ def _zeros_like(shapes: Any) -> Any:
 
 
 def time_program(chunk, args: tuple, min_s: float = 1.0, max_calls: int = 20) -> tuple[float, float]:
-  """(compile seconds, seconds per call) of jitted train `chunk` on zero inputs shaped as `args`.
+  """(compile seconds, seconds per call) of jitted train `chunk` on zero inputs shaped as `args`
+  (state, consts, teacher params, data, lr, valid), but for `valid`: every step of every run is one
+  of its own (the engine skips a run's dispatch when none is, so zeros would time an empty call).
 
   Runs it once to warm up, then until `min_s` seconds have passed (at least 2, at most
   `max_calls` calls); the state it returns is fed back, as the engine does (it is donated)."""
   import jax
+  import numpy as np
   t0 = time.perf_counter()
   compiled = chunk.lower(*args).compile()
   compile_s = time.perf_counter() - t0
-  state, *rest = _zeros_like(args)
+  state, *rest = _zeros_like(args[:-1])
+  valid = args[-1]
+  rest.append(jax.device_put(np.ones(valid.shape, valid.dtype), valid.sharding))
   state = jax.block_until_ready(compiled(state, *rest))[0]
   calls, t0 = 0, time.perf_counter()
   while calls < 2 or (calls < max_calls and time.perf_counter() - t0 < min_s):
