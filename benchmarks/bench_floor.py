@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import math
 import os
 import sys
@@ -187,11 +186,11 @@ def extract(closed_jaxpr, k: int) -> tuple[list[Matmul], Any]:
 
 def engine_program(name: str, batch: int, runs: int, k: int):
   """(dispatch, compile seconds, matmuls, mesh) of the engine's train program for `name` (52 classes,
-  16 px, float32), built by ``bench_train.make_chunk``; its jitted chunk and arguments are read from
-  ``dispatch``'s closure and traced (tracing runs nothing and consumes no donated buffer)."""
+  16 px, float32), built by ``bench_train.make_chunk``; its jitted chunk and arguments
+  (``dispatch.chunk``, ``dispatch.arguments()``) are traced (tracing runs nothing and consumes no
+  donated buffer)."""
   dispatch, compile_s = make_chunk(name, 52, 16, batch, jnp.float32, runs, k)
-  env = inspect.getclosurevars(dispatch).nonlocals
-  traced = env["chunk"].trace(env["box"]["state"], env["consts"], None, env["data"], env["lr"], env["valid"])
+  traced = dispatch.chunk.trace(*dispatch.arguments())
   matmuls, mesh = extract(traced.jaxpr, k)
   return dispatch, compile_s, matmuls, mesh
 
