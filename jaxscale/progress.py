@@ -119,11 +119,16 @@ class Progress:
       for step in range(1000):
         ...
         bar.update(1, loss=0.3, **{"img/s": 512})
+
+  Units of unequal cost (a study's cells: a pretraining run costs 20x a fine-tune) take
+  ``work_total`` (e.g. FLOPs) and ``update(n, work=w)``: the ETA is then the work left over the work
+  done per second, not the units left over the units per second.
   """
 
   def __init__(self, total: int, desc: str = "", unit: str = "step", *,
                stream: IO[str] | None = None, interval_s: float = 10.0,
-               initial: int = 0, enabled: bool = True, delay_s: float = 0.0):
+               initial: int = 0, enabled: bool = True, delay_s: float = 0.0,
+               work_total: float | None = None, work_initial: float = 0.0):
     self.total = max(int(total), 0)
     self.desc = desc
     self.unit = unit
@@ -134,6 +139,9 @@ class Progress:
     self.delay_s = delay_s  # stay silent for short loops: nothing is shown before this many seconds
     self.metrics: dict[str, float] = {}
     self._start_count = self.count
+    self.work_total = work_total
+    self.work = float(work_initial)
+    self._start_work = self.work
     self._t0 = time.monotonic()
     self._last_print = -float("inf")
     self._printed_count = -1
@@ -155,6 +163,9 @@ class Progress:
 
   @property
   def eta_s(self) -> float:
+    if self.work_total is not None:
+      elapsed, done = time.monotonic() - self._t0, self.work - self._start_work
+      return (self.work_total - self.work) * elapsed / done if elapsed > 0 and done > 0 else float("nan")
     rate = self.rate
     return (self.total - self.count) / rate if rate > 0 else float("nan")
 
@@ -169,9 +180,11 @@ class Progress:
     parts += [f"{k}={_fmt(v)}" for k, v in self.metrics.items()]
     return "  ".join(p for p in parts if p)
 
-  def update(self, n: int = 1, **metrics: float) -> None:
-    """Advances by `n` units and records the latest metrics."""
+  def update(self, n: int = 1, work: float = 0.0, **metrics: float) -> None:
+    """Advances by `n` units (`work` of the work, where the bar has a ``work_total``) and records the
+    latest metrics."""
     self.count += n
+    self.work += work
     self.metrics.update(metrics)
     if not self.enabled:
       return

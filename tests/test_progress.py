@@ -3,6 +3,8 @@
 import io
 import sys
 
+import pytest
+
 from jaxscale import progress
 from jaxscale.progress import Progress, format_duration
 
@@ -39,6 +41,26 @@ def test_eta_and_rate():
   bar.update(4)
   assert bar.rate > 0 and bar.eta_s >= 0
   assert "4/10" in bar.line() and "ETA" in bar.line()
+
+
+def test_eta_weighs_units_by_their_work(monkeypatch):
+  """A study's cells differ 20x in cost: the ETA is the work left over the work done per second."""
+  clock = [100.0]
+  monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+  bar = Progress(total=11, stream=io.StringIO(), enabled=False, work_total=30.0)
+  bar.update(10, work=10.0)     # ten cheap units in 10 s: a third of the work
+  clock[0] += 10.0
+  assert bar.eta_s == pytest.approx(20.0)   # counted in units it would say 1 s
+  unweighted = Progress(total=11, stream=io.StringIO(), enabled=False)
+  unweighted.update(10)
+  clock[0] += 10.0
+  assert unweighted.eta_s == pytest.approx(1.0)
+  resumed = Progress(total=11, stream=io.StringIO(), enabled=False, initial=10, work_total=30.0,
+                     work_initial=10.0)
+  assert resumed.eta_s != resumed.eta_s     # nothing done since the start: no rate yet (NaN)
+  clock[0] += 5.0
+  resumed.update(1, work=10.0)
+  assert resumed.eta_s == pytest.approx(5.0)
 
 
 def test_format_duration():

@@ -315,9 +315,12 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True, cell
     logger.info("resuming: %d of %d cells already done", sum(c.id in done for c in cells), len(cells))
   main = jax.process_index() == 0
   ahead = None
+  # the ETA weighs cells by their training FLOPs: a pretraining run here costs ~20 fine-tunes
+  flops = {c.id: cell_flops(config, c) for c in cells}
   try:
     with Progress(total=len(cells), desc="study", unit="cell", initial=sum(c.id in done for c in cells),
-                  enabled=show_progress and main, interval_s=0) as bar:
+                  enabled=show_progress and main, interval_s=0, work_total=sum(flops.values()),
+                  work_initial=sum(f for i, f in flops.items() if i in done)) as bar:
       for i, group in enumerate(todo):
         if ahead is not None:
           ahead.join()  # this group's programs: compiled while the previous group trained
@@ -326,11 +329,11 @@ def run_cells(config: ConfigDict, workdir: str, show_progress: bool = True, cell
           ahead = _compile_ahead(config, todo[i + 1], p["cells"])
         t0 = time.time()
         pruning.prepare(config, group, p["cells"])
-        new = sum(c.id not in done for c in group.cells)  # a resumed group's finished cells are counted already
+        fresh = [c for c in group.cells if c.id not in done]  # a resumed group's finished cells are counted already
         results = _train_group(config, cfg, group, p, show_progress, len(done))
         keep_results(cfg, workdir, group, done, results, write=main)
         errors = [r["eval_error"] for r in results]
-        bar.update(new, group=group.id, err=round(float(np.mean(errors)), 4),
+        bar.update(len(fresh), work=sum(flops[c.id] for c in fresh), group=group.id, err=round(float(np.mean(errors)), 4),
                    s=round(time.time() - t0, 1))
   finally:
     if ahead is not None:  # a thread still compiling when the process exits aborts it (C++ "exception not rethrown")
