@@ -1,6 +1,6 @@
 """A small synthetic study workdir (study.json + records.jsonl) shaped like the default study
-(configs/default.py: its models with M as fitted on the 20 downstream classes, its Dp, Df, seeds,
-datasets and fixed step budgets), so the documented commands run on it stay inside its data.
+(configs/default.py: its models with M as fitted on the 20 downstream classes, its Dp, Df, its first
+three seeds, datasets and fixed step budgets), so the documented commands run on it stay inside its data.
 
 Errors follow known laws so tests can check what the analysis and the report say:
 

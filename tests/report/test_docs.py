@@ -130,14 +130,16 @@ def test_report_command_rebuilds_the_report_byte_identically(study, docs_run):
 
 
 def test_the_synthetic_study_mirrors_the_default_config():
-  """The documented commands name the default study's values; the synthetic one must share them."""
+  """The documented commands name the default study's values; the synthetic one must share them (its
+  seeds are the default's first three: fewer, to stay small, but none the default lacks)."""
   import synthetic
   from jaxscale import config as config_lib
   from jaxscale import models
   default = config_lib.load(str(REPO / "configs" / "default.py"), [])
   s = default.study
   assert tuple(s.models) == tuple(m for m, _, _ in synthetic.MODELS)
-  assert (tuple(s.dp), tuple(s.df), tuple(s.seeds)) == (synthetic.DPS, synthetic.DFS, synthetic.SEEDS)
+  assert (tuple(s.dp), tuple(s.df)) == (synthetic.DPS, synthetic.DFS)
+  assert tuple(s.seeds)[:len(synthetic.SEEDS)] == synthetic.SEEDS
   assert default.finetune.dataset == synthetic.config().finetune.dataset
   size = int(default.data.image_size)
   for name, m, m_pretrain in synthetic.MODELS:  # 20 jaxscale_symbols classes, 52 glyph classes
