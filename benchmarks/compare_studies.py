@@ -18,22 +18,19 @@ import os
 import sys
 
 from jaxscale.errors import JaxscaleError
+from jaxscale.study import verdicts
 
-UNDECIDED = "cannot_tell"
+NOT_DECIDED = ("cannot_tell", "cannot_be_judged")   # the cell verdicts (verdicts.VERDICTS) that state nothing
 
 
-def cells_of(workdir: str) -> dict[tuple[str, str, str], dict]:
-  """{(comparison, model, "pretraining task" | "Df N"): the paired cell of fits.json}."""
+def cells_of(workdir: str) -> dict[tuple[str, str, str, int], dict]:
+  """{(comparison, stage, model, Df): the paired cell of fits.json}."""
   path = os.path.join(workdir, "fits.json")
   if not os.path.exists(path):
     raise JaxscaleError(f"{path} does not exist; run `jaxscale study` (or `jaxscale report`) on {workdir} first")
   with open(path) as f:
     paired = json.load(f).get("paired") or []
-  out = {}
-  for c in paired:
-    where = "pretraining task" if c["stage"] == "pretrain" else f"Df {c['df']}"
-    out[(c["comparison"], c["model"], where)] = c
-  return out
+  return {(c["comparison"], c["stage"], c["model"], c["df"]): c for c in paired}
 
 
 def describe(c: dict | None) -> str:
@@ -54,9 +51,9 @@ def summary(a: dict, b: dict) -> list[dict]:
   rows = []
   for comparison in sorted({k[0] for k in a} | {k[0] for k in b}):
     keys = sorted({k for k in a if k[0] == comparison} | {k for k in b if k[0] == comparison})
-    down = [k for k in keys if k[2] != "pretraining task"]
-    pre = [k for k in keys if k[2] == "pretraining task"]
-    decided = lambda run, ks: sum(k in run and run[k]["verdict"] != UNDECIDED for k in ks)
+    down = [k for k in keys if k[1] != "pretrain"]
+    pre = [k for k in keys if k[1] == "pretrain"]
+    decided = lambda run, ks: sum(k in run and run[k]["verdict"] not in NOT_DECIDED for k in ks)
     rows.append({"comparison": comparison, "downstream": len(down), "decided_a": decided(a, down),
                  "decided_b": decided(b, down), "pretraining": len(pre), "pretraining_a": decided(a, pre),
                  "pretraining_b": decided(b, pre),
@@ -75,8 +72,9 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   for key in sorted(set(a) | set(b)):
-    print(f"{key[0]:<24} {key[1]:<14} {key[2]:<17} A: {describe(a.get(key))}")
-    print(f"{'':<57} B: {describe(b.get(key))}")
+    cell = a.get(key) or b[key]
+    print(f"{key[0]}, {verdicts.cell_name(key[1], key[2], cell['params'], key[3])}")
+    print(f"  A: {describe(a.get(key))}\n  B: {describe(b.get(key))}")
   print(f"\nA = {args.first}, B = {args.second}")
   for r in summary(a, b):
     print(f"{r['comparison']}: downstream cells decided A {r['decided_a']}/{r['downstream']}, "
