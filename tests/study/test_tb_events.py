@@ -56,3 +56,17 @@ def test_without_the_writer_one_info_line_and_no_files(tmp_path, monkeypatch, ca
   assert [r.getMessage() for r in caplog.records if "tensorboardX" in r.getMessage()] == [
       "tensorboardX is not installed: no TensorBoard event files (pip install 'jaxscale[tb]')"]
   assert not (tmp_path / "tb").exists()
+
+
+def test_long_runs_write_window_means_of_their_losses():
+  """At most MAX_LOSS_POINTS loss points: 3,200 steps are written as 800 means of 4 steps, at the
+  examples seen after each window's last step; a run of 1,000 steps keeps every step."""
+  losses = [float(i % 7) for i in range(3200)]
+  points = tb_events.loss_points(losses, batch=32)
+  assert len(points) == 800 and points[0] == (4 * 32, (0 + 1 + 2 + 3) / 4)
+  assert points[-1] == (3200 * 32, sum(losses[-4:]) / 4)
+  assert [e for e, _ in points] == [32 * 4 * (j + 1) for j in range(800)]
+  odd = tb_events.loss_points(list(range(1001)), batch=1)   # w = 2: the last window holds one step
+  assert len(odd) == 501 and odd[0] == (2, 0.5) and odd[-1] == (1001, 1000.0)
+  keep = tb_events.loss_points(list(range(1000)), batch=8)
+  assert len(keep) == 1000 and keep[-1] == (8000, 999.0)
