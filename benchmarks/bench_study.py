@@ -238,17 +238,15 @@ def main(argv=None) -> int:
     if config[stage].dataset.startswith("jaxscale_"):
       builders.ensure_built(config[stage].dataset, config.data.data_dir)
   peak = matmul_peak(2048, np.float32)
-  s = config.study
-  print(f"# {jax.devices()[0].platform}, grid: models {s.models}, dp {s.dp}, df {s.df}, "
-        f"arms {s.arms}, seeds {s.seeds}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
-  print(f"{'round':>5} {'way':<11} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} "
-        f"{'of peak':>8} {'vs unbatched':>12}", flush=True)
   ways = args.ways.split(",")
   if "engine-warm" in ways and "engine" not in ways[:ways.index("engine-warm")]:
     ap.error("--ways: engine-warm reuses the programs the engine way compiled; list engine before it")
   rounds = []
   with (worktree(args.commit) if {"commit", "study"} & set(ways) else contextlib.nullcontext()) as tree:
     args.tree = tree
+    print(header(args, config, ways, peak))
+    print(f"{'round':>5} {'way':<11} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} "
+          f"{'of peak':>8} {'vs unbatched':>12}", flush=True)
     for i in range(args.rounds):
       cache = tempfile.mkdtemp(prefix="bench-study-xla-")  # the engine's cache: empty for "engine", filled after
       try:
@@ -281,6 +279,30 @@ def summary(rounds: list[dict[str, dict]]) -> list[str]:
     spread = f" (median of {len(r)} rounds; range {r[0]:.2f}x-{r[-1]:.2f}x)" if len(r) > 1 else ""
     out.append(f"# {a} vs {b}: {float(np.median(r)):.2f}x{spread}")
   return out
+
+
+def header(args, config, ways: list[str], peak: float) -> str:
+  """The table's first line: the platform, the grid each way runs and the matmul peak. The ``commit``
+  and ``study`` ways run ``--commit-config`` from the commit's tree, whose grid is not ``--config``'s:
+  both are named where they differ (the commit's read with this checkout's loader, or only named
+  when that loader cannot read it)."""
+  def grid_of(c) -> str:
+    s = c.study
+    return f"models {s.models}, dp {s.dp}, df {s.df}, arms {s.arms}, seeds {s.seeds}"
+  parts = []
+  own = [w for w in ways if w not in ("commit", "study")]
+  if own:
+    parts.append(f"{', '.join(own)}: {args.config} ({args.fraction}): {grid_of(config)}")
+  if args.tree:
+    path = os.path.join(args.tree, args.commit_config)
+    try:
+      grid_text = grid_of(shrink(config_lib.load(path, list(args.overrides)), args.fraction))
+    except Exception:   # an earlier schema: this loader cannot read it, the commit's own can
+      grid_text = "grid not readable by this checkout's config loader"
+    ways_text = ", ".join(w for w in ways if w in ("commit", "study"))
+    parts.append(f"{ways_text}: {args.commit}:{args.commit_config} ({args.fraction}): {grid_text}")
+  return (f"# {jax.devices()[0].platform}; " + "; ".join(parts)
+          + f"; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
 
 
 def run_ways(args, config, ways: list[str], cache: str, peak: float, round_: int = 1) -> dict[str, dict]:
