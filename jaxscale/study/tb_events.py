@@ -54,8 +54,6 @@ def loss_points(losses: Sequence[float], batch: int, max_points: int = MAX_LOSS_
   written as its mean at the examples seen after its last step (the last window may be shorter)."""
   n = len(losses)
   w = max(1, math.ceil(n / max_points))
-  if w == 1:
-    return [((i + 1) * batch, float(v)) for i, v in enumerate(losses)]
   values = np.asarray(losses, np.float64)
   return [(min(end, n) * batch, float(values[end - w:min(end, n)].mean())) for end in range(w, n + w, w)]
 
