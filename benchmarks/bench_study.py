@@ -160,6 +160,10 @@ JAX_WAYS = {
 }
 
 
+# The ways that run a whole `jaxscale study` process on --commit-config from the commit's tree.
+STUDY_WAYS = ("commit", "study")
+
+
 def study_process(repo: str, config_path: str, fraction: str, data_dir: str, extra: tuple[str, ...] = ()) -> dict:
   """One whole ``jaxscale study`` process of the package in `repo` (a checkout of any commit, run
   with this interpreter and `repo` first on the path) on `config_path`, in a fresh workdir with an
@@ -242,7 +246,7 @@ def main(argv=None) -> int:
   if "engine-warm" in ways and "engine" not in ways[:ways.index("engine-warm")]:
     ap.error("--ways: engine-warm reuses the programs the engine way compiled; list engine before it")
   rounds = []
-  with (worktree(args.commit) if {"commit", "study"} & set(ways) else contextlib.nullcontext()) as tree:
+  with (worktree(args.commit) if set(STUDY_WAYS) & set(ways) else contextlib.nullcontext()) as tree:
     args.tree = tree
     print(header(args, config, ways, peak))
     print(f"{'round':>5} {'way':<11} {'devices':>7} {'runs':>5} {'images':>10} {'wall s':>8} {'img/s':>8} "
@@ -290,7 +294,7 @@ def header(args, config, ways: list[str], peak: float) -> str:
     s = c.study
     return f"models {s.models}, dp {s.dp}, df {s.df}, arms {s.arms}, seeds {s.seeds}"
   parts = []
-  own = [w for w in ways if w not in ("commit", "study")]
+  own = [w for w in ways if w not in STUDY_WAYS]
   if own:
     parts.append(f"{', '.join(own)}: {args.config} ({args.fraction}): {grid_of(config)}")
   if args.tree:
@@ -299,7 +303,7 @@ def header(args, config, ways: list[str], peak: float) -> str:
       grid_text = grid_of(shrink(config_lib.load(path, list(args.overrides)), args.fraction))
     except Exception:   # an earlier schema: this loader cannot read it, the commit's own can
       grid_text = "grid not readable by this checkout's config loader"
-    ways_text = ", ".join(w for w in ways if w in ("commit", "study"))
+    ways_text = ", ".join(w for w in ways if w in STUDY_WAYS)
     parts.append(f"{ways_text}: {args.commit}:{args.commit_config} ({args.fraction}): {grid_text}")
   return (f"# {jax.devices()[0].platform}; " + "; ".join(parts)
           + f"; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
@@ -311,7 +315,7 @@ def run_ways(args, config, ways: list[str], cache: str, peak: float, round_: int
   for name in ways:
     if name in JAX_WAYS:
       r = rows[name] = child(args, name, cache if name.startswith("engine") else "")
-    elif name in ("commit", "study"):   # whole study processes: the earlier commit's package, or this one
+    elif name in STUDY_WAYS:   # whole study processes: the earlier commit's package, or this one
       repo = args.tree if name == "commit" else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
       r = rows[name] = study_process(repo, os.path.join(args.tree, args.commit_config), args.fraction, args.data_dir,
                                           args.overrides)
